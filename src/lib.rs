@@ -1,0 +1,32 @@
+// SPDX-License-Identifier: MPL-2.0
+#![allow(clippy::non_send_fields_in_send_ty, unused_doc_comments)]
+
+//! GStreamer plugin `customvideo`: custom video tracks for real-time calls.
+//!
+//! * [`CustomVideoSrc`] (`customvideosrc`) wraps any frame producer — frames pushed by the
+//!   application, a draw callback, or any GStreamer source description — as one steady,
+//!   well-formed live video track with track controls and statistics.
+
+use gst::glib;
+
+pub mod customvideosrc;
+pub mod events;
+
+pub use customvideosrc::{CustomVideoSrc, OnProducerEnd, OptimizationMode, VideoRotation};
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    customvideosrc::register(plugin)?;
+    Ok(())
+}
+
+gst::plugin_define!(
+    customvideo,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MPL",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    "https://gstreamer.freedesktop.org",
+    env!("BUILD_REL_DATE")
+);
