@@ -139,6 +139,8 @@ struct Counters {
     repeated: u64,
     out_times: VecDeque<Instant>,
     last_in: Option<Instant>,
+    width: u32,
+    height: u32,
 }
 
 /// What producers hand to the streaming thread, and the producer bookkeeping.
@@ -747,6 +749,11 @@ impl CustomVideoSrc {
             return Err(gst::FlowError::NotNegotiated);
         }
         stream.fps = Some(info.fps());
+        {
+            let mut feed = self.feed();
+            feed.counters.width = info.width();
+            feed.counters.height = info.height();
+        }
         stream.out_info = Some(info);
         stream.next_rt = None;
         self.events_dirty
@@ -1140,12 +1147,6 @@ impl CustomVideoSrc {
     }
 
     fn stats(&self) -> gst::Structure {
-        let (w, h) = self
-            .stream
-            .try_lock()
-            .ok()
-            .and_then(|s| s.out_info.as_ref().map(|i| (i.width(), i.height())))
-            .unwrap_or((0, 0));
         let feed = self.feed();
         let c = &feed.counters;
         let now = Instant::now();
@@ -1160,8 +1161,8 @@ impl CustomVideoSrc {
             .field("dropped", c.dropped)
             .field("repeated", c.repeated)
             .field("fps", recent as f64)
-            .field("width", w)
-            .field("height", h)
+            .field("width", c.width)
+            .field("height", c.height)
             .field(
                 "last-frame-age-ms",
                 c.last_in
@@ -1617,7 +1618,7 @@ impl BaseSrcImpl for CustomVideoSrc {
             };
             let producer = self
                 .start_producer(generation, desc)
-                .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ["{}", e]))?;
+                .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
             gst::info!(CAT, imp = self, "producer \"{desc}\" started");
             self.producers.lock().unwrap().push(producer);
         } else {

@@ -38,9 +38,9 @@ impl Producer {
     {
         let launch = match processor {
             Some(p) if !p.trim().is_empty() => {
-                format!("{description} ! {p} ! appsink name={SINK_NAME}")
+                format!("{description} ! {p} ! appsink name={SINK_NAME} caps=video/x-raw")
             }
-            _ => format!("{description} ! appsink name={SINK_NAME}"),
+            _ => format!("{description} ! appsink name={SINK_NAME} caps=video/x-raw"),
         };
         let mut context = gst::ParseContext::new();
         let element =

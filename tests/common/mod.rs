@@ -1,0 +1,328 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Shared helpers for the element tests: plugin registration, a pipeline that collects what
+//! the track outputs, and frame makers.
+#![allow(dead_code)]
+
+use gst::prelude::*;
+use gstcustomvideo::CustomVideoSrc;
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+pub fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstcustomvideo::plugin_register_static().expect("register customvideo");
+    });
+}
+
+/// One buffer as it reached the sink.
+#[derive(Clone, Debug)]
+pub struct Out {
+    pub pts: gst::ClockTime,
+    pub duration: Option<gst::ClockTime>,
+    pub arrived: Instant,
+    pub width: i32,
+    pub height: i32,
+    pub format: String,
+    /// Address of the first byte of the buffer's memory.
+    pub data: usize,
+    /// The RGBA pixel at the centre, when the sink caps are RGBA.
+    pub center: Option<[u8; 4]>,
+    pub pixels: Option<Arc<Vec<u8>>>,
+}
+
+/// A running pipeline `customvideosrc ... ! [tail] ! appsink` that records every buffer,
+/// every caps event and every bus message.
+pub struct Run {
+    pub pipeline: gst::Pipeline,
+    pub src: CustomVideoSrc,
+    pub frames: Arc<Mutex<Vec<Out>>>,
+    pub caps_events: Arc<Mutex<Vec<gst::Caps>>>,
+    pub events: Arc<Mutex<Vec<gst::Event>>>,
+    pub eos: Arc<Mutex<bool>>,
+    pub messages: Arc<Mutex<Vec<gst::Message>>>,
+}
+
+impl Run {
+    /// `src` is the customvideosrc part (`"customvideosrc name=src ..."`), `tail` what comes
+    /// between it and the appsink (may be empty).
+    pub fn new(src: &str, tail: &str, keep_pixels: bool) -> Run {
+        init();
+        let desc = if tail.is_empty() {
+            format!("{src} ! appsink name=sink sync=false")
+        } else {
+            format!("{src} ! {tail} ! appsink name=sink sync=false")
+        };
+        let pipeline = gst::parse::launch(&desc)
+            .unwrap()
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+        let src = pipeline
+            .by_name("src")
+            .expect("element named src")
+            .downcast::<CustomVideoSrc>()
+            .unwrap();
+        let sink = pipeline
+            .by_name("sink")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        let frames: Arc<Mutex<Vec<Out>>> = Arc::default();
+        let caps_events: Arc<Mutex<Vec<gst::Caps>>> = Arc::default();
+        let events: Arc<Mutex<Vec<gst::Event>>> = Arc::default();
+        let eos: Arc<Mutex<bool>> = Arc::default();
+        let messages: Arc<Mutex<Vec<gst::Message>>> = Arc::default();
+
+        let f = frames.clone();
+        let e = eos.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
+                    f.lock().unwrap().push(describe(&sample, keep_pixels));
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .eos(move |_| *e.lock().unwrap() = true)
+                .build(),
+        );
+        let ce = caps_events.clone();
+        let ev = events.clone();
+        sink.static_pad("sink").unwrap().add_probe(
+            gst::PadProbeType::EVENT_DOWNSTREAM,
+            move |_, info| {
+                if let Some(gst::PadProbeData::Event(event)) = &info.data {
+                    if let gst::EventView::Caps(c) = event.view() {
+                        ce.lock().unwrap().push(c.caps_owned());
+                    }
+                    ev.lock().unwrap().push(event.clone());
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+        let m = messages.clone();
+        pipeline.bus().unwrap().set_sync_handler(move |_, msg| {
+            m.lock().unwrap().push(msg.clone());
+            gst::BusSyncReply::Drop
+        });
+        Run {
+            pipeline,
+            src,
+            frames,
+            caps_events,
+            events,
+            eos,
+            messages,
+        }
+    }
+
+    pub fn play(&self) {
+        self.pipeline.set_state(gst::State::Playing).unwrap();
+    }
+
+    pub fn count(&self) -> usize {
+        self.frames.lock().unwrap().len()
+    }
+
+    pub fn frames(&self) -> Vec<Out> {
+        self.frames.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until `n` frames arrived; returns whether they did.
+    pub fn wait_frames(&self, n: usize, timeout: Duration) -> bool {
+        wait_for(timeout, || self.count() >= n)
+    }
+
+    pub fn wait_eos(&self, timeout: Duration) -> bool {
+        wait_for(timeout, || *self.eos.lock().unwrap())
+    }
+
+    /// The first error message on the bus, if any: (message, debug).
+    pub fn error(&self) -> Option<(String, String)> {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|m| match m.view() {
+                gst::MessageView::Error(e) => Some((
+                    e.error().message().to_string(),
+                    e.debug().map(|d| d.to_string()).unwrap_or_default(),
+                )),
+                _ => None,
+            })
+    }
+
+    pub fn warnings(&self) -> Vec<String> {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|m| match m.view() {
+                gst::MessageView::Warning(w) => Some(format!(
+                    "{} {}",
+                    w.error().message(),
+                    w.debug().map(|d| d.to_string()).unwrap_or_default()
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn element_messages(&self, name: &str) -> Vec<gst::Structure> {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|m| match m.view() {
+                gst::MessageView::Element(e) => e
+                    .structure()
+                    .filter(|s| s.name() == name)
+                    .map(|s| s.to_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn wait_error(&self, timeout: Duration) -> Option<(String, String)> {
+        wait_for(timeout, || self.error().is_some());
+        self.error()
+    }
+
+    pub fn running_time(&self) -> gst::ClockTime {
+        let clock = self.pipeline.clock().unwrap();
+        clock.time() - self.pipeline.base_time().unwrap()
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cond()
+}
+
+fn describe(sample: &gst::Sample, keep_pixels: bool) -> Out {
+    let buffer = sample.buffer().unwrap();
+    let caps = sample.caps().unwrap();
+    let s = caps.structure(0).unwrap();
+    let width = s.get::<i32>("width").unwrap();
+    let height = s.get::<i32>("height").unwrap();
+    let format = s.get::<String>("format").unwrap();
+    let map = buffer.map_readable().unwrap();
+    let data = map.as_slice().as_ptr() as usize;
+    let (center, pixels) = if format == "RGBA" {
+        let stride = (width as usize * 4).next_multiple_of(4);
+        let o = (height as usize / 2) * stride + (width as usize / 2) * 4;
+        let px: [u8; 4] = map[o..o + 4].try_into().unwrap();
+        (
+            Some(px),
+            keep_pixels.then(|| Arc::new(map.as_slice().to_vec())),
+        )
+    } else {
+        (None, None)
+    };
+    Out {
+        pts: buffer.pts().expect("every track buffer has a timestamp"),
+        duration: buffer.duration(),
+        arrived: Instant::now(),
+        width,
+        height,
+        format,
+        data,
+        center,
+        pixels,
+    }
+}
+
+/// Raw video caps.
+pub fn caps(format: &str, width: i32, height: i32, fps: i32) -> gst::Caps {
+    gst::Caps::builder("video/x-raw")
+        .field("format", format)
+        .field("width", width)
+        .field("height", height)
+        .field("framerate", gst::Fraction::new(fps, 1))
+        .build()
+}
+
+/// A solid-colour frame of `format` made from an RGBA colour by GStreamer's own converter.
+pub fn solid(format: &str, width: u32, height: u32, rgba: [u8; 4]) -> gst::Buffer {
+    init();
+    let in_info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgba, width, height)
+        .build()
+        .unwrap();
+    let mut src = gst::Buffer::with_size(in_info.size()).unwrap();
+    {
+        let mut map = src.get_mut().unwrap().map_writable().unwrap();
+        for px in map.as_mut_slice().chunks_exact_mut(4) {
+            px.copy_from_slice(&rgba);
+        }
+    }
+    convert(src, &in_info, format)
+}
+
+/// A frame of `width` x `height` RGBA pixels given by `f`, converted to `format`.
+pub fn painted(
+    format: &str,
+    width: u32,
+    height: u32,
+    f: impl Fn(u32, u32) -> [u8; 4],
+) -> gst::Buffer {
+    init();
+    let in_info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgba, width, height)
+        .build()
+        .unwrap();
+    let mut src = gst::Buffer::with_size(in_info.size()).unwrap();
+    {
+        let stride = in_info.stride()[0] as usize;
+        let mut map = src.get_mut().unwrap().map_writable().unwrap();
+        for y in 0..height {
+            for x in 0..width {
+                let o = y as usize * stride + x as usize * 4;
+                map[o..o + 4].copy_from_slice(&f(x, y));
+            }
+        }
+    }
+    convert(src, &in_info, format)
+}
+
+fn convert(src: gst::Buffer, in_info: &gst_video::VideoInfo, format: &str) -> gst::Buffer {
+    let out_info = gst_video::VideoInfo::builder(
+        gst_video::VideoFormat::from_string(format),
+        in_info.width(),
+        in_info.height(),
+    )
+    .build()
+    .unwrap();
+    if out_info.format() == in_info.format() {
+        return src;
+    }
+    let conv = gst_video::VideoConverter::new(in_info, &out_info, None).unwrap();
+    let mut dst = gst::Buffer::with_size(out_info.size()).unwrap();
+    {
+        let s = gst_video::VideoFrameRef::from_buffer_ref_readable(src.as_ref(), in_info).unwrap();
+        let mut d =
+            gst_video::VideoFrameRef::from_buffer_ref_writable(dst.get_mut().unwrap(), &out_info)
+                .unwrap();
+        conv.frame_ref(&s, &mut d);
+    }
+    dst
+}
+
+/// Whether an RGBA pixel is close to `want` (each channel within `tol`).
+pub fn near(px: [u8; 4], want: [u8; 3], tol: u8) -> bool {
+    (0..3).all(|i| px[i].abs_diff(want[i]) <= tol)
+}
+
+pub const RED: [u8; 4] = [255, 0, 0, 255];
+pub const GREEN: [u8; 4] = [0, 255, 0, 255];
+pub const BLUE: [u8; 4] = [0, 0, 255, 255];
