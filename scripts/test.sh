@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo test --locked --all-targets -- --test-threads=2
+G_DEBUG=fatal-criticals cargo test --locked -- --test-threads=2

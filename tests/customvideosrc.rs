@@ -223,7 +223,7 @@ fn draw_callback_is_asked_at_the_track_rate() {
             let mut n = c.lock().unwrap();
             *n += 1;
             // Default draw format: BGRA. Even calls green, odd calls blue.
-            let px: [u8; 4] = if *n % 2 == 0 {
+            let px: [u8; 4] = if n.is_multiple_of(2) {
                 [0, 255, 0, 255]
             } else {
                 [255, 0, 0, 255]
