@@ -251,12 +251,7 @@ fn draw_callback_is_asked_at_the_track_rate() {
         f[1].center
     );
     // 30 fps pacing: timestamps exactly one interval apart.
-    for w in f.windows(2) {
-        assert_eq!(
-            w[1].pts - w[0].pts,
-            gst::ClockTime::from_nseconds(33_333_333)
-        );
-    }
+    assert_paced(&f, 30);
     assert!(*calls.lock().unwrap() as usize >= f.len());
 }
 
@@ -566,12 +561,7 @@ fn constant_rate_repeats_when_the_producer_stalls() {
         "track stopped with its producer"
     );
     let f = run.frames();
-    for w in f.windows(2) {
-        assert_eq!(
-            w[1].pts - w[0].pts,
-            gst::ClockTime::from_nseconds(33_333_333)
-        );
-    }
+    assert_paced(&f, 30);
     let stats = run.src.stats();
     assert!(stats.get::<u64>("repeated").unwrap() >= 15, "{stats}");
     assert!(
@@ -598,12 +588,7 @@ fn constant_rate_drops_a_burst() {
     }
     assert!(run.wait_frames(10, 5 * SEC));
     let f = run.frames();
-    for w in f.windows(2) {
-        assert_eq!(
-            w[1].pts - w[0].pts,
-            gst::ClockTime::from_nseconds(33_333_333)
-        );
-    }
+    assert_paced(&f, 30);
     let stats = run.src.stats();
     assert!(stats.get::<u64>("dropped").unwrap() >= 55, "{stats}");
 }
@@ -755,12 +740,7 @@ fn replacing_the_producer_leaves_no_gap() {
         "frames of neither producer in between"
     );
     // Timestamps keep the pace through the switch: no gap in the track.
-    for w in f.windows(2) {
-        assert_eq!(
-            w[1].pts - w[0].pts,
-            gst::ClockTime::from_nseconds(33_333_333)
-        );
-    }
+    assert_paced(&f, 30);
     assert_eq!(
         run.caps_events.lock().unwrap().len(),
         1,
@@ -905,31 +885,28 @@ fn producer_end_ends_the_track_by_default() {
     assert!(run.count() >= 5);
 }
 
-#[test]
-fn producer_end_can_go_black() {
-    let run = ended_run("black");
+/// After the producer ended, the track keeps going with `on_end` frames of colour `want`.
+fn ended_track_goes_on(on_end: &str, want: [u8; 3]) {
+    let run = ended_run(on_end);
     assert!(wait_for(5 * SEC, || !run
         .element_messages("track-ended")
         .is_empty()));
     let n = run.count();
-    assert!(run.wait_frames(n + 10, 5 * SEC), "track stopped");
+    assert!(run.wait_frames(n + 10, 5 * SEC), "{on_end}: track stopped");
     assert!(!*run.eos.lock().unwrap());
     let px = run.frames()[n + 9].center.unwrap();
-    assert!(near(px, [0, 0, 0], 12), "{px:?}");
+    assert!(near(px, want, 12), "{on_end}: {px:?}");
+    assert!(run.src.stats().get::<bool>("ended").unwrap());
+}
+
+#[test]
+fn producer_end_can_go_black() {
+    ended_track_goes_on("black", [0, 0, 0]);
 }
 
 #[test]
 fn producer_end_can_freeze() {
-    let run = ended_run("freeze");
-    assert!(wait_for(5 * SEC, || !run
-        .element_messages("track-ended")
-        .is_empty()));
-    let n = run.count();
-    assert!(run.wait_frames(n + 10, 5 * SEC), "track stopped");
-    assert!(!*run.eos.lock().unwrap());
-    let px = run.frames()[n + 9].center.unwrap();
-    assert!(near(px, [255, 0, 0], 10), "{px:?}");
-    assert!(run.src.stats().get::<bool>("ended").unwrap());
+    ended_track_goes_on("freeze", [255, 0, 0]);
 }
 
 #[test]
@@ -993,46 +970,51 @@ fn frames_survive_a_restart_of_the_pipeline() {
 
 // ----- 8. bad input -------------------------------------------------------------------------
 
+/// Pushes `buffer` (with `caps` set, if any) and checks the flow return and the bus error.
+fn push_error(caps: Option<gst::Caps>, buffer: gst::Buffer, flow: gst::FlowError, want: &[&str]) {
+    let run = Run::new("customvideosrc name=src", "", false);
+    if let Some(caps) = caps {
+        run.src.set_property("caps", caps);
+    }
+    run.play();
+    assert_eq!(run.src.push_frame(buffer), Err(flow));
+    let (msg, _) = run.wait_error(5 * SEC).expect("error message");
+    for w in want {
+        assert!(msg.contains(w), "{msg:?} lacks {w:?}");
+    }
+}
+
 #[test]
 fn wrong_buffer_size_is_an_error_naming_the_sizes() {
-    let run = Run::new("customvideosrc name=src", "", false);
-    run.src.set_property("caps", i420_320());
-    run.play();
-    let ret = run.src.push_frame(gst::Buffer::with_size(1000).unwrap());
-    assert_eq!(ret, Err(gst::FlowError::Error));
-    let (msg, _) = run.wait_error(5 * SEC).expect("error message");
-    assert!(
-        msg.contains("1000 bytes") && msg.contains("115200"),
-        "{msg}"
+    push_error(
+        Some(i420_320()),
+        gst::Buffer::with_size(1000).unwrap(),
+        gst::FlowError::Error,
+        &["1000 bytes", "115200"],
     );
 }
 
 #[test]
 fn push_before_caps_is_refused_clearly() {
-    let run = Run::new("customvideosrc name=src", "", false);
-    run.play();
-    let ret = run.src.push_frame(solid("I420", 320, 240, RED));
-    assert_eq!(ret, Err(gst::FlowError::NotNegotiated));
-    let (msg, _) = run.wait_error(5 * SEC).expect("error message");
-    assert!(msg.contains("before its caps are known"), "{msg}");
+    push_error(
+        None,
+        solid("I420", 320, 240, RED),
+        gst::FlowError::NotNegotiated,
+        &["before its caps are known"],
+    );
 }
 
 #[test]
 fn unconvertible_caps_are_named() {
-    let run = Run::new("customvideosrc name=src", "", false);
-    run.src.set_property(
-        "caps",
-        gst::Caps::builder("video/x-h264")
-            .field("width", 320)
-            .build(),
-    );
-    run.play();
-    let ret = run.src.push_frame(gst::Buffer::with_size(100).unwrap());
-    assert_eq!(ret, Err(gst::FlowError::NotNegotiated));
-    let (msg, _) = run.wait_error(5 * SEC).expect("error message");
-    assert!(
-        msg.contains("video/x-h264") && msg.contains("raw video"),
-        "{msg}"
+    push_error(
+        Some(
+            gst::Caps::builder("video/x-h264")
+                .field("width", 320)
+                .build(),
+        ),
+        gst::Buffer::with_size(100).unwrap(),
+        gst::FlowError::NotNegotiated,
+        &["video/x-h264", "raw video"],
     );
 }
 
@@ -1053,39 +1035,34 @@ fn downstream_that_accepts_nothing_is_named() {
     );
 }
 
-#[test]
-fn producer_that_does_not_parse_fails_the_start() {
+/// Starts a track with `producer` and checks that the start fails with `want` in the error.
+fn start_error(producer: &str, want: &str) {
     let run = Run::new(
-        "customvideosrc name=src producer=\"videotestsrc ! ! nosuchthing\"",
+        &format!("customvideosrc name=src producer=\"{producer}\""),
         "",
         false,
     );
     assert!(run.pipeline.set_state(gst::State::Playing).is_err());
     let (msg, _) = run.error().expect("error message");
-    assert!(
-        msg.contains("does not parse") || msg.contains("nosuchthing"),
-        "{msg}"
-    );
+    assert!(msg.contains(want), "{msg:?} lacks {want:?}");
+}
+
+#[test]
+fn producer_that_does_not_parse_fails_the_start() {
+    start_error("videotestsrc ! ! videoconvert", "does not parse");
 }
 
 #[test]
 fn producer_with_missing_element_is_named() {
-    let run = Run::new("customvideosrc name=src producer=\"nosuchsrc\"", "", false);
-    assert!(run.pipeline.set_state(gst::State::Playing).is_err());
-    let (msg, _) = run.error().expect("error message");
-    assert!(msg.contains("nosuchsrc"), "{msg}");
+    start_error(
+        "nosuchsrc",
+        "needs elements that are not installed: nosuchsrc",
+    );
 }
 
 #[test]
 fn producer_without_video_is_named() {
-    let run = Run::new(
-        "customvideosrc name=src producer=\"audiotestsrc\"",
-        "",
-        false,
-    );
-    assert!(run.pipeline.set_state(gst::State::Playing).is_err());
-    let (msg, _) = run.error().expect("error message");
-    assert!(msg.contains("no raw video src pad"), "{msg}");
+    start_error("audiotestsrc", "no raw video src pad");
 }
 
 #[test]
@@ -1114,4 +1091,47 @@ fn bad_replacement_keeps_the_current_producer() {
         10
     ));
     assert!(run.error().is_none());
+}
+
+// ----- state changes ------------------------------------------------------------------------
+
+#[test]
+fn pause_resume_and_stop_never_hang() {
+    for src in [
+        "customvideosrc name=src framerate=30/1 producer=videotestsrc",
+        "customvideosrc name=src producer=videotestsrc",
+        "customvideosrc name=src framerate=30/1 caps=video/x-raw,format=I420,width=64,height=48,framerate=30/1",
+        "customvideosrc name=src caps=video/x-raw,format=I420,width=64,height=48,framerate=30/1",
+    ] {
+        let run = Run::new(src, "", false);
+        if !src.contains("producer") {
+            run.src.push_frame(solid("I420", 64, 48, RED)).unwrap();
+        }
+        run.play();
+        assert!(run.wait_frames(1, 5 * SEC), "{src}: no frame");
+        for _ in 0..3 {
+            run.pipeline.set_state(gst::State::Paused).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            run.play();
+            if !src.contains("producer") {
+                run.src.push_frame(solid("I420", 64, 48, RED)).unwrap();
+            }
+            let n = run.count();
+            assert!(
+                run.wait_frames(n + 1, 5 * SEC),
+                "{src}: no frame after resume"
+            );
+        }
+        // Disabled (blocked waiting) and then stopped.
+        run.src.set_property("enabled", false);
+        std::thread::sleep(Duration::from_millis(50));
+        let start = Instant::now();
+        run.pipeline.set_state(gst::State::Null).unwrap();
+        assert!(
+            start.elapsed() < 2 * SEC,
+            "{src}: stopping took {:?}",
+            start.elapsed()
+        );
+        assert!(run.error().is_none(), "{src}: {:?}", run.error());
+    }
 }

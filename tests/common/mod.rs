@@ -318,6 +318,14 @@ fn convert(src: gst::Buffer, in_info: &gst_video::VideoInfo, format: &str) -> gs
     dst
 }
 
+/// Asserts that consecutive frames are exactly one interval of `fps` apart.
+pub fn assert_paced(frames: &[Out], fps: u64) {
+    let interval = gst::ClockTime::SECOND.mul_div_floor(1, fps).unwrap();
+    for (i, w) in frames.windows(2).enumerate() {
+        assert_eq!(w[1].pts - w[0].pts, interval, "frames {i} and {}", i + 1);
+    }
+}
+
 /// Whether an RGBA pixel is close to `want` (each channel within `tol`).
 pub fn near(px: [u8; 4], want: [u8; 3], tol: u8) -> bool {
     (0..3).all(|i| px[i].abs_diff(want[i]) <= tol)
