@@ -11,6 +11,7 @@ use gst::glib;
 
 pub mod customvideosrc;
 pub mod events;
+pub mod server;
 
 pub use customvideosrc::{CustomVideoSrc, OnProducerEnd, OptimizationMode, VideoRotation};
 

@@ -3,6 +3,8 @@
 //! the track outputs, and frame makers.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use gst::prelude::*;
 use gstcustomvideo::CustomVideoSrc;
 use std::sync::{Arc, Mutex, Once};

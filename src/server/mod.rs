@@ -1,0 +1,227 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The embedded call server: WHIP in, WHEP out, selective forwarding, a viewer page.
+//!
+//! [`CallServer::start`] binds one TCP port for HTTP and one UDP port (the same number by
+//! default) that carries the media of every peer, and runs two threads: the media loop that
+//! owns every WebRTC session ([`sfu::Sfu`], sans-IO, on `str0m`) and a small HTTP server
+//! (axum). Media is forwarded without decoding. See the README for the endpoints.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+pub mod bitstream;
+mod driver;
+mod http;
+pub mod sdp;
+pub mod sfu;
+
+pub use sfu::{ChannelInfo, PublisherInfo, SubscriberInfo};
+
+pub(crate) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "callserver",
+        gst::DebugColorFlags::empty(),
+        Some("Embedded call server"),
+    )
+});
+
+/// How to run a [`CallServer`].
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on (HTTP and media). Default 127.0.0.1.
+    pub bind: IpAddr,
+    /// HTTP port; 0 picks a free one. Default 8080.
+    pub port: u16,
+    /// UDP port for all media; `None` uses the HTTP port's number (or a free port).
+    pub media_port: Option<u16>,
+    /// Bearer token required to publish, if any.
+    pub token: Option<String>,
+    /// Addresses advertised as ICE host candidates; empty: derived from `bind`.
+    pub candidates: Vec<IpAddr>,
+    /// A publisher whose media stops for this long is dropped. Default 10 s.
+    pub publisher_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 8080,
+            media_port: None,
+            token: None,
+            candidates: vec![],
+            publisher_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A running call server. Dropping it (or [`CallServer::stop`]) stops it.
+pub struct CallServer {
+    http_addr: SocketAddr,
+    media_addr: SocketAddr,
+    driver: driver::DriverHandle,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CallServer {
+    /// Binds the ports and starts serving. Fails if a port is taken.
+    pub fn start(config: ServerConfig) -> std::io::Result<CallServer> {
+        let tcp = TcpListener::bind(SocketAddr::new(config.bind, config.port))?;
+        let http_addr = tcp.local_addr()?;
+        let media_port = config.media_port.unwrap_or(http_addr.port());
+        let udp = match UdpSocket::bind(SocketAddr::new(config.bind, media_port)) {
+            Ok(s) => s,
+            // The same number may be taken for UDP; any port does when none was asked for.
+            Err(_) if config.media_port.is_none() => {
+                UdpSocket::bind(SocketAddr::new(config.bind, 0))?
+            }
+            Err(e) => return Err(e),
+        };
+        let media_addr = udp.local_addr()?;
+        let candidates = candidate_addresses(&config, media_addr.port());
+        gst::info!(CAT, "ICE candidates: {candidates:?}");
+        let sfu = sfu::Sfu::new(sfu::SfuConfig {
+            candidates,
+            publisher_timeout: config.publisher_timeout,
+        });
+        let (driver, media_thread) = driver::spawn(udp, sfu)?;
+
+        tcp.set_nonblocking(true)?;
+        let app = http::router(http::AppState {
+            driver: driver.clone(),
+            token: config.token.clone(),
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let http_thread = std::thread::Builder::new()
+            .name("callserver-http".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        gst::error!(CAT, "cannot start the HTTP runtime: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(tcp) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            gst::error!(CAT, "cannot use the HTTP socket: {e}");
+                            return;
+                        }
+                    };
+                    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                        let _ = rx.await;
+                    });
+                    if let Err(e) = serve.await {
+                        gst::error!(CAT, "HTTP server failed: {e}");
+                    }
+                });
+            })?;
+        gst::info!(
+            CAT,
+            "call server on http://{http_addr}, media on udp {media_addr}"
+        );
+        Ok(CallServer {
+            http_addr,
+            media_addr,
+            driver,
+            shutdown: Some(tx),
+            threads: vec![media_thread, http_thread],
+        })
+    }
+
+    /// Address of the HTTP server.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Address of the UDP socket that carries all media.
+    pub fn media_addr(&self) -> SocketAddr {
+        self.media_addr
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:8080`.
+    pub fn url(&self) -> String {
+        let host = match self.http_addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!("http://{}", SocketAddr::new(host, self.http_addr.port()))
+    }
+
+    /// The viewer page of `channel`.
+    pub fn viewer_url(&self, channel: &str) -> String {
+        format!("{}/{channel}", self.url())
+    }
+
+    /// The WHIP endpoint of `channel`.
+    pub fn whip_url(&self, channel: &str) -> String {
+        format!("{}/whip/{channel}", self.url())
+    }
+
+    /// The WHEP endpoint of publisher `uid` in `channel`.
+    pub fn whep_url(&self, channel: &str, uid: &str) -> String {
+        format!("{}/whep/{channel}/{uid}", self.url())
+    }
+
+    /// The channels, their publishers and subscribers.
+    pub fn channels(&self) -> Vec<ChannelInfo> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !self.driver.send(driver::Command::Channels { reply: tx }) {
+            return vec![];
+        }
+        rx.blocking_recv().unwrap_or_default()
+    }
+
+    /// Stops serving and waits for the threads.
+    pub fn stop(mut self) {
+        self.shutdown_now();
+    }
+
+    fn shutdown_now(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+            self.driver.send(driver::Command::Stop);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for CallServer {
+    fn drop(&mut self) {
+        self.shutdown_now();
+    }
+}
+
+/// The host candidates: the configured ones, the bound address, or for a wildcard bind,
+/// loopback plus the address of the interface that carries the default route (found with
+/// a UDP `connect`, which sends nothing).
+fn candidate_addresses(config: &ServerConfig, port: u16) -> Vec<SocketAddr> {
+    let ips: Vec<IpAddr> = if !config.candidates.is_empty() {
+        config.candidates.clone()
+    } else if !config.bind.is_unspecified() {
+        vec![config.bind]
+    } else {
+        let mut ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        if let Ok(probe) = UdpSocket::bind("0.0.0.0:0")
+            && probe.connect("192.0.2.1:9").is_ok()
+            && let Ok(addr) = probe.local_addr()
+            && !addr.ip().is_unspecified()
+            && !ips.contains(&addr.ip())
+        {
+            ips.push(addr.ip());
+        }
+        ips
+    };
+    ips.into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect()
+}

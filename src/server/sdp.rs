@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Checks on the SDP that WHIP and WHEP clients send, before it reaches the WebRTC stack:
+//! size, syntax, the video codecs offered, trickle-ICE fragments. Plain functions on text.
+
+use std::fmt;
+
+/// Largest SDP offer or trickle fragment accepted, in bytes.
+pub const MAX_SDP_BYTES: usize = 64 * 1024;
+
+/// Video codecs the server forwards.
+pub const SUPPORTED_VIDEO: &[&str] = &["VP8", "VP9", "H264", "AV1"];
+
+/// Why an offer is refused; each maps to one HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OfferError {
+    /// 413: larger than [`MAX_SDP_BYTES`].
+    TooLarge(usize),
+    /// 400: not an SDP offer.
+    Malformed(String),
+    /// 406: video offered, but only in codecs the server does not forward.
+    UnsupportedCodecs(Vec<String>),
+    /// 400: no video at all.
+    NoVideo,
+}
+
+impl OfferError {
+    pub fn status(&self) -> u16 {
+        match self {
+            OfferError::TooLarge(_) => 413,
+            OfferError::Malformed(_) | OfferError::NoVideo => 400,
+            OfferError::UnsupportedCodecs(_) => 406,
+        }
+    }
+}
+
+impl fmt::Display for OfferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OfferError::TooLarge(n) => write!(
+                f,
+                "SDP offer of {n} bytes is larger than the {MAX_SDP_BYTES} bytes accepted"
+            ),
+            OfferError::Malformed(why) => write!(f, "malformed SDP offer: {why}"),
+            OfferError::UnsupportedCodecs(c) => write!(
+                f,
+                "none of the offered video codecs ({}) is supported; supported: {}",
+                c.join(", "),
+                SUPPORTED_VIDEO.join(", ")
+            ),
+            OfferError::NoVideo => write!(f, "the SDP offer has no video media section"),
+        }
+    }
+}
+
+/// The video codec names (upper case, without clock rate) offered in `sdp`'s video sections,
+/// in order of preference, without duplicates and without RTX/RED/FEC helpers.
+pub fn offered_video_codecs(sdp: &str) -> Vec<String> {
+    let mut codecs: Vec<String> = Vec::new();
+    let mut in_video = false;
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            in_video = m.starts_with("video ");
+            continue;
+        }
+        if !in_video {
+            continue;
+        }
+        if let Some(rtpmap) = line.strip_prefix("a=rtpmap:") {
+            let Some(name) = rtpmap
+                .split_whitespace()
+                .nth(1)
+                .and_then(|enc| enc.split('/').next())
+            else {
+                continue;
+            };
+            let name = name.to_ascii_uppercase();
+            if ["RTX", "RED", "ULPFEC", "FLEXFEC-03"].contains(&name.as_str()) {
+                continue;
+            }
+            if !codecs.contains(&name) {
+                codecs.push(name);
+            }
+        }
+    }
+    codecs
+}
+
+/// Whether `sdp` has at least one video media section.
+pub fn has_video(sdp: &str) -> bool {
+    sdp.lines().any(|l| l.trim().starts_with("m=video "))
+}
+
+/// Checks an offer's size, basic syntax and video codecs.
+pub fn check_offer(sdp: &str) -> Result<(), OfferError> {
+    if sdp.len() > MAX_SDP_BYTES {
+        return Err(OfferError::TooLarge(sdp.len()));
+    }
+    let trimmed = sdp.trim_start();
+    if trimmed.is_empty() {
+        return Err(OfferError::Malformed(
+            "the body is empty; an SDP offer is required".into(),
+        ));
+    }
+    if !trimmed.starts_with("v=0") {
+        return Err(OfferError::Malformed(
+            "an SDP body starts with the line \"v=0\"".into(),
+        ));
+    }
+    if !has_video(sdp) {
+        return Err(OfferError::NoVideo);
+    }
+    let codecs = offered_video_codecs(sdp);
+    if !codecs.iter().any(|c| SUPPORTED_VIDEO.contains(&c.as_str())) {
+        return Err(OfferError::UnsupportedCodecs(codecs));
+    }
+    Ok(())
+}
+
+/// The first ICE username fragment in `sdp`.
+pub fn ice_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .map(str::to_owned)
+}
+
+/// A trickle-ICE fragment (RFC 8840) as WHIP/WHEP clients PATCH it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Fragment {
+    /// `candidate:...` values, without the `a=` prefix.
+    pub candidates: Vec<String>,
+    /// ICE ufrag and pwd when the fragment asks for an ICE restart.
+    pub ice_ufrag: Option<String>,
+    pub ice_pwd: Option<String>,
+    pub end_of_candidates: bool,
+}
+
+/// Parses a trickle-ICE SDP fragment.
+pub fn parse_fragment(body: &str) -> Result<Fragment, String> {
+    if body.len() > MAX_SDP_BYTES {
+        return Err(format!("fragment of {} bytes is too large", body.len()));
+    }
+    let mut frag = Fragment::default();
+    for line in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(c) = line.strip_prefix("a=candidate:") {
+            frag.candidates.push(format!("candidate:{c}"));
+        } else if let Some(u) = line.strip_prefix("a=ice-ufrag:") {
+            frag.ice_ufrag = Some(u.to_owned());
+        } else if let Some(p) = line.strip_prefix("a=ice-pwd:") {
+            frag.ice_pwd = Some(p.to_owned());
+        } else if line == "a=end-of-candidates" {
+            frag.end_of_candidates = true;
+        } else if line.starts_with("a=") || line.starts_with("m=") {
+            // mid, group and other attributes carry nothing the server needs.
+        } else {
+            return Err(format!("unexpected line in SDP fragment: {line:?}"));
+        }
+    }
+    Ok(frag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103 45\r\na=rtpmap:96 VP8/90000\r\n\
+        a=rtpmap:97 rtx/90000\r\na=rtpmap:102 H264/90000\r\na=rtpmap:103 rtx/90000\r\n\
+        a=rtpmap:45 AV1/90000\r\n";
+
+    #[test]
+    fn lists_video_codecs_in_order() {
+        assert_eq!(offered_video_codecs(OFFER), vec!["VP8", "H264", "AV1"]);
+        assert!(check_offer(OFFER).is_ok());
+    }
+
+    #[test]
+    fn refuses_unsupported_codecs_naming_them() {
+        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 98\r\na=rtpmap:98 H265/90000\r\n";
+        let err = check_offer(sdp).unwrap_err();
+        assert_eq!(err.status(), 406);
+        assert!(err.to_string().contains("H265"), "{err}");
+        assert!(err.to_string().contains("VP8"), "{err}");
+    }
+
+    #[test]
+    fn refuses_bad_bodies() {
+        assert_eq!(check_offer("").unwrap_err().status(), 400);
+        assert_eq!(check_offer("hello").unwrap_err().status(), 400);
+        assert_eq!(
+            check_offer("v=0\r\nm=audio 9 RTP/AVP 0\r\n").unwrap_err(),
+            OfferError::NoVideo
+        );
+        let big = format!("v=0\r\n{}", "a=x\r\n".repeat(MAX_SDP_BYTES / 4));
+        assert_eq!(check_offer(&big).unwrap_err().status(), 413);
+    }
+
+    #[test]
+    fn parses_trickle_fragments() {
+        let f = parse_fragment(
+            "a=ice-ufrag:abcd\r\na=ice-pwd:secret\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n\
+             a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\na=end-of-candidates\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            f.candidates,
+            vec!["candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host"]
+        );
+        assert_eq!(f.ice_ufrag.as_deref(), Some("abcd"));
+        assert!(f.end_of_candidates);
+        assert!(parse_fragment("garbage").is_err());
+    }
+}

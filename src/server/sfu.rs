@@ -1,0 +1,1074 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The forwarding core of the call server, in sans-IO style: it owns one `str0m::Rtc` per
+//! peer, takes requests (publish, subscribe, trickle, leave), datagrams and time, and hands
+//! back datagrams to send. No sockets, threads or clocks in here, so it runs the same in the
+//! server's I/O loop and in unit tests with in-memory peers.
+//!
+//! Media is forwarded frame by frame without decoding: a publisher's depacketized frames are
+//! written to each subscriber's `Rtc`, which packetizes, encrypts and retransmits (NACK/RTX)
+//! on its own leg. Keyframe requests (PLI/FIR) from subscribers go to the publisher,
+//! rate-limited, and a subscriber that connects mid-stream asks for one.
+
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::format::Codec;
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::net::Receive;
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+use super::CAT;
+use super::bitstream;
+use super::sdp::{self, OfferError};
+
+/// Minimum time between two keyframe requests sent to one publisher.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+/// Window over which publisher bitrates are computed.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// Why a request was refused; each maps to an HTTP status and carries a reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SfuError {
+    Offer(OfferError),
+    NotFound(String),
+    NotAcceptable(String),
+    BadRequest(String),
+    NotImplemented(String),
+}
+
+impl SfuError {
+    pub fn status(&self) -> u16 {
+        match self {
+            SfuError::Offer(e) => e.status(),
+            SfuError::NotFound(_) => 404,
+            SfuError::NotAcceptable(_) => 406,
+            SfuError::BadRequest(_) => 400,
+            SfuError::NotImplemented(_) => 501,
+        }
+    }
+}
+
+impl fmt::Display for SfuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SfuError::Offer(e) => e.fmt(f),
+            SfuError::NotFound(s)
+            | SfuError::NotAcceptable(s)
+            | SfuError::BadRequest(s)
+            | SfuError::NotImplemented(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<OfferError> for SfuError {
+    fn from(e: OfferError) -> Self {
+        SfuError::Offer(e)
+    }
+}
+
+/// What the server tells about one publisher (`/api/channels`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PublisherInfo {
+    pub uid: String,
+    pub state: &'static str,
+    pub codec: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// Received media bitrate over the last second, bit/s.
+    pub bitrate: u64,
+    pub packets: u64,
+    pub frames: u64,
+    pub packets_lost: u64,
+    pub nacks: u64,
+    pub plis: u64,
+    pub subscribers: usize,
+}
+
+/// What the server tells about one subscriber.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SubscriberInfo {
+    pub id: String,
+    pub publisher: String,
+    pub state: &'static str,
+    pub packets: u64,
+    pub bitrate: u64,
+}
+
+/// One channel: its publishers and subscribers.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChannelInfo {
+    pub name: String,
+    pub publishers: Vec<PublisherInfo>,
+    pub subscribers: Vec<SubscriberInfo>,
+}
+
+/// A session created by publish or subscribe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    /// Resource id (the last path segment of the `Location`).
+    pub id: String,
+    pub answer: String,
+}
+
+#[derive(Debug, Default)]
+struct Rate {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl Rate {
+    fn add(&mut self, now: Instant, bytes: u64) {
+        self.samples.push_back((now, bytes));
+        while self
+            .samples
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    fn bits_per_second(&self, now: Instant) -> u64 {
+        self.samples
+            .iter()
+            .filter(|(t, _)| now.duration_since(*t) <= RATE_WINDOW)
+            .map(|(_, b)| b * 8)
+            .sum()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Publisher {
+    /// Media sections the publisher sends (mid, kind).
+    tracks: Vec<(Mid, MediaKind)>,
+    /// Video codecs accepted in the answer, in order.
+    codecs: Vec<String>,
+    codec: Option<String>,
+    size: Option<(u32, u32)>,
+    frames: u64,
+    packets: u64,
+    packets_lost: u64,
+    nacks: u64,
+    plis: u64,
+    rate: Rate,
+    last_media: Option<Instant>,
+    keyframe_wanted: Option<KeyframeRequestKind>,
+    last_keyframe_request: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Subscriber {
+    publisher: u64,
+    /// Media sections the subscriber receives (mid, kind).
+    outs: Vec<(Mid, MediaKind)>,
+    packets: u64,
+    rate: Rate,
+}
+
+#[derive(Debug)]
+enum Role {
+    Publisher(Publisher),
+    Subscriber(Subscriber),
+}
+
+struct Session {
+    id: String,
+    channel: String,
+    uid: String,
+    rtc: Rtc,
+    role: Role,
+    created: Instant,
+    connected: bool,
+    /// When the `Rtc` wants time to advance next.
+    next_timeout: Instant,
+    /// Polled since it last got input.
+    dirty: bool,
+    /// ICE username fragment of the remote peer (from its offer).
+    remote_ufrag: Option<String>,
+}
+
+impl Session {
+    fn state(&self) -> &'static str {
+        match (self.rtc.is_alive(), self.connected) {
+            (false, _) => "closed",
+            (true, true) => "connected",
+            (true, false) => "connecting",
+        }
+    }
+
+    fn publisher_mut(&mut self) -> Option<&mut Publisher> {
+        match &mut self.role {
+            Role::Publisher(p) => Some(p),
+            Role::Subscriber(_) => None,
+        }
+    }
+}
+
+/// Configuration of the forwarding core.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// Host candidates every peer is given (the server's one UDP socket).
+    pub candidates: Vec<SocketAddr>,
+    /// A publisher whose media stops for this long is dropped.
+    pub publisher_timeout: Duration,
+}
+
+/// A request that forwards work between sessions, collected while polling.
+enum Forward {
+    Media(u64, Box<MediaData>),
+    Keyframe(u64, KeyframeRequestKind),
+}
+
+/// The forwarding core. See the module documentation.
+pub struct Sfu {
+    config: SfuConfig,
+    sessions: HashMap<u64, Session>,
+    by_source: HashMap<SocketAddr, u64>,
+    next_key: u64,
+    id_seed: u64,
+}
+
+impl Sfu {
+    pub fn new(config: SfuConfig) -> Sfu {
+        let id_seed = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(std::process::id() as u64);
+            h.finish()
+        };
+        Sfu {
+            config,
+            sessions: HashMap::new(),
+            by_source: HashMap::new(),
+            next_key: 1,
+            id_seed,
+        }
+    }
+
+    fn new_rtc(&self, now: Instant) -> Rtc {
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_vp8(true)
+            .enable_vp9(true)
+            .enable_h264(true)
+            .enable_av1(true)
+            .enable_opus(true, false)
+            .set_ice_lite(true)
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            .build(now);
+        for addr in &self.config.candidates {
+            match Candidate::host(*addr, "udp") {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => gst::warning!(CAT, "cannot use {addr} as a candidate: {e}"),
+            }
+        }
+        rtc
+    }
+
+    fn new_session_key(&mut self) -> (u64, String) {
+        let key = self.next_key;
+        self.next_key += 1;
+        let id = format!(
+            "{:016x}",
+            (key.wrapping_mul(0x9e37_79b9_7f4a_7c15)) ^ self.id_seed
+        );
+        (key, id)
+    }
+
+    fn accept(&self, rtc: &mut Rtc, offer: &str) -> Result<String, SfuError> {
+        sdp::check_offer(offer)?;
+        let parsed = SdpOffer::from_sdp_string(offer)
+            .map_err(|e| SfuError::Offer(OfferError::Malformed(e.to_string())))?;
+        let answer: SdpAnswer = rtc
+            .sdp_api()
+            .accept_offer(parsed)
+            .map_err(|e| SfuError::Offer(OfferError::Malformed(e.to_string())))?;
+        Ok(answer.to_sdp_string())
+    }
+
+    /// WHIP: a publisher joins `channel` with an SDP offer. A publisher with the same uid in
+    /// the channel is replaced (a client that reconnects takes its place).
+    pub fn publish(
+        &mut self,
+        now: Instant,
+        channel: &str,
+        uid: Option<&str>,
+        offer: &str,
+    ) -> Result<Created, SfuError> {
+        let mut rtc = self.new_rtc(now);
+        let answer = self.accept(&mut rtc, offer)?;
+        let codecs = sdp::offered_video_codecs(&answer);
+        if codecs.is_empty() {
+            return Err(SfuError::Offer(OfferError::UnsupportedCodecs(
+                sdp::offered_video_codecs(offer),
+            )));
+        }
+        let (key, id) = self.new_session_key();
+        let uid = uid
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("publisher-{key}"));
+        if let Some(old) = self
+            .sessions
+            .iter()
+            .find(|(_, s)| {
+                s.channel == channel && s.uid == uid && matches!(s.role, Role::Publisher(_))
+            })
+            .map(|(k, _)| *k)
+        {
+            gst::info!(
+                CAT,
+                "publisher {uid} in {channel} reconnected, replacing its old session"
+            );
+            self.close(old);
+        }
+        gst::info!(
+            CAT,
+            "publisher {uid} joins {channel} ({})",
+            codecs.join(", ")
+        );
+        self.sessions.insert(
+            key,
+            Session {
+                id: id.clone(),
+                channel: channel.to_owned(),
+                uid,
+                rtc,
+                role: Role::Publisher(Publisher {
+                    codecs,
+                    ..Default::default()
+                }),
+                created: now,
+                connected: false,
+                next_timeout: now,
+                dirty: true,
+                remote_ufrag: sdp::ice_ufrag(offer),
+            },
+        );
+        Ok(Created { id, answer })
+    }
+
+    /// WHEP: a subscriber asks for the track of publisher `uid` in `channel`.
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        channel: &str,
+        uid: &str,
+        offer: &str,
+    ) -> Result<Created, SfuError> {
+        let (pub_key, pub_codecs) = self
+            .sessions
+            .iter()
+            .find_map(|(k, s)| match &s.role {
+                Role::Publisher(p) if s.channel == channel && s.uid == uid && s.rtc.is_alive() => {
+                    Some((*k, p.codecs.clone()))
+                }
+                _ => None,
+            })
+            .ok_or_else(|| {
+                if self.sessions.values().any(|s| s.channel == channel) {
+                    SfuError::NotFound(format!("no publisher \"{uid}\" in channel \"{channel}\""))
+                } else {
+                    SfuError::NotFound(format!("no channel \"{channel}\""))
+                }
+            })?;
+        let wanted = sdp::offered_video_codecs(offer);
+        if sdp::has_video(offer) && !wanted.iter().any(|c| pub_codecs.contains(c)) {
+            return Err(SfuError::NotAcceptable(format!(
+                "publisher \"{uid}\" sends {} but the offer accepts only {}",
+                pub_codecs.join("/"),
+                if wanted.is_empty() {
+                    "no video codec".to_owned()
+                } else {
+                    wanted.join(", ")
+                }
+            )));
+        }
+        let mut rtc = self.new_rtc(now);
+        let answer = self.accept(&mut rtc, offer)?;
+        let (key, id) = self.new_session_key();
+        gst::info!(CAT, "subscriber {id} joins {channel} for {uid}");
+        self.sessions.insert(
+            key,
+            Session {
+                id: id.clone(),
+                channel: channel.to_owned(),
+                uid: id.clone(),
+                rtc,
+                role: Role::Subscriber(Subscriber {
+                    publisher: pub_key,
+                    ..Default::default()
+                }),
+                created: now,
+                connected: false,
+                next_timeout: now,
+                dirty: true,
+                remote_ufrag: sdp::ice_ufrag(offer),
+            },
+        );
+        Ok(Created { id, answer })
+    }
+
+    fn key_of(&self, id: &str) -> Result<u64, SfuError> {
+        self.sessions
+            .iter()
+            .find(|(_, s)| s.id == id)
+            .map(|(k, _)| *k)
+            .ok_or_else(|| SfuError::NotFound(format!("no session \"{id}\"")))
+    }
+
+    /// Trickle ICE: remote candidates for session `id` (a PATCH body).
+    pub fn trickle(&mut self, id: &str, fragment: &str) -> Result<(), SfuError> {
+        let key = self.key_of(id)?;
+        let frag = sdp::parse_fragment(fragment).map_err(SfuError::BadRequest)?;
+        let session = self.sessions.get_mut(&key).expect("key exists");
+        if let Some(ufrag) = &frag.ice_ufrag
+            && session.remote_ufrag.as_ref().is_some_and(|c| c != ufrag)
+        {
+            return Err(SfuError::NotImplemented(
+                "ICE restart is not supported: start a new session".into(),
+            ));
+        }
+        for c in &frag.candidates {
+            let cand = Candidate::from_sdp_string(c)
+                .map_err(|e| SfuError::BadRequest(format!("bad candidate {c:?}: {e}")))?;
+            session.rtc.add_remote_candidate(cand);
+        }
+        session.dirty = true;
+        Ok(())
+    }
+
+    /// Ends session `id` (a DELETE). A publisher takes its subscribers with it.
+    pub fn leave(&mut self, id: &str) -> Result<(), SfuError> {
+        let key = self.key_of(id)?;
+        self.close(key);
+        Ok(())
+    }
+
+    fn close(&mut self, key: u64) {
+        let subs: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| matches!(&s.role, Role::Subscriber(sub) if sub.publisher == key))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in subs.into_iter().chain([key]) {
+            if let Some(mut s) = self.sessions.remove(&k) {
+                gst::info!(CAT, "session {} ({} in {}) closed", s.id, s.uid, s.channel);
+                s.rtc.disconnect();
+            }
+        }
+        self.by_source.retain(|_, k| self.sessions.contains_key(k));
+    }
+
+    /// Channels with their publishers and subscribers, sorted by name.
+    pub fn channels(&self, now: Instant) -> Vec<ChannelInfo> {
+        let mut channels: Vec<ChannelInfo> = Vec::new();
+        let mut keys: Vec<&u64> = self.sessions.keys().collect();
+        keys.sort();
+        for key in keys {
+            let s = &self.sessions[key];
+            let idx = match channels.iter().position(|c| c.name == s.channel) {
+                Some(i) => i,
+                None => {
+                    channels.push(ChannelInfo {
+                        name: s.channel.clone(),
+                        publishers: vec![],
+                        subscribers: vec![],
+                    });
+                    channels.len() - 1
+                }
+            };
+            match &s.role {
+                Role::Publisher(p) => channels[idx].publishers.push(PublisherInfo {
+                    uid: s.uid.clone(),
+                    state: s.state(),
+                    codec: p.codec.clone().or_else(|| p.codecs.first().cloned()),
+                    width: p.size.map(|s| s.0),
+                    height: p.size.map(|s| s.1),
+                    bitrate: p.rate.bits_per_second(now),
+                    packets: p.packets,
+                    frames: p.frames,
+                    packets_lost: p.packets_lost,
+                    nacks: p.nacks,
+                    plis: p.plis,
+                    subscribers: self
+                        .sessions
+                        .values()
+                        .filter(
+                            |o| matches!(&o.role, Role::Subscriber(sub) if sub.publisher == *key),
+                        )
+                        .count(),
+                }),
+                Role::Subscriber(sub) => channels[idx].subscribers.push(SubscriberInfo {
+                    id: s.id.clone(),
+                    publisher: self
+                        .sessions
+                        .get(&sub.publisher)
+                        .map(|p| p.uid.clone())
+                        .unwrap_or_default(),
+                    state: s.state(),
+                    packets: sub.packets,
+                    bitrate: sub.rate.bits_per_second(now),
+                }),
+            }
+        }
+        channels.sort_by(|a, b| a.name.cmp(&b.name));
+        channels
+    }
+
+    /// Hands a received datagram to the peer it belongs to. Returns false when no peer
+    /// accepts it (a stray packet).
+    pub fn receive(&mut self, now: Instant, receive: Receive) -> bool {
+        let input = Input::Receive(now, receive);
+        let source = match &input {
+            Input::Receive(_, r) => r.source,
+            _ => unreachable!(),
+        };
+        let cached = self
+            .by_source
+            .get(&source)
+            .copied()
+            .filter(|k| self.sessions.get(k).is_some_and(|s| s.rtc.accepts(&input)));
+        let key = cached.or_else(|| {
+            self.sessions
+                .iter()
+                .find(|(_, s)| s.rtc.accepts(&input))
+                .map(|(k, _)| *k)
+        });
+        let Some(key) = key else {
+            return false;
+        };
+        self.by_source.insert(source, key);
+        let session = self.sessions.get_mut(&key).expect("key exists");
+        if let Err(e) = session.rtc.handle_input(input) {
+            gst::warning!(
+                CAT,
+                "session {} failed on input, disconnecting: {e}",
+                session.id
+            );
+            session.rtc.disconnect();
+        }
+        session.dirty = true;
+        true
+    }
+
+    /// Advances time for the peers that asked for it, and drops silent publishers.
+    pub fn timeout(&mut self, now: Instant) {
+        let timeout = self.config.publisher_timeout;
+        for s in self.sessions.values_mut() {
+            if let Role::Publisher(p) = &s.role {
+                let since = p.last_media.unwrap_or(s.created);
+                if now.duration_since(since) > timeout {
+                    gst::info!(
+                        CAT,
+                        "publisher {} in {} sent no media for {timeout:?}, dropping it",
+                        s.uid,
+                        s.channel
+                    );
+                    s.rtc.disconnect();
+                }
+            }
+            if s.next_timeout <= now {
+                if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                    gst::warning!(
+                        CAT,
+                        "session {} failed on timeout, disconnecting: {e}",
+                        s.id
+                    );
+                    s.rtc.disconnect();
+                }
+                s.dirty = true;
+            }
+        }
+    }
+
+    /// Drains every peer that has work, forwarding media and keyframe requests between
+    /// them, and hands each datagram to `send(source, destination, bytes)`. Returns when the
+    /// next call to [`Sfu::timeout`] is due.
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        send: &mut dyn FnMut(SocketAddr, SocketAddr, &[u8]),
+    ) -> Instant {
+        let mut forwards: Vec<Forward> = Vec::new();
+        loop {
+            for (key, s) in self.sessions.iter_mut() {
+                if !s.dirty {
+                    continue;
+                }
+                s.dirty = false;
+                drain(*key, s, now, send, &mut forwards);
+            }
+            if forwards.is_empty() {
+                break;
+            }
+            for f in forwards.drain(..) {
+                match f {
+                    Forward::Media(from, data) => self.forward_media(now, from, *data),
+                    Forward::Keyframe(publisher, kind) => {
+                        if let Some(p) = self
+                            .sessions
+                            .get_mut(&publisher)
+                            .and_then(Session::publisher_mut)
+                        {
+                            p.keyframe_wanted.get_or_insert(kind);
+                        }
+                    }
+                }
+            }
+            self.request_keyframes(now);
+        }
+        self.request_keyframes(now);
+        let dead: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.rtc.is_alive())
+            .map(|(k, _)| *k)
+            .collect();
+        for k in dead {
+            self.close(k);
+        }
+        self.sessions
+            .values()
+            .map(|s| s.next_timeout)
+            .min()
+            .unwrap_or(now + Duration::from_millis(100))
+            .min(now + Duration::from_millis(100))
+    }
+
+    fn forward_media(&mut self, now: Instant, from: u64, data: MediaData) {
+        let Some(kind) = self.sessions.get_mut(&from).and_then(|s| {
+            let p = s.publisher_mut()?;
+            p.tracks
+                .iter()
+                .find(|(m, _)| *m == data.mid)
+                .map(|(_, k)| *k)
+        }) else {
+            return;
+        };
+        for s in self.sessions.values_mut() {
+            let Role::Subscriber(sub) = &mut s.role else {
+                continue;
+            };
+            if sub.publisher != from || !s.connected {
+                continue;
+            }
+            let Some(mid) = sub.outs.iter().find(|(_, k)| *k == kind).map(|(m, _)| *m) else {
+                continue;
+            };
+            let Some(writer) = s.rtc.writer(mid) else {
+                continue;
+            };
+            let Some(pt) = writer.match_params(data.params) else {
+                continue;
+            };
+            let len = data.data.len() as u64;
+            if let Err(e) = writer.write(pt, data.network_time, data.time, data.data.clone()) {
+                gst::warning!(CAT, "subscriber {} failed, disconnecting: {e}", s.id);
+                s.rtc.disconnect();
+                continue;
+            }
+            sub.packets += 1;
+            sub.rate.add(now, len);
+            s.dirty = true;
+        }
+    }
+
+    fn request_keyframes(&mut self, now: Instant) {
+        for s in self.sessions.values_mut() {
+            let Role::Publisher(p) = &mut s.role else {
+                continue;
+            };
+            let Some(kind) = p.keyframe_wanted else {
+                continue;
+            };
+            if p.last_keyframe_request
+                .is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
+            {
+                continue;
+            }
+            let Some(mid) = p
+                .tracks
+                .iter()
+                .find(|(_, k)| *k == MediaKind::Video)
+                .map(|(m, _)| *m)
+            else {
+                continue;
+            };
+            if let Some(mut w) = s.rtc.writer(mid) {
+                if let Err(e) = w.request_keyframe(None, kind) {
+                    gst::debug!(CAT, "keyframe request to {} failed: {e}", s.uid);
+                }
+                p.keyframe_wanted = None;
+                p.last_keyframe_request = Some(now);
+                s.dirty = true;
+            }
+        }
+    }
+
+    /// Number of live sessions (publishers and subscribers).
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+}
+
+/// Polls one peer until it has nothing more to say.
+fn drain(
+    key: u64,
+    s: &mut Session,
+    now: Instant,
+    send: &mut dyn FnMut(SocketAddr, SocketAddr, &[u8]),
+    forwards: &mut Vec<Forward>,
+) {
+    loop {
+        if !s.rtc.is_alive() {
+            return;
+        }
+        let output = match s.rtc.poll_output() {
+            Ok(o) => o,
+            Err(e) => {
+                gst::warning!(CAT, "session {} failed, disconnecting: {e}", s.id);
+                s.rtc.disconnect();
+                return;
+            }
+        };
+        match output {
+            Output::Timeout(t) => {
+                s.next_timeout = t;
+                return;
+            }
+            Output::Transmit(t) => send(t.source, t.destination, &t.contents),
+            Output::Event(e) => on_event(key, s, now, e, forwards),
+        }
+    }
+}
+
+fn codec_name(codec: Codec) -> String {
+    match codec {
+        Codec::Vp8 => "VP8".into(),
+        Codec::Vp9 => "VP9".into(),
+        Codec::H264 => "H264".into(),
+        Codec::Av1 => "AV1".into(),
+        Codec::Opus => "OPUS".into(),
+        other => format!("{other:?}").to_ascii_uppercase(),
+    }
+}
+
+fn on_event(key: u64, s: &mut Session, now: Instant, event: Event, forwards: &mut Vec<Forward>) {
+    match event {
+        Event::Connected => {
+            gst::info!(
+                CAT,
+                "session {} ({} in {}) connected",
+                s.id,
+                s.uid,
+                s.channel
+            );
+            s.connected = true;
+            if let Role::Subscriber(sub) = &s.role {
+                // A subscriber joining mid-stream needs a keyframe to start from.
+                forwards.push(Forward::Keyframe(sub.publisher, KeyframeRequestKind::Fir));
+            }
+        }
+        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+            gst::info!(CAT, "session {} lost its connection", s.id);
+            s.rtc.disconnect();
+        }
+        Event::MediaAdded(m) => match &mut s.role {
+            Role::Publisher(p) => p.tracks.push((m.mid, m.kind)),
+            Role::Subscriber(sub) => sub.outs.push((m.mid, m.kind)),
+        },
+        Event::MediaData(data) => {
+            if let Role::Publisher(p) = &mut s.role {
+                p.last_media = Some(now);
+                p.rate.add(now, data.data.len() as u64);
+                if p.tracks
+                    .iter()
+                    .any(|(m, k)| *m == data.mid && *k == MediaKind::Video)
+                {
+                    p.frames += 1;
+                    let codec = data.params.spec().codec;
+                    p.codec = Some(codec_name(codec));
+                    if data.is_keyframe() {
+                        let size = match codec {
+                            Codec::Vp8 => bitstream::vp8_resolution(&data.data),
+                            Codec::H264 => bitstream::h264_resolution(&data.data),
+                            _ => None,
+                        };
+                        if size.is_some() {
+                            p.size = size;
+                        }
+                    }
+                    if !data.contiguous {
+                        p.keyframe_wanted.get_or_insert(KeyframeRequestKind::Pli);
+                    }
+                }
+                forwards.push(Forward::Media(key, Box::new(data)));
+            }
+        }
+        Event::MediaIngressStats(st) => {
+            if let Role::Publisher(p) = &mut s.role
+                && p.tracks
+                    .iter()
+                    .any(|(m, k)| *m == st.mid && *k == MediaKind::Video)
+            {
+                p.packets = st.packets;
+                p.nacks = st.nacks;
+                p.plis = st.plis;
+                p.packets_lost = st
+                    .loss
+                    .map(|l| (l as f64 * st.packets as f64) as u64)
+                    .unwrap_or(p.packets_lost);
+            }
+        }
+        Event::KeyframeRequest(req) => {
+            if let Role::Subscriber(sub) = &s.role {
+                forwards.push(Forward::Keyframe(sub.publisher, req.kind));
+            }
+        }
+        _ => (),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+    use str0m::media::Direction;
+    use str0m::net::Protocol;
+
+    const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000);
+
+    fn sfu() -> Sfu {
+        Sfu::new(SfuConfig {
+            candidates: vec![SERVER],
+            publisher_timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// An in-memory str0m peer on its own address.
+    struct Peer {
+        rtc: Rtc,
+        addr: SocketAddr,
+        mid: Option<Mid>,
+        received: Vec<MediaData>,
+        keyframe_requests: usize,
+        connected: bool,
+    }
+
+    impl Peer {
+        fn new(now: Instant, port: u16) -> Peer {
+            let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+            let mut rtc = Rtc::builder().build(now);
+            rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+            Peer {
+                rtc,
+                addr,
+                mid: None,
+                received: vec![],
+                keyframe_requests: 0,
+                connected: false,
+            }
+        }
+
+        fn offer(&mut self, dir: Direction) -> (String, str0m::change::SdpPendingOffer) {
+            let mut api = self.rtc.sdp_api();
+            self.mid = Some(api.add_media(MediaKind::Video, dir, None, None, None));
+            let (offer, pending) = api.apply().unwrap();
+            (offer.to_sdp_string(), pending)
+        }
+
+        fn answer(&mut self, pending: str0m::change::SdpPendingOffer, answer: &str) {
+            let answer = SdpAnswer::from_sdp_string(answer).unwrap();
+            self.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+        }
+    }
+
+    /// One round: peers talk to the server and the server to the peers, in memory; then
+    /// 5 ms pass.
+    fn step(sfu: &mut Sfu, peers: &mut [&mut Peer], now: &mut Instant) {
+        let mut to_server: Vec<(SocketAddr, Vec<u8>)> = vec![];
+        for p in peers.iter_mut() {
+            loop {
+                match p.rtc.poll_output().unwrap() {
+                    Output::Timeout(_) => break,
+                    Output::Transmit(t) => to_server.push((t.source, t.contents.to_vec())),
+                    Output::Event(Event::Connected) => p.connected = true,
+                    Output::Event(Event::MediaData(d)) => p.received.push(d),
+                    Output::Event(Event::KeyframeRequest(_)) => p.keyframe_requests += 1,
+                    Output::Event(_) => (),
+                }
+            }
+        }
+        for (source, bytes) in to_server {
+            let r = Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: SERVER,
+                contents: bytes.as_slice().try_into().unwrap(),
+            };
+            sfu.receive(*now, r);
+        }
+        let mut to_peers: Vec<(SocketAddr, Vec<u8>)> = vec![];
+        sfu.poll(*now, &mut |_, dst, b| to_peers.push((dst, b.to_vec())));
+        for (dst, bytes) in to_peers {
+            if let Some(p) = peers.iter_mut().find(|p| p.addr == dst) {
+                let r = Receive {
+                    proto: Protocol::Udp,
+                    source: SERVER,
+                    destination: dst,
+                    contents: bytes.as_slice().try_into().unwrap(),
+                };
+                p.rtc.handle_input(Input::Receive(*now, r)).unwrap();
+            }
+        }
+        *now += Duration::from_millis(5);
+        for p in peers.iter_mut() {
+            p.rtc.handle_input(Input::Timeout(*now)).unwrap();
+        }
+        sfu.timeout(*now);
+    }
+
+    /// Steps until `done`, at most `steps` times.
+    fn run(
+        sfu: &mut Sfu,
+        peers: &mut [&mut Peer],
+        now: &mut Instant,
+        steps: usize,
+        done: impl Fn(&[&mut Peer]) -> bool,
+    ) {
+        for _ in 0..steps {
+            step(sfu, peers, now);
+            if done(peers) {
+                return;
+            }
+        }
+        panic!("condition not reached in {steps} steps");
+    }
+
+    /// A VP8 key frame of 320x240 whose payload bytes are all `n`.
+    fn vp8_keyframe(n: u8) -> Vec<u8> {
+        let mut f = vec![0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
+        f.extend(std::iter::repeat_n(n, 3000));
+        f
+    }
+
+    fn connected_publisher(sfu: &mut Sfu, now: &mut Instant, port: u16) -> (Peer, Created) {
+        let mut publisher = Peer::new(*now, port);
+        let (offer, pending) = publisher.offer(Direction::SendOnly);
+        let created = sfu.publish(*now, "room", Some("alice"), &offer).unwrap();
+        publisher.answer(pending, &created.answer);
+        run(sfu, &mut [&mut publisher], now, 400, |p| p[0].connected);
+        (publisher, created)
+    }
+
+    #[test]
+    fn forwards_media_and_keyframe_requests_between_real_peers() {
+        let mut now = Instant::now();
+        let mut sfu = sfu();
+        let (mut publisher, _) = connected_publisher(&mut sfu, &mut now, 50000);
+
+        let mut viewer = Peer::new(now, 50001);
+        let (offer, pending) = viewer.offer(Direction::RecvOnly);
+        let sub = sfu.subscribe(now, "room", "alice", &offer).unwrap();
+        viewer.answer(pending, &sub.answer);
+        run(
+            &mut sfu,
+            &mut [&mut publisher, &mut viewer],
+            &mut now,
+            400,
+            |p| p[1].connected,
+        );
+        // The subscriber's arrival asks the publisher for a keyframe.
+        run(
+            &mut sfu,
+            &mut [&mut publisher, &mut viewer],
+            &mut now,
+            200,
+            |p| p[0].keyframe_requests > 0,
+        );
+
+        let mid = publisher.mid.unwrap();
+        for n in 0..20u8 {
+            let writer = publisher.rtc.writer(mid).unwrap();
+            let pt = writer
+                .payload_params()
+                .find(|p| p.spec().codec == Codec::Vp8)
+                .unwrap()
+                .pt();
+            let time = str0m::media::MediaTime::from_90khz(3000 * n as u64);
+            writer.write(pt, now, time, vp8_keyframe(n)).unwrap();
+            step(&mut sfu, &mut [&mut publisher, &mut viewer], &mut now);
+        }
+        run(
+            &mut sfu,
+            &mut [&mut publisher, &mut viewer],
+            &mut now,
+            200,
+            |p| p[1].received.len() >= 20,
+        );
+        // Frames arrive whole and in order, bytes unchanged.
+        for (n, d) in viewer.received.iter().enumerate() {
+            assert_eq!(&d.data[..], &vp8_keyframe(n as u8)[..]);
+        }
+        let info = sfu.channels(now);
+        assert_eq!(info.len(), 1);
+        let p = &info[0].publishers[0];
+        assert_eq!(p.uid, "alice");
+        assert_eq!(p.codec.as_deref(), Some("VP8"));
+        assert_eq!((p.width, p.height), (Some(320), Some(240)));
+        assert_eq!(p.frames, 20);
+        assert_eq!(p.subscribers, 1);
+        assert_eq!(info[0].subscribers.len(), 1);
+        assert_eq!(info[0].subscribers[0].publisher, "alice");
+    }
+
+    #[test]
+    fn unknown_publisher_is_404() {
+        let now = Instant::now();
+        let mut sfu = sfu();
+        let mut viewer = Peer::new(now, 50002);
+        let (offer, _) = viewer.offer(Direction::RecvOnly);
+        let err = sfu.subscribe(now, "nowhere", "bob", &offer).unwrap_err();
+        assert_eq!(err.status(), 404);
+        assert!(err.to_string().contains("nowhere"));
+    }
+
+    #[test]
+    fn leave_removes_publisher_and_subscribers() {
+        let mut now = Instant::now();
+        let mut sfu = sfu();
+        let (_publisher, created) = connected_publisher(&mut sfu, &mut now, 50003);
+        let mut viewer = Peer::new(now, 50004);
+        let (offer, _) = viewer.offer(Direction::RecvOnly);
+        sfu.subscribe(now, "room", "alice", &offer).unwrap();
+        assert_eq!(sfu.len(), 2);
+        sfu.leave(&created.id).unwrap();
+        assert!(sfu.is_empty());
+        assert!(sfu.channels(now).is_empty());
+        assert_eq!(sfu.leave(&created.id).unwrap_err().status(), 404);
+    }
+
+    #[test]
+    fn silent_publisher_times_out() {
+        let mut now = Instant::now();
+        let mut sfu = sfu();
+        let mut publisher = Peer::new(now, 50005);
+        let (offer, _) = publisher.offer(Direction::SendOnly);
+        sfu.publish(now, "room", None, &offer).unwrap();
+        assert_eq!(sfu.channels(now)[0].publishers[0].uid, "publisher-1");
+        now += Duration::from_secs(11);
+        sfu.timeout(now);
+        sfu.poll(now, &mut |_, _, _| ());
+        assert!(sfu.is_empty());
+    }
+}

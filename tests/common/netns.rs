@@ -1,0 +1,29 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Runs a test inside its own private network namespace (scripts/netns-run.sh), so that the
+//! WebRTC stacks it starts cannot send anything off the machine.
+
+use std::process::Command;
+
+const MARK: &str = "CUSTOMVIDEO_IN_NETNS";
+
+/// Call first thing in a test named `name`: returns true when the test body should run
+/// (we are inside the namespace); otherwise it re-runs the test binary for just this test
+/// inside a fresh namespace, asserts that it passed, and returns false.
+pub fn enter(name: &str) -> bool {
+    if std::env::var_os(MARK).is_some() {
+        return true;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/netns-run.sh");
+    let exe = std::env::current_exe().expect("test binary path");
+    let status = Command::new(script)
+        .arg(&exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(MARK, "1")
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {script} (root and unshare are needed): {e}"));
+    assert!(
+        status.success(),
+        "{name} failed inside its network namespace"
+    );
+    false
+}
