@@ -26,6 +26,8 @@ use super::sdp::{self, OfferError};
 
 /// Minimum time between two keyframe requests sent to one publisher.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+/// A session that has not connected after this long is dropped.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Window over which publisher bitrates are computed.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 
@@ -561,6 +563,14 @@ impl Sfu {
     pub fn timeout(&mut self, now: Instant) {
         let timeout = self.config.publisher_timeout;
         for s in self.sessions.values_mut() {
+            if !s.connected && now.duration_since(s.created) > CONNECT_TIMEOUT && s.rtc.is_alive() {
+                gst::info!(
+                    CAT,
+                    "session {} did not connect within {CONNECT_TIMEOUT:?}, dropping it",
+                    s.id
+                );
+                s.rtc.disconnect();
+            }
             if let Role::Publisher(p) = &s.role {
                 let since = p.last_media.unwrap_or(s.created);
                 if now.duration_since(since) > timeout {
