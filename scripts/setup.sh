@@ -23,6 +23,9 @@ packages=(
   gir1.2-gstreamer-1.0
   gir1.2-gst-plugins-base-1.0
   libssl-dev
+  chromium
+  chromium-driver
+  curl
 )
 
 missing=()
