@@ -9,6 +9,7 @@
 
 use gst::glib;
 
+pub mod callsink;
 pub mod customvideosrc;
 pub mod events;
 pub mod server;

@@ -1,0 +1,387 @@
+// SPDX-License-Identifier: MPL-2.0
+//! A WHIP client (RFC 9725): POST the offer, keep the session resource, PATCH trickle
+//! fragments, DELETE at the end. Header parsing lives in plain functions with unit tests;
+//! the HTTP exchange is a thin layer over `ureq`.
+
+use std::fmt;
+use std::time::Duration;
+use url::Url;
+
+/// Redirects followed for one request (RFC 9725 §4.6: 307/308 keep the method).
+const MAX_REDIRECTS: usize = 5;
+
+/// A STUN or TURN server announced by the WHIP server in a `Link` header (RFC 9725 §4.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceServer {
+    /// `stun:host:port` or `turn:host:port?transport=udp` (or `turns:`).
+    pub url: String,
+    pub username: Option<String>,
+    pub credential: Option<String>,
+}
+
+impl IceServer {
+    /// The form webrtcbin takes: `stun://host:port` or `turn://user:pass@host:port?...`.
+    pub fn to_gst_uri(&self) -> String {
+        let (scheme, rest) = self.url.split_once(':').unwrap_or(("stun", &self.url));
+        let rest = rest.trim_start_matches("//");
+        match (scheme, &self.username, &self.credential) {
+            ("turn" | "turns", Some(u), Some(c)) => format!(
+                "{scheme}://{}:{}@{rest}",
+                url_escape(u),
+                url_escape(c)
+            ),
+            _ => format!("{scheme}://{rest}"),
+        }
+    }
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Splits a `Link` header value at the commas between links (not those inside `<...>` or
+/// quoted strings).
+fn split_links(value: &str) -> Vec<&str> {
+    let mut links = Vec::new();
+    let (mut in_angle, mut in_quotes, mut start) = (false, false, 0);
+    for (i, c) in value.char_indices() {
+        match c {
+            '<' if !in_quotes => in_angle = true,
+            '>' if !in_quotes => in_angle = false,
+            '"' if !in_angle => in_quotes = !in_quotes,
+            ',' if !in_angle && !in_quotes => {
+                links.push(value[start..i].trim());
+                start = i + 1;
+            }
+            _ => (),
+        }
+    }
+    links.push(value[start..].trim());
+    links
+}
+
+/// Parses the ICE servers out of `Link` header values.
+pub fn parse_link_headers<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<IceServer> {
+    let mut servers = Vec::new();
+    for value in values {
+        for link in split_links(value) {
+            let Some(start) = link.find('<') else {
+                continue;
+            };
+            let rest = &link[start + 1..];
+            let (url, params) = match rest.find('>') {
+                Some(end) => (&rest[..end], &rest[end + 1..]),
+                None => (rest, ""),
+            };
+            let mut rel_ice = false;
+            let mut username = None;
+            let mut credential = None;
+            for p in params.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                let v = v.trim().trim_matches('"').to_owned();
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "rel" => rel_ice = v.eq_ignore_ascii_case("ice-server"),
+                    "username" => username = Some(v),
+                    "credential" => credential = Some(v),
+                    _ => (),
+                }
+            }
+            if rel_ice {
+                servers.push(IceServer {
+                    url: url.trim().to_owned(),
+                    username,
+                    credential,
+                });
+            }
+        }
+    }
+    servers
+}
+
+/// Why a WHIP exchange failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WhipError {
+    /// The URL is not an http(s) URL.
+    BadUrl(String),
+    /// No connection, DNS failure, timeout.
+    Unreachable { url: String, reason: String },
+    /// The server answered with an error status; `reason` is its body (trimmed).
+    Status {
+        url: String,
+        status: u16,
+        reason: String,
+    },
+    /// The answer is not usable (no Location, not SDP, too many redirects).
+    Protocol(String),
+}
+
+impl WhipError {
+    /// The HTTP status, when the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            WhipError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for WhipError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WhipError::BadUrl(u) => write!(f, "{u}"),
+            WhipError::Unreachable { url, reason } => write!(f, "cannot reach {url}: {reason}"),
+            WhipError::Status {
+                url,
+                status,
+                reason,
+            } => {
+                let what = match status {
+                    401 | 403 => " (the token was refused)",
+                    404 => " (no WHIP endpoint at this URL)",
+                    405 => " (this URL does not take WHIP offers)",
+                    _ => "",
+                };
+                if reason.is_empty() {
+                    write!(f, "{url} answered HTTP {status}{what}")
+                } else {
+                    write!(f, "{url} answered HTTP {status}{what}: {reason}")
+                }
+            }
+            WhipError::Protocol(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A published session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The session resource (absolute URL).
+    pub resource: String,
+    pub answer: String,
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// Checks and normalises a WHIP endpoint URL.
+pub fn parse_endpoint(url: &str) -> Result<Url, WhipError> {
+    let u = Url::parse(url).map_err(|e| WhipError::BadUrl(format!("bad WHIP URL {url:?}: {e}")))?;
+    if u.scheme() != "http" && u.scheme() != "https" {
+        return Err(WhipError::BadUrl(format!(
+            "bad WHIP URL {url:?}: the scheme must be http or https"
+        )));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(WhipError::BadUrl(format!("bad WHIP URL {url:?}: no host")));
+    }
+    Ok(u)
+}
+
+/// The WHIP client for one endpoint.
+pub struct Client {
+    endpoint: Url,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(endpoint: &str, token: Option<String>, timeout: Duration) -> Result<Client, WhipError> {
+        let endpoint = parse_endpoint(endpoint)?;
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        Ok(Client {
+            endpoint,
+            token: token.filter(|t| !t.is_empty()),
+            agent,
+        })
+    }
+
+    pub fn endpoint(&self) -> &Url {
+        &self.endpoint
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        url: &Url,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> Result<ureq::http::Response<ureq::Body>, WhipError> {
+        let mut builder = ureq::http::Request::builder()
+            .method(method)
+            .uri(url.as_str());
+        if let Some(ct) = content_type {
+            builder = builder.header("Content-Type", ct);
+        }
+        if let Some(t) = &self.token {
+            builder = builder.header("Authorization", format!("Bearer {t}"));
+        }
+        let request = builder
+            .body(body.to_owned())
+            .map_err(|e| WhipError::BadUrl(format!("cannot build a request for {url}: {e}")))?;
+        self.agent
+            .run(request)
+            .map_err(|e| WhipError::Unreachable {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// POSTs `offer`, following 307/308 redirects. Returns the session.
+    pub fn publish(&self, offer: &str) -> Result<Session, WhipError> {
+        let mut url = self.endpoint.clone();
+        for _ in 0..=MAX_REDIRECTS {
+            let mut res = self.send("POST", &url, Some("application/sdp"), offer)?;
+            let status = res.status().as_u16();
+            let header = |name: &str| {
+                res.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            if matches!(status, 301 | 302 | 303 | 307 | 308) {
+                let Some(loc) = header("location") else {
+                    return Err(WhipError::Protocol(format!(
+                        "{url} redirected (HTTP {status}) without a Location"
+                    )));
+                };
+                url = url.join(&loc).map_err(|e| {
+                    WhipError::Protocol(format!("{url} redirected to a bad URL {loc:?}: {e}"))
+                })?;
+                continue;
+            }
+            let location = header("location");
+            let links: Vec<String> = res
+                .headers()
+                .get_all("link")
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                .collect();
+            let body = res
+                .body_mut()
+                .with_config()
+                .limit(1 << 20)
+                .read_to_string()
+                .unwrap_or_default();
+            if !(200..300).contains(&status) {
+                return Err(WhipError::Status {
+                    url: url.to_string(),
+                    status,
+                    reason: body.trim().chars().take(500).collect(),
+                });
+            }
+            let Some(location) = location else {
+                return Err(WhipError::Protocol(format!(
+                    "{url} answered HTTP {status} without a Location header (not a WHIP server?)"
+                )));
+            };
+            let resource = url
+                .join(&location)
+                .map_err(|e| WhipError::Protocol(format!("bad Location {location:?}: {e}")))?;
+            if !body.trim_start().starts_with("v=0") {
+                return Err(WhipError::Protocol(format!(
+                    "{url} answered HTTP {status} but its body is not an SDP answer"
+                )));
+            }
+            return Ok(Session {
+                resource: resource.to_string(),
+                answer: body,
+                ice_servers: parse_link_headers(links.iter().map(String::as_str)),
+            });
+        }
+        Err(WhipError::Protocol(format!(
+            "more than {MAX_REDIRECTS} redirects from {}",
+            self.endpoint
+        )))
+    }
+
+    /// Sends a trickle-ICE fragment to the session resource.
+    pub fn trickle(&self, resource: &str, fragment: &str) -> Result<(), WhipError> {
+        let url = parse_endpoint(resource)?;
+        let mut res = self.send(
+            "PATCH",
+            &url,
+            Some("application/trickle-ice-sdpfrag"),
+            fragment,
+        )?;
+        let status = res.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let reason = res.body_mut().read_to_string().unwrap_or_default();
+        Err(WhipError::Status {
+            url: url.to_string(),
+            status,
+            reason: reason.trim().to_owned(),
+        })
+    }
+
+    /// Ends the session (DELETE on the resource).
+    pub fn delete(&self, resource: &str) -> Result<(), WhipError> {
+        let url = parse_endpoint(resource)?;
+        let mut res = self.send("DELETE", &url, None, "")?;
+        let status = res.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let reason = res.body_mut().read_to_string().unwrap_or_default();
+        Err(WhipError::Status {
+            url: url.to_string(),
+            status,
+            reason: reason.trim().to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ice_servers_from_links() {
+        let servers = parse_link_headers([
+            "<stun:stun.example.net>; rel=\"ice-server\"",
+            "<turn:turn.example.net?transport=udp>; rel=\"ice-server\"; username=\"user\"; credential=\"my:Password\"; credential-type=\"password\", <https://example.org/x>; rel=\"other\"",
+        ]);
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[0].url, "stun:stun.example.net");
+        assert_eq!(servers[0].to_gst_uri(), "stun://stun.example.net");
+        assert_eq!(servers[1].username.as_deref(), Some("user"));
+        assert_eq!(
+            servers[1].to_gst_uri(),
+            "turn://user:my%3APassword@turn.example.net?transport=udp"
+        );
+    }
+
+    #[test]
+    fn refuses_bad_endpoints() {
+        assert!(parse_endpoint("http://127.0.0.1:8080/whip/x").is_ok());
+        for bad in ["", "ftp://x/y", "not a url", "http://"] {
+            let e = parse_endpoint(bad).unwrap_err();
+            assert!(e.to_string().contains("bad WHIP URL"), "{e}");
+        }
+    }
+
+    #[test]
+    fn explains_statuses() {
+        let e = WhipError::Status {
+            url: "http://h/whip/a".into(),
+            status: 401,
+            reason: "publishing needs a token".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "http://h/whip/a answered HTTP 401 (the token was refused): publishing needs a token"
+        );
+        assert_eq!(e.status(), Some(401));
+    }
+}
