@@ -6,6 +6,8 @@
 //! * [`CustomVideoSrc`] (`customvideosrc`) wraps any frame producer — frames pushed by the
 //!   application, a draw callback, or any GStreamer source description — as one steady,
 //!   well-formed live video track with track controls and statistics.
+//! * [`CallSink`] (`callsink`) publishes video to a call over WebRTC (WHIP), by default into
+//!   the process's embedded call server ([`server`]).
 
 use gst::glib;
 
@@ -14,10 +16,12 @@ pub mod customvideosrc;
 pub mod events;
 pub mod server;
 
+pub use callsink::CallSink;
 pub use customvideosrc::{CustomVideoSrc, OnProducerEnd, OptimizationMode, VideoRotation};
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     customvideosrc::register(plugin)?;
+    callsink::register(plugin)?;
     Ok(())
 }
 

@@ -1,4 +1,74 @@
 // SPDX-License-Identifier: MPL-2.0
-//! `callsink`: publishes the video that reaches it to a call over WHIP.
+//! `callsink`: publishes the video that reaches it to a call over WebRTC, using WHIP
+//! (RFC 9725). With no server named it starts the process's embedded call server
+//! ([`crate::server`]) and publishes there.
+//!
+//! Raw video is encoded (VP8, H.264, VP9 or AV1, real-time settings); encoded video is
+//! parsed and sent as it is.
 
+use gst::glib;
+use gst::prelude::*;
+
+mod codec;
+mod imp;
 pub mod whip;
+
+pub use codec::Codec;
+
+glib::wrapper! {
+    /// The `callsink` element. See the module documentation.
+    pub struct CallSink(ObjectSubclass<imp::CallSink>) @extends gst::Bin, gst::Element, gst::Object;
+}
+
+/// State of the connection to the call.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstCallSinkConnectionState")]
+pub enum ConnectionState {
+    /// Not started.
+    #[default]
+    #[enum_value(name = "New: not connected yet", nick = "new")]
+    New = 0,
+    /// Offer sent, waiting for the answer and ICE/DTLS.
+    #[enum_value(name = "Connecting: offer sent, connecting", nick = "connecting")]
+    Connecting = 1,
+    /// Media flows.
+    #[enum_value(name = "Connected: media flows", nick = "connected")]
+    Connected = 2,
+    /// The connection was lost and is being restored.
+    #[enum_value(
+        name = "Reconnecting: connection lost, restoring it",
+        nick = "reconnecting"
+    )]
+    Reconnecting = 3,
+    /// The call could not be joined or the connection failed.
+    #[enum_value(name = "Failed: could not connect", nick = "failed")]
+    Failed = 4,
+    /// The session ended.
+    #[enum_value(name = "Closed: session ended", nick = "closed")]
+    Closed = 5,
+}
+
+/// Makes sure the RTP elements from gst-plugins-rs (AV1 payloader, congestion control)
+/// are registered in this process.
+pub(crate) fn register_rtp_elements() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if gst::ElementFactory::find("rtpav1pay").is_none()
+            && let Err(e) = gstrsrtp::plugin_register_static()
+        {
+            gst::warning!(gst::CAT_DEFAULT, "cannot register the RTP elements: {e}");
+        }
+    });
+}
+
+/// Registers `callsink` with `plugin`.
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    ConnectionState::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    gst::Element::register(
+        Some(plugin),
+        "callsink",
+        gst::Rank::NONE,
+        CallSink::static_type(),
+    )
+}

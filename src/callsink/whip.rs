@@ -25,11 +25,9 @@ impl IceServer {
         let (scheme, rest) = self.url.split_once(':').unwrap_or(("stun", &self.url));
         let rest = rest.trim_start_matches("//");
         match (scheme, &self.username, &self.credential) {
-            ("turn" | "turns", Some(u), Some(c)) => format!(
-                "{scheme}://{}:{}@{rest}",
-                url_escape(u),
-                url_escape(c)
-            ),
+            ("turn" | "turns", Some(u), Some(c)) => {
+                format!("{scheme}://{}:{}@{rest}", url_escape(u), url_escape(c))
+            }
             _ => format!("{scheme}://{rest}"),
         }
     }
@@ -190,7 +188,11 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(endpoint: &str, token: Option<String>, timeout: Duration) -> Result<Client, WhipError> {
+    pub fn new(
+        endpoint: &str,
+        token: Option<String>,
+        timeout: Duration,
+    ) -> Result<Client, WhipError> {
         let endpoint = parse_endpoint(endpoint)?;
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
@@ -228,12 +230,10 @@ impl Client {
         let request = builder
             .body(body.to_owned())
             .map_err(|e| WhipError::BadUrl(format!("cannot build a request for {url}: {e}")))?;
-        self.agent
-            .run(request)
-            .map_err(|e| WhipError::Unreachable {
-                url: url.to_string(),
-                reason: e.to_string(),
-            })
+        self.agent.run(request).map_err(|e| WhipError::Unreachable {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })
     }
 
     /// POSTs `offer`, following 307/308 redirects. Returns the session.

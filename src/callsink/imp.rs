@@ -1,0 +1,1132 @@
+// SPDX-License-Identifier: MPL-2.0
+//! `callsink` implementation: a bin around `webrtcbin`.
+//!
+//! ```text
+//! sink ─> queue (newest wins) ─┬─ raw:     videoconvert ─> encoder ─> [caps] ─┐
+//!                              └─ encoded: [parser] ──────────────────────────┴─> payloader ─> webrtcbin
+//! ```
+//!
+//! The queue's output is held until the call is set up: on the first caps a publishing
+//! thread offers the codecs (one sendonly transceiver), POSTs the offer to the WHIP endpoint,
+//! applies the answer, and only then builds the encoding chain for the codec the answer
+//! chose and lets media flow. Stopping sends the WHIP DELETE.
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_webrtc::{WebRTCICEGatheringState, WebRTCPeerConnectionState, WebRTCSDPType};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use super::ConnectionState;
+use super::codec::Codec;
+use super::whip;
+use crate::server::{CallServer, ServerConfig};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "callsink",
+        gst::DebugColorFlags::empty(),
+        Some("Publish video to a call over WHIP"),
+    )
+});
+
+const DEFAULT_CHANNEL: &str = "demo";
+const DEFAULT_PORT: u32 = 8080;
+const DEFAULT_CODEC: &str = "auto";
+const DEFAULT_MAX_BITRATE: u32 = 2500;
+const DEFAULT_MIN_BITRATE: u32 = 100;
+const DEFAULT_KEYFRAME_INTERVAL: u32 = 2;
+const DEFAULT_TIMEOUT: u32 = 10;
+/// Longest wait for ICE gathering before the offer goes out with what was gathered.
+const GATHERING_TIMEOUT: Duration = Duration::from_secs(3);
+/// Minimum time between two keyframes forced by the receivers' requests.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+struct Settings {
+    server: Option<String>,
+    channel: String,
+    uid: Option<String>,
+    token: Option<String>,
+    whip_url: Option<String>,
+    port: u32,
+    codec: String,
+    start_bitrate: u32,
+    min_bitrate: u32,
+    max_bitrate: u32,
+    keyframe_interval: u32,
+    ice_servers: Vec<String>,
+    ice_transport_policy: String,
+    timeout: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            server: None,
+            channel: DEFAULT_CHANNEL.into(),
+            uid: None,
+            token: None,
+            whip_url: None,
+            port: DEFAULT_PORT,
+            codec: DEFAULT_CODEC.into(),
+            start_bitrate: 0,
+            min_bitrate: 0,
+            max_bitrate: 0,
+            keyframe_interval: DEFAULT_KEYFRAME_INTERVAL,
+            ice_servers: vec![],
+            ice_transport_policy: "all".into(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// Hints carried by the track (tags and the optimization-mode event).
+#[derive(Debug, Clone, Copy, Default)]
+struct TrackHints {
+    min_kbps: Option<u32>,
+    max_kbps: Option<u32>,
+}
+
+#[derive(Default)]
+struct State {
+    webrtcbin: Option<gst::Element>,
+    client: Option<Arc<whip::Client>>,
+    resource: Option<String>,
+    server: Option<Arc<CallServer>>,
+    endpoint: Option<String>,
+    started: bool,
+    chain: Vec<gst::Element>,
+    encoder: Option<gst::Element>,
+    codec: Option<Codec>,
+    block: Option<gst::PadProbeId>,
+    hints: TrackHints,
+    input_caps: Option<gst::Caps>,
+    last_keyframe_request: Option<Instant>,
+    frames: u64,
+    first_frame: Option<Instant>,
+    last_stats: Option<(Instant, u64)>,
+    deleted: bool,
+    ssrc: u32,
+}
+
+pub struct CallSink {
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+    connection: Mutex<ConnectionState>,
+    queue: gst::Element,
+    ghost: gst::GhostPad,
+}
+
+/// One embedded server per port, shared by every callsink of the process.
+type ServerRegistry = Mutex<Vec<(u16, Weak<CallServer>)>>;
+static EMBEDDED: LazyLock<ServerRegistry> = LazyLock::new(Default::default);
+
+fn embedded_server(port: u16) -> std::io::Result<Arc<CallServer>> {
+    let mut servers = EMBEDDED.lock().unwrap();
+    servers.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(s) = servers
+        .iter()
+        .find(|(p, _)| *p == port)
+        .and_then(|(_, w)| w.upgrade())
+    {
+        return Ok(s);
+    }
+    let server = Arc::new(CallServer::start(ServerConfig {
+        port,
+        ..Default::default()
+    })?);
+    servers.push((server.http_addr().port(), Arc::downgrade(&server)));
+    Ok(server)
+}
+
+/// A random SSRC (from the process's hash seed, the time and a counter).
+fn random_ssrc() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    (h.finish() as u32).max(1)
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+        .is_some_and(|h| match h {
+            url::Host::Domain(d) => d == "localhost",
+            url::Host::Ipv4(ip) => ip.is_loopback(),
+            url::Host::Ipv6(ip) => ip.is_loopback(),
+        })
+}
+
+/// The payload type and codec the answer chose for the video section.
+fn answered_codec(answer: &gst_sdp::SDPMessageRef) -> Result<(Codec, u32), String> {
+    let media = answer
+        .medias()
+        .find(|m| m.media() == Some("video"))
+        .ok_or("the SDP answer has no video section")?;
+    if media.port() == 0 {
+        return Err("the server rejected the video section (port 0 in the answer)".into());
+    }
+    for fmt in media.formats() {
+        let Ok(pt) = fmt.parse::<u32>() else { continue };
+        let Some(rtpmap) = media
+            .attributes()
+            .filter(|a| a.key() == "rtpmap")
+            .filter_map(|a| a.value())
+            .find(|v| v.split_whitespace().next() == Some(fmt))
+        else {
+            continue;
+        };
+        let name = rtpmap
+            .split_whitespace()
+            .nth(1)
+            .and_then(|e| e.split('/').next())
+            .unwrap_or("");
+        if let Some(codec) = Codec::from_encoding_name(name) {
+            return Ok((codec, pt));
+        }
+    }
+    Err("the SDP answer accepts none of the offered video codecs".into())
+}
+
+impl CallSink {
+    fn set_connection_state(&self, new: ConnectionState) {
+        {
+            let mut c = self.connection.lock().unwrap();
+            if *c == new {
+                return;
+            }
+            *c = new;
+        }
+        gst::info!(CAT, imp = self, "connection state {new:?}");
+        self.obj().notify("connection-state");
+        let nick = glib::EnumValue::from_value(&new.to_value())
+            .map(|(_, v)| v.nick().to_owned())
+            .unwrap_or_default();
+        let s = gst::Structure::builder("callsink-connection-state")
+            .field("state", nick)
+            .build();
+        let _ = self
+            .obj()
+            .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+    }
+
+    fn fail(&self, msg: String) {
+        self.set_connection_state(ConnectionState::Failed);
+        gst::element_imp_error!(self, gst::ResourceError::OpenWrite, ("{}", msg));
+    }
+
+    /// The codecs to offer for input `caps`.
+    fn codecs_for(&self, caps: &gst::CapsRef) -> Result<Vec<Codec>, String> {
+        if let Some(c) = Codec::from_caps(caps) {
+            if !c.can_payload() {
+                return Err(format!(
+                    "encoded {} input cannot be published: its payloader or parser is not installed",
+                    c.encoding_name()
+                ));
+            }
+            return Ok(vec![c]);
+        }
+        let wanted = self.settings.lock().unwrap().codec.to_ascii_lowercase();
+        if wanted == "auto" {
+            let all: Vec<Codec> = Codec::ALL.into_iter().filter(|c| c.can_encode()).collect();
+            if all.is_empty() {
+                return Err(
+                    "no video encoder is installed (vp8enc, x264enc, vp9enc, av1enc)".into(),
+                );
+            }
+            return Ok(all);
+        }
+        let c = Codec::from_encoding_name(&wanted).ok_or_else(|| {
+            format!("unknown codec \"{wanted}\": use auto, vp8, vp9, h264 or av1")
+        })?;
+        if !c.can_encode() {
+            return Err(format!(
+                "codec {} cannot be published: its encoder or payloader is not installed",
+                c.encoding_name()
+            ));
+        }
+        Ok(vec![c])
+    }
+
+    /// Runs on the publishing thread: offer, WHIP, answer, chain.
+    fn publish(&self, caps: gst::Caps) {
+        if let Err(e) = self.try_publish(caps) {
+            gst::error!(CAT, imp = self, "{e}");
+            self.fail(e);
+        }
+    }
+
+    fn try_publish(&self, caps: gst::Caps) -> Result<(), String> {
+        let codecs = self.codecs_for(&caps)?;
+        let (webrtcbin, client) = {
+            let state = self.state.lock().unwrap();
+            (
+                state.webrtcbin.clone().ok_or("not started")?,
+                state.client.clone().ok_or("not started")?,
+            )
+        };
+        self.set_connection_state(ConnectionState::Connecting);
+
+        let ssrc = self.state.lock().unwrap().ssrc;
+        let mut prefs = gst::Caps::new_empty();
+        for c in &codecs {
+            prefs
+                .get_mut()
+                .unwrap()
+                .append_structure(c.offer_caps(ssrc));
+        }
+        let trans = webrtcbin.emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>(
+            "add-transceiver",
+            &[&gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly, &prefs],
+        );
+        trans.set_property("do-nack", true);
+
+        let promise = gst::Promise::new();
+        webrtcbin.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
+        let offer = match promise.wait() {
+            gst::PromiseResult::Replied => promise
+                .get_reply()
+                .and_then(|r| r.get::<gst_webrtc::WebRTCSessionDescription>("offer").ok())
+                .ok_or("webrtcbin made no offer")?,
+            other => return Err(format!("webrtcbin made no offer ({other:?})")),
+        };
+        let promise = gst::Promise::new();
+        webrtcbin.emit_by_name::<()>("set-local-description", &[&offer, &promise]);
+        promise.wait();
+
+        let deadline = Instant::now() + GATHERING_TIMEOUT;
+        while webrtcbin.property::<WebRTCICEGatheringState>("ice-gathering-state")
+            != WebRTCICEGatheringState::Complete
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let local = webrtcbin
+            .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
+            .ok_or("webrtcbin has no local description")?;
+        let sdp = local.sdp().as_text().map_err(|e| e.to_string())?;
+        gst::debug!(CAT, imp = self, "offer:\n{sdp}");
+
+        let session = client.publish(&sdp).map_err(|e| e.to_string())?;
+        gst::info!(CAT, imp = self, "published, session {}", session.resource);
+        self.state.lock().unwrap().resource = Some(session.resource.clone());
+        if !session.ice_servers.is_empty() {
+            gst::info!(
+                CAT,
+                imp = self,
+                "server announced ICE servers {:?} (used when reconnecting)",
+                session.ice_servers
+            );
+        }
+
+        let answer = gst_sdp::SDPMessage::parse_buffer(session.answer.as_bytes())
+            .map_err(|_| "the server's answer is not valid SDP".to_string())?;
+        let (codec, pt) = answered_codec(&answer)?;
+        gst::info!(
+            CAT,
+            imp = self,
+            "the answer chose {} (payload {pt})",
+            codec.encoding_name()
+        );
+        let desc = gst_webrtc::WebRTCSessionDescription::new(WebRTCSDPType::Answer, answer);
+        let promise = gst::Promise::new();
+        webrtcbin.emit_by_name::<()>("set-remote-description", &[&desc, &promise]);
+        promise.wait();
+
+        self.build_chain(&webrtcbin, &caps, codec, pt)
+    }
+
+    fn bitrates(&self) -> (u32, u32, u32) {
+        let s = self.settings.lock().unwrap().clone();
+        let hints = self.state.lock().unwrap().hints;
+        let max = if s.max_bitrate > 0 {
+            s.max_bitrate
+        } else {
+            hints.max_kbps.unwrap_or(DEFAULT_MAX_BITRATE)
+        };
+        let min = if s.min_bitrate > 0 {
+            s.min_bitrate
+        } else {
+            hints.min_kbps.unwrap_or(DEFAULT_MIN_BITRATE)
+        }
+        .min(max);
+        let start = if s.start_bitrate > 0 {
+            s.start_bitrate.clamp(min, max)
+        } else {
+            max
+        };
+        (start, min, max)
+    }
+
+    fn build_chain(
+        &self,
+        webrtcbin: &gst::Element,
+        caps: &gst::Caps,
+        codec: Codec,
+        pt: u32,
+    ) -> Result<(), String> {
+        let obj = self.obj();
+        let encoded = Codec::from_caps(caps).is_some();
+        let mut chain: Vec<gst::Element> = Vec::new();
+        let mut encoder = None;
+        if encoded {
+            if let Some(p) = codec.parser() {
+                let parser = gst::ElementFactory::make(p)
+                    .build()
+                    .map_err(|e| format!("cannot create {p}: {e}"))?;
+                if p == "h264parse" {
+                    parser.set_property("config-interval", -1i32);
+                }
+                chain.push(parser);
+            }
+        } else {
+            let fps = caps
+                .structure(0)
+                .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
+                .filter(|f| f.numer() > 0)
+                .map(|f| f.numer() as f64 / f.denom() as f64)
+                .unwrap_or(30.0);
+            let kf_frames =
+                (fps * self.settings.lock().unwrap().keyframe_interval as f64).round() as u32;
+            let (start, _, _) = self.bitrates();
+            let convert = gst::ElementFactory::make("videoconvert")
+                .build()
+                .map_err(|e| format!("cannot create videoconvert: {e}"))?;
+            let enc = codec.make_encoder(start, kf_frames)?;
+            chain.push(convert);
+            chain.push(
+                gst::ElementFactory::make("capsfilter")
+                    .property(
+                        "caps",
+                        gst::Caps::builder("video/x-raw")
+                            .field("format", "I420")
+                            .build(),
+                    )
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            );
+            chain.push(enc.clone());
+            if let Some(c) = codec.encoded_caps() {
+                chain.push(
+                    gst::ElementFactory::make("capsfilter")
+                        .property("caps", c)
+                        .build()
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            encoder = Some(enc);
+        }
+        let ssrc = self.state.lock().unwrap().ssrc;
+        let pay = codec.make_payloader(pt, ssrc)?;
+        chain.push(pay.clone());
+        let rtp_caps = gst::Caps::builder("application/x-rtp")
+            .field("media", "video")
+            .field("encoding-name", codec.encoding_name())
+            .field("payload", pt as i32)
+            .field("clock-rate", 90000i32)
+            .field("ssrc", ssrc)
+            .build();
+        chain.push(
+            gst::ElementFactory::make("capsfilter")
+                .property("caps", rtp_caps)
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+
+        obj.add_many(&chain).map_err(|e| e.to_string())?;
+        gst::Element::link_many(&chain)
+            .map_err(|e| format!("cannot link the encoding chain: {e}"))?;
+        // add-transceiver made the transceiver's sink pad already.
+        let sinkpad = webrtcbin
+            .sink_pads()
+            .into_iter()
+            .find(|p| !p.is_linked())
+            .or_else(|| webrtcbin.request_pad_simple("sink_%u"))
+            .ok_or("webrtcbin gave no sink pad for the video transceiver")?;
+        chain
+            .last()
+            .unwrap()
+            .static_pad("src")
+            .unwrap()
+            .link(&sinkpad)
+            .map_err(|e| format!("cannot link to webrtcbin: {e:?}"))?;
+        self.queue
+            .link(&chain[0])
+            .map_err(|e| format!("cannot link the queue: {e}"))?;
+        for e in &chain {
+            e.sync_state_with_parent().map_err(|e| e.to_string())?;
+        }
+        self.watch_frames(&pay);
+        let mut state = self.state.lock().unwrap();
+        state.chain = chain;
+        state.encoder = encoder;
+        state.codec = Some(codec);
+        if let Some(id) = state.block.take() {
+            self.queue.static_pad("src").unwrap().remove_probe(id);
+        }
+        gst::info!(CAT, imp = self, "media flows ({})", codec.encoding_name());
+        Ok(())
+    }
+
+    /// Counts frames entering the payloader (for stats) and rate-limits keyframe requests
+    /// travelling up from webrtcbin to the encoder.
+    fn watch_frames(&self, pay: &gst::Element) {
+        let weak = self.obj().downgrade();
+        pay.static_pad("sink")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                if let Some(obj) = weak.upgrade() {
+                    let mut s = obj.imp().state.lock().unwrap();
+                    s.frames += 1;
+                    s.first_frame.get_or_insert_with(Instant::now);
+                }
+                gst::PadProbeReturn::Ok
+            });
+        let weak = self.obj().downgrade();
+        pay.static_pad("src").unwrap().add_probe(
+            gst::PadProbeType::EVENT_UPSTREAM,
+            move |_, info| {
+                let Some(gst::PadProbeData::Event(ev)) = &info.data else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                if gst_video::UpstreamForceKeyUnitEvent::parse(ev).is_err() {
+                    return gst::PadProbeReturn::Ok;
+                }
+                let Some(obj) = weak.upgrade() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let mut s = obj.imp().state.lock().unwrap();
+                let now = Instant::now();
+                if s.last_keyframe_request
+                    .is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
+                {
+                    gst::debug!(CAT, obj = obj, "keyframe request dropped (rate limit)");
+                    return gst::PadProbeReturn::Drop;
+                }
+                s.last_keyframe_request = Some(now);
+                gst::debug!(CAT, obj = obj, "keyframe requested by the receiver");
+                gst::PadProbeReturn::Ok
+            },
+        );
+    }
+
+    fn endpoint(&self, settings: &Settings) -> Result<(String, Option<Arc<CallServer>>), String> {
+        if let Some(url) = settings.whip_url.as_ref().filter(|u| !u.is_empty()) {
+            return Ok((url.clone(), None));
+        }
+        let uid = settings
+            .uid
+            .as_ref()
+            .map(|u| format!("?uid={u}"))
+            .unwrap_or_default();
+        if let Some(server) = settings.server.as_ref().filter(|u| !u.is_empty()) {
+            return Ok((
+                format!(
+                    "{}/whip/{}{uid}",
+                    server.trim_end_matches('/'),
+                    settings.channel
+                ),
+                None,
+            ));
+        }
+        let port = u16::try_from(settings.port)
+            .map_err(|_| format!("port {} is out of range", settings.port))?;
+        let server = embedded_server(port)
+            .map_err(|e| format!("cannot start the embedded call server on port {port}: {e}"))?;
+        Ok((
+            format!("{}{uid}", server.whip_url(&settings.channel)),
+            Some(server),
+        ))
+    }
+
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = self.settings.lock().unwrap().clone();
+        let wanted = settings.codec.to_ascii_lowercase();
+        if wanted != "auto" && Codec::from_encoding_name(&wanted).is_none() {
+            return Err(gst::error_msg!(
+                gst::LibraryError::Settings,
+                (
+                    "unknown codec \"{}\": use auto, vp8, vp9, h264 or av1",
+                    settings.codec
+                )
+            ));
+        }
+        let (endpoint, server) = self
+            .endpoint(&settings)
+            .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("{}", e)))?;
+        let client = whip::Client::new(
+            &endpoint,
+            settings.token.clone(),
+            Duration::from_secs(settings.timeout.max(1) as u64),
+        )
+        .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ("{}", e)))?;
+
+        let webrtcbin = gst::ElementFactory::make("webrtcbin")
+            .name("webrtcbin")
+            .property_from_str("bundle-policy", "max-bundle")
+            .build()
+            .map_err(|_| {
+                gst::error_msg!(
+                    gst::CoreError::MissingPlugin,
+                    ("webrtcbin is not installed (gstreamer1.0-plugins-bad, gstreamer1.0-nice)")
+                )
+            })?;
+        webrtcbin.set_property_from_str("ice-transport-policy", &settings.ice_transport_policy);
+        for uri in &settings.ice_servers {
+            if uri.starts_with("stun:") {
+                webrtcbin.set_property("stun-server", uri);
+            } else if uri.starts_with("turn") {
+                let _ = webrtcbin.emit_by_name::<bool>("add-turn-server", &[uri]);
+            }
+        }
+        if is_loopback_url(&endpoint) {
+            // libnice gathers no loopback candidates on its own.
+            if let Some(agent) = webrtcbin.property::<Option<glib::Object>>("ice-agent") {
+                let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]);
+            }
+        }
+        let weak = self.obj().downgrade();
+        webrtcbin.connect_notify(Some("connection-state"), move |bin, _| {
+            let Some(obj) = weak.upgrade() else { return };
+            let st = bin.property::<WebRTCPeerConnectionState>("connection-state");
+            let mapped = match st {
+                WebRTCPeerConnectionState::Connected => ConnectionState::Connected,
+                WebRTCPeerConnectionState::Failed => ConnectionState::Failed,
+                WebRTCPeerConnectionState::Disconnected => ConnectionState::Reconnecting,
+                WebRTCPeerConnectionState::Closed => ConnectionState::Closed,
+                _ => return,
+            };
+            obj.imp().set_connection_state(mapped);
+            if mapped == ConnectionState::Failed {
+                gst::element_error!(
+                    obj,
+                    gst::ResourceError::Write,
+                    ("The WebRTC connection to the call failed (ICE or DTLS)")
+                );
+            }
+        });
+        self.obj()
+            .add(&webrtcbin)
+            .map_err(|e| gst::error_msg!(gst::CoreError::Failed, ("{}", e)))?;
+
+        if let Some(server) = &server {
+            let url = server.viewer_url(&settings.channel);
+            gst::info!(CAT, imp = self, "embedded call server: watch at {url}");
+            let s = gst::Structure::builder("callsink-viewer")
+                .field("url", &url)
+                .field("channel", &settings.channel)
+                .field("whip-url", &endpoint)
+                .build();
+            let _ = self
+                .obj()
+                .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+        }
+        let mut state = self.state.lock().unwrap();
+        state.ssrc = random_ssrc();
+        state.webrtcbin = Some(webrtcbin);
+        state.client = Some(Arc::new(client));
+        state.server = server;
+        state.endpoint = Some(endpoint);
+        let id = self.queue.static_pad("src").unwrap().add_probe(
+            gst::PadProbeType::BLOCK | gst::PadProbeType::BUFFER,
+            |_, _| gst::PadProbeReturn::Ok,
+        );
+        state.block = id;
+        Ok(())
+    }
+
+    /// Ends the WHIP session (once).
+    fn delete_session(&self) {
+        let (client, resource) = {
+            let mut state = self.state.lock().unwrap();
+            if state.deleted {
+                return;
+            }
+            state.deleted = true;
+            (state.client.clone(), state.resource.clone())
+        };
+        if let (Some(client), Some(resource)) = (client, resource) {
+            match client.delete(&resource) {
+                Ok(()) => gst::info!(CAT, imp = self, "session {resource} ended"),
+                Err(e) => gst::warning!(CAT, imp = self, "DELETE {resource}: {e}"),
+            }
+        }
+    }
+
+    fn stop(&self) {
+        self.delete_session();
+        let state = std::mem::take(&mut *self.state.lock().unwrap());
+        let obj = self.obj();
+        if let Some(id) = state.block {
+            self.queue.static_pad("src").unwrap().remove_probe(id);
+        }
+        for e in state.chain.iter().chain(state.webrtcbin.iter()) {
+            let _ = e.set_state(gst::State::Null);
+            let _ = obj.remove(e);
+        }
+        self.set_connection_state(ConnectionState::Closed);
+    }
+
+    fn on_sink_event(&self, event: &gst::EventRef) {
+        match event.view() {
+            gst::EventView::Caps(c) => {
+                let caps = c.caps_owned();
+                let first = {
+                    let mut state = self.state.lock().unwrap();
+                    let first = !state.started;
+                    state.started = true;
+                    state.input_caps = Some(caps.clone());
+                    first
+                };
+                if first {
+                    let weak = self.obj().downgrade();
+                    let spawned = std::thread::Builder::new()
+                        .name("callsink-publish".into())
+                        .spawn(move || {
+                            if let Some(obj) = weak.upgrade() {
+                                obj.imp().publish(caps);
+                            }
+                        });
+                    if let Err(e) = spawned {
+                        self.fail(format!("cannot start publishing: {e}"));
+                    }
+                }
+            }
+            gst::EventView::Tag(t) => {
+                let tags = t.tag();
+                let mut state = self.state.lock().unwrap();
+                if let Some(v) = tags.get::<gst::tags::MinimumBitrate>() {
+                    state.hints.min_kbps = Some(v.get() / 1000);
+                }
+                if let Some(v) = tags.get::<gst::tags::MaximumBitrate>() {
+                    state.hints.max_kbps = Some(v.get() / 1000);
+                }
+                let enc = state.encoder.clone();
+                drop(state);
+                if let Some(enc) = enc {
+                    let (start, _, _) = self.bitrates();
+                    Codec::set_bitrate(&enc, start);
+                }
+            }
+            gst::EventView::Eos(_) => {
+                let weak = self.obj().downgrade();
+                std::thread::spawn(move || {
+                    if let Some(obj) = weak.upgrade() {
+                        obj.imp().delete_session();
+                    }
+                });
+            }
+            _ => (),
+        }
+    }
+
+    fn stats(&self) -> gst::Structure {
+        let (webrtcbin, codec, encoder, frames, first_frame, caps) = {
+            let s = self.state.lock().unwrap();
+            (
+                s.webrtcbin.clone(),
+                s.codec,
+                s.encoder.clone(),
+                s.frames,
+                s.first_frame,
+                s.input_caps.clone(),
+            )
+        };
+        let mut b = gst::Structure::builder("callsink-stats")
+            .field("connection-state", {
+                let c = *self.connection.lock().unwrap();
+                glib::EnumValue::from_value(&c.to_value())
+                    .map(|(_, v)| v.nick().to_owned())
+                    .unwrap_or_default()
+            })
+            .field("codec", codec.map(|c| c.encoding_name()).unwrap_or(""))
+            .field("frames-sent", frames);
+        if let Some(s) = caps.as_ref().and_then(|c| c.structure(0)) {
+            if let Ok(w) = s.get::<i32>("width") {
+                b = b.field("width", w);
+            }
+            if let Ok(h) = s.get::<i32>("height") {
+                b = b.field("height", h);
+            }
+        }
+        if let (Some(t), true) = (first_frame, frames > 0) {
+            let secs = t.elapsed().as_secs_f64();
+            if secs > 0.0 {
+                b = b.field("average-fps", frames as f64 / secs);
+            }
+        }
+        if let Some(enc) = encoder {
+            let kbps = match enc.factory().map(|f| f.name().to_string()).as_deref() {
+                Some("vp8enc") | Some("vp9enc") => {
+                    enc.property::<i32>("target-bitrate") as u64 / 1000
+                }
+                Some("x264enc") => enc.property::<u32>("bitrate") as u64,
+                _ => 0,
+            };
+            b = b.field("target-bitrate", kbps * 1000);
+        }
+        if let Some(wb) = webrtcbin {
+            let promise = gst::Promise::new();
+            wb.emit_by_name::<()>("get-stats", &[&None::<gst::Pad>, &promise]);
+            if let gst::PromiseResult::Replied = promise.wait()
+                && let Some(reply) = promise.get_reply()
+            {
+                for (_, v) in reply.iter() {
+                    let Ok(s) = v.get::<gst::Structure>() else {
+                        continue;
+                    };
+                    match s.name().as_str() {
+                        "outbound-rtp" if s.get::<&str>("kind").ok() != Some("audio") => {
+                            let bytes = s.get::<u64>("bytes-sent").unwrap_or(0);
+                            for (k, f) in [
+                                ("packets-sent", "packets-sent"),
+                                ("bytes-sent", "bytes-sent"),
+                            ] {
+                                if let Ok(v) = s.get::<u64>(k) {
+                                    b = b.field(f, v);
+                                }
+                            }
+                            for (k, f) in [
+                                ("nack-count", "nacks"),
+                                ("pli-count", "plis"),
+                                ("fir-count", "firs"),
+                            ] {
+                                if let Ok(v) = s.get::<u32>(k) {
+                                    b = b.field(f, v);
+                                }
+                            }
+                            let now = Instant::now();
+                            let mut state = self.state.lock().unwrap();
+                            if let Some((t, last)) = state.last_stats {
+                                let dt = now.duration_since(t).as_secs_f64();
+                                if dt > 0.05 {
+                                    b = b.field(
+                                        "bitrate",
+                                        ((bytes.saturating_sub(last)) as f64 * 8.0 / dt) as u64,
+                                    );
+                                }
+                            }
+                            state.last_stats = Some((now, bytes));
+                        }
+                        "remote-inbound-rtp" => {
+                            if let Ok(v) = s.get::<f64>("round-trip-time") {
+                                b = b.field("rtt-ms", v * 1000.0);
+                            }
+                            if let Ok(v) = s.get::<f64>("jitter") {
+                                b = b.field("jitter-ms", v * 1000.0);
+                            }
+                            if let Ok(v) = s.get::<i64>("packets-lost") {
+                                b = b.field("packets-lost", v);
+                            }
+                            if let Ok(v) = s.get::<f64>("fraction-lost") {
+                                b = b.field("fraction-lost", v);
+                            }
+                        }
+                        _ => (),
+                    }
+                }
+            }
+        }
+        b.build()
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for CallSink {
+    const NAME: &'static str = "GstCallSink";
+    type Type = super::CallSink;
+    type ParentType = gst::Bin;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        let queue = gst::ElementFactory::make("queue")
+            .name("input")
+            .property_from_str("leaky", "downstream")
+            .property("max-size-buffers", 3u32)
+            .property("max-size-bytes", 0u32)
+            .property("max-size-time", 0u64)
+            .build()
+            .expect("queue is in GStreamer core");
+        let templ = klass.pad_template("sink").expect("sink template");
+        let ghost = gst::GhostPad::builder_from_template(&templ)
+            .name("sink")
+            .event_function(|pad, parent, event| {
+                CallSink::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| {
+                        imp.on_sink_event(&event);
+                        gst::Pad::event_default(pad, parent, event)
+                    },
+                )
+            })
+            .build();
+        CallSink {
+            settings: Mutex::default(),
+            state: Mutex::default(),
+            connection: Mutex::new(ConnectionState::New),
+            queue,
+            ghost,
+        }
+    }
+}
+
+impl ObjectImpl for CallSink {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("server")
+                    .nick("Call server")
+                    .blurb("Base URL of a call server (e.g. http://host:8080); the track is published to <server>/whip/<channel>?uid=<uid>. Unset (with whip-url unset): the embedded call server of this process")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("channel")
+                    .nick("Channel")
+                    .blurb("Channel (room) to publish into")
+                    .default_value(Some(DEFAULT_CHANNEL))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("uid")
+                    .nick("User id")
+                    .blurb("Publisher id in the channel; unset: the server assigns one")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("token")
+                    .nick("Token")
+                    .blurb("Bearer token sent with every WHIP request (Authorization: Bearer <token>)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("whip-url")
+                    .nick("WHIP URL")
+                    .blurb("Any WHIP endpoint (RFC 9725), e.g. a Janus, LiveKit or MediaMTX WHIP URL; takes precedence over server/channel/uid")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("port")
+                    .nick("Embedded server port")
+                    .blurb("HTTP and media port of the embedded call server (started on demand when neither server nor whip-url is set; shared by every callsink of the process); 0 picks a free port")
+                    .maximum(65535)
+                    .default_value(DEFAULT_PORT)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("codec")
+                    .nick("Codec")
+                    .blurb("Video codec for raw input: auto (offer VP8, H264, VP9, AV1 and let the server's answer decide), vp8, vp9, h264 or av1. Encoded input is sent as it is")
+                    .default_value(Some(DEFAULT_CODEC))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("start-bitrate")
+                    .nick("Start bitrate")
+                    .blurb("Encoder bitrate at start in kbit/s; 0: the maximum bitrate")
+                    .maximum(100_000)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("min-bitrate")
+                    .nick("Minimum bitrate")
+                    .blurb("Lowest encoder bitrate in kbit/s; 0: the track's minimum-bitrate tag, else 100")
+                    .maximum(100_000)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-bitrate")
+                    .nick("Maximum bitrate")
+                    .blurb("Highest encoder bitrate in kbit/s; 0: the track's maximum-bitrate tag, else 2500")
+                    .maximum(100_000)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("keyframe-interval")
+                    .nick("Keyframe interval")
+                    .blurb("Seconds between keyframes (receivers also get one when they ask with PLI/FIR, at most every 500 ms)")
+                    .minimum(1)
+                    .maximum(60)
+                    .default_value(DEFAULT_KEYFRAME_INTERVAL)
+                    .mutable_ready()
+                    .build(),
+                gst::ParamSpecArray::builder("ice-servers")
+                    .nick("ICE servers")
+                    .blurb("STUN/TURN servers: stun://host:port, turn://user:password@host:port, turns://... (none by default)")
+                    .element_spec(&glib::ParamSpecString::builder("ice-server").build())
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("ice-transport-policy")
+                    .nick("ICE transport policy")
+                    .blurb("all, or relay to send through TURN only")
+                    .default_value(Some("all"))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("timeout")
+                    .nick("Timeout")
+                    .blurb("Seconds to wait for the WHIP server to answer")
+                    .minimum(1)
+                    .maximum(300)
+                    .default_value(DEFAULT_TIMEOUT)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder::<ConnectionState>("connection-state")
+                    .nick("Connection state")
+                    .blurb("State of the connection to the call (also posted on the bus as callsink-connection-state element messages)")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb("Send statistics: connection-state, codec, width, height, frames-sent, average-fps, target-bitrate, bitrate, packets-sent, bytes-sent, nacks, plis, firs, rtt-ms, jitter-ms, packets-lost, fraction-lost")
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = self.settings.lock().unwrap();
+        let string = || {
+            value
+                .get::<Option<String>>()
+                .expect("type checked upstream")
+        };
+        match pspec.name() {
+            "server" => s.server = string(),
+            "channel" => s.channel = string().unwrap_or_else(|| DEFAULT_CHANNEL.into()),
+            "uid" => s.uid = string(),
+            "token" => s.token = string(),
+            "whip-url" => s.whip_url = string(),
+            "port" => s.port = value.get().expect("type checked upstream"),
+            "codec" => s.codec = string().unwrap_or_else(|| DEFAULT_CODEC.into()),
+            "start-bitrate" => s.start_bitrate = value.get().expect("type checked upstream"),
+            "min-bitrate" => s.min_bitrate = value.get().expect("type checked upstream"),
+            "max-bitrate" => s.max_bitrate = value.get().expect("type checked upstream"),
+            "keyframe-interval" => {
+                s.keyframe_interval = value.get().expect("type checked upstream")
+            }
+            "ice-servers" => {
+                s.ice_servers = value
+                    .get::<gst::Array>()
+                    .expect("type checked upstream")
+                    .iter()
+                    .filter_map(|v| v.get::<String>().ok())
+                    .collect()
+            }
+            "ice-transport-policy" => {
+                s.ice_transport_policy = string().unwrap_or_else(|| "all".into())
+            }
+            "timeout" => s.timeout = value.get().expect("type checked upstream"),
+            name => unimplemented!("property {name}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        match pspec.name() {
+            "connection-state" => return self.connection.lock().unwrap().to_value(),
+            "stats" => return self.stats().to_value(),
+            _ => (),
+        }
+        let s = self.settings.lock().unwrap();
+        match pspec.name() {
+            "server" => s.server.to_value(),
+            "channel" => s.channel.to_value(),
+            "uid" => s.uid.to_value(),
+            "token" => s.token.to_value(),
+            "whip-url" => s.whip_url.to_value(),
+            "port" => s.port.to_value(),
+            "codec" => s.codec.to_value(),
+            "start-bitrate" => s.start_bitrate.to_value(),
+            "min-bitrate" => s.min_bitrate.to_value(),
+            "max-bitrate" => s.max_bitrate.to_value(),
+            "keyframe-interval" => s.keyframe_interval.to_value(),
+            "ice-servers" => {
+                gst::Array::new(s.ice_servers.iter().map(|v| v.to_send_value())).to_value()
+            }
+            "ice-transport-policy" => s.ice_transport_policy.to_value(),
+            "timeout" => s.timeout.to_value(),
+            name => unimplemented!("property {name}"),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.add(&self.queue).expect("add queue");
+        self.ghost
+            .set_target(Some(&self.queue.static_pad("sink").unwrap()))
+            .expect("ghost target");
+        obj.add_pad(&self.ghost).expect("add ghost pad");
+        obj.set_element_flags(gst::ElementFlags::SINK);
+        obj.set_suppressed_flags(gst::ElementFlags::SINK | gst::ElementFlags::SOURCE);
+    }
+}
+
+impl GstObjectImpl for CallSink {}
+
+impl ElementImpl for CallSink {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Call sink",
+                "Sink/Network/WebRTC",
+                "Publishes the video that reaches it to a call over WebRTC (WHIP, RFC 9725); by default into the process's embedded call server",
+                "gst-plugin-customvideo developers",
+            )
+        });
+        Some(&*META)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let mut caps = gst::Caps::builder("video/x-raw").build();
+            {
+                let caps = caps.get_mut().unwrap();
+                caps.append_structure(
+                    gst::Structure::builder("video/x-h264")
+                        .field("stream-format", gst::List::new(["byte-stream", "avc"]))
+                        .field("alignment", "au")
+                        .build(),
+                );
+                caps.append_structure(gst::Structure::new_empty("video/x-vp8"));
+                caps.append_structure(gst::Structure::new_empty("video/x-vp9"));
+                caps.append_structure(gst::Structure::new_empty("video/x-av1"));
+            }
+            vec![
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("valid template"),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::ReadyToPaused {
+            super::register_rtp_elements();
+            if let Err(e) = self.start() {
+                self.post_error_message(e);
+                return Err(gst::StateChangeError);
+            }
+            self.set_connection_state(ConnectionState::New);
+        }
+        if transition == gst::StateChange::PausedToReady {
+            // Leave the call before the elements stop.
+            self.delete_session();
+        }
+        let ret = self.parent_change_state(transition);
+        if transition == gst::StateChange::PausedToReady {
+            self.stop();
+        }
+        ret
+    }
+}
+
+impl BinImpl for CallSink {}
