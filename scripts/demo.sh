@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MPL-2.0
-# The demo: an application renders its own frames (a moving square and a frame counter),
-# pushes them into customvideosrc, and the track is encoded to a WebM file; the track
-# statistics are printed at the end. Arguments are passed to the example
-# (--duration SECS, --output PATH).
+# The demo: the application draws a custom video track (a moving square and a running clock)
+# into customvideosrc, and callsink publishes it into the embedded call server; open the
+# printed URL in a browser to watch. Runs until Ctrl-C, or for --duration SECS.
+# Other options: --port 8080 --channel demo --codec auto|vp8|vp9|h264|av1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo run --locked --quiet --example push -- "$@"
+cargo build --locked --release --quiet --example call
+exec target/release/examples/call "$@"
