@@ -388,6 +388,21 @@ impl CallSink {
                     parser.set_property("config-interval", -1i32);
                 }
                 chain.push(parser);
+                if codec == Codec::H264 {
+                    // The payloader takes byte-stream access units with SPS/PPS in band.
+                    chain.push(
+                        gst::ElementFactory::make("capsfilter")
+                            .property(
+                                "caps",
+                                gst::Caps::builder("video/x-h264")
+                                    .field("stream-format", "byte-stream")
+                                    .field("alignment", "au")
+                                    .build(),
+                            )
+                            .build()
+                            .map_err(|e| e.to_string())?,
+                    );
+                }
             }
         } else {
             let fps = caps

@@ -85,6 +85,15 @@ pub fn offered_video_codecs(sdp: &str) -> Vec<String> {
     codecs
 }
 
+/// The payload types listed on the media lines (`m=`) of `sdp`.
+pub fn payload_types(sdp: &str) -> Vec<u8> {
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("m="))
+        .flat_map(|m| m.split_whitespace().skip(3))
+        .filter_map(|pt| pt.parse().ok())
+        .collect()
+}
+
 /// Whether `sdp` has at least one video media section.
 pub fn has_video(sdp: &str) -> bool {
     sdp.lines().any(|l| l.trim().starts_with("m=video "))
@@ -172,6 +181,11 @@ mod tests {
     fn lists_video_codecs_in_order() {
         assert_eq!(offered_video_codecs(OFFER), vec!["VP8", "H264", "AV1"]);
         assert!(check_offer(OFFER).is_ok());
+    }
+
+    #[test]
+    fn lists_payload_types() {
+        assert_eq!(payload_types(OFFER), vec![111, 96, 97, 102, 103, 45]);
     }
 
     #[test]

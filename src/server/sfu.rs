@@ -163,6 +163,8 @@ struct Publisher {
 #[derive(Debug, Default)]
 struct Subscriber {
     publisher: u64,
+    /// Payload types of the answer's media sections.
+    answered_pts: Vec<u8>,
     /// Media sections the subscriber receives (mid, kind).
     outs: Vec<(Mid, MediaKind)>,
     packets: u64,
@@ -394,6 +396,7 @@ impl Sfu {
         let answer = self.accept(&mut rtc, offer)?;
         let (key, id) = self.new_session_key();
         gst::info!(CAT, "subscriber {id} joins {channel} for {uid}");
+        gst::trace!(CAT, "subscriber offer:\n{offer}\nanswer:\n{answer}");
         self.sessions.insert(
             key,
             Session {
@@ -403,6 +406,7 @@ impl Sfu {
                 rtc,
                 role: Role::Subscriber(Subscriber {
                     publisher: pub_key,
+                    answered_pts: sdp::payload_types(&answer),
                     ..Default::default()
                 }),
                 created: now,
@@ -674,7 +678,21 @@ impl Sfu {
             let Some(writer) = s.rtc.writer(mid) else {
                 continue;
             };
-            let Some(pt) = writer.match_params(data.params) else {
+            // The exact format when the subscriber offered it; otherwise the same codec with
+            // other parameters (e.g. an H.264 packetization mode): depacketizers take both.
+            // Only payload types that the answer gave the subscriber.
+            let codec = data.params.spec().codec;
+            let allowed = &sub.answered_pts;
+            let Some(pt) = writer
+                .match_params(data.params)
+                .filter(|pt| allowed.contains(&**pt))
+                .or_else(|| {
+                    writer
+                        .payload_params()
+                        .find(|p| p.spec().codec == codec && allowed.contains(&*p.pt()))
+                        .map(|p| p.pt())
+                })
+            else {
                 continue;
             };
             let len = data.data.len() as u64;

@@ -1,0 +1,399 @@
+// SPDX-License-Identifier: MPL-2.0
+//! callsink: publishing real tracks into the call server (the embedded one and one started
+//! by the test), subscribing with gst-plugins-rs `whepclientsrc`, and every error a user can
+//! make. WebRTC tests run in their own network namespace.
+
+mod common;
+
+use common::{netns, wait_for};
+use gst::prelude::*;
+use gstcustomvideo::server::{CallServer, ServerConfig};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn init() {
+    common::init();
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        gstrswebrtc::plugin_register_static().expect("register gst-plugins-rs webrtc")
+    });
+}
+
+fn server(token: Option<&str>) -> CallServer {
+    CallServer::start(ServerConfig {
+        port: 0,
+        token: token.map(str::to_owned),
+        ..Default::default()
+    })
+    .expect("server starts")
+}
+
+/// A running publishing pipeline and its bus messages.
+struct Publisher {
+    pipeline: gst::Pipeline,
+    messages: Arc<Mutex<Vec<gst::Message>>>,
+}
+
+impl Publisher {
+    fn launch(desc: &str) -> Publisher {
+        init();
+        let pipeline = gst::parse::launch(desc)
+            .unwrap()
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+        let messages: Arc<Mutex<Vec<gst::Message>>> = Arc::default();
+        let m = messages.clone();
+        pipeline.bus().unwrap().set_sync_handler(move |_, msg| {
+            m.lock().unwrap().push(msg.clone());
+            gst::BusSyncReply::Drop
+        });
+        Publisher { pipeline, messages }
+    }
+
+    fn play(self) -> Publisher {
+        let _ = self.pipeline.set_state(gst::State::Playing);
+        self
+    }
+
+    fn error(&self) -> Option<String> {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|m| match m.view() {
+                gst::MessageView::Error(e) => Some(e.error().message().to_string()),
+                _ => None,
+            })
+    }
+
+    fn wait_error(&self, timeout: Duration) -> Option<String> {
+        wait_for(timeout, || self.error().is_some());
+        self.error()
+    }
+
+    fn element_message(&self, name: &str) -> Option<gst::Structure> {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|m| match m.view() {
+                gst::MessageView::Element(e) => e
+                    .structure()
+                    .filter(|s| s.name() == name)
+                    .map(|s| s.to_owned()),
+                _ => None,
+            })
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// Waits until the server shows publisher `uid` in `channel` with at least `frames` frames.
+fn wait_publisher(
+    server: &CallServer,
+    channel: &str,
+    uid: &str,
+    frames: u64,
+) -> gstcustomvideo::server::PublisherInfo {
+    let mut last = None;
+    let ok = wait_for(20 * SEC, || {
+        last = server
+            .channels()
+            .into_iter()
+            .find(|c| c.name == channel)
+            .and_then(|c| c.publishers.into_iter().find(|p| p.uid == uid));
+        last.as_ref().is_some_and(|p| p.frames >= frames)
+    });
+    assert!(
+        ok,
+        "publisher {uid} in {channel} never reached {frames} frames: {last:?} / {:?}",
+        server.channels()
+    );
+    last.unwrap()
+}
+
+const RED: &str = "videotestsrc is-live=true pattern=solid-color foreground-color=0xffff0000";
+const BLUE: &str = "videotestsrc is-live=true pattern=solid-color foreground-color=0xff0000ff";
+
+/// Subscribes to `url` with gst-plugins-rs whepclientsrc and returns the centre pixel (RGBA)
+/// of the first decoded frame that has colour `want`, or of the last frame of the first
+/// 150 (a decoder shows garbage until the keyframe the subscription asks for arrives).
+fn whep_colour(url: &str, want: [u8; 3]) -> [u8; 4] {
+    init();
+    let pipeline = gst::Pipeline::new();
+    let src = gst::ElementFactory::make("whepclientsrc").build().unwrap();
+    src.set_property("stun-server", None::<String>);
+    let signaller = src.property::<gst::glib::Object>("signaller");
+    signaller.set_property("whep-endpoint", url);
+    // libnice gathers no loopback candidates on its own.
+    src.downcast_ref::<gst::Bin>()
+        .unwrap()
+        .connect_deep_element_added(|_, _, e| {
+            if e.factory().is_some_and(|f| f.name() == "webrtcbin") {
+                let agent = e.property::<gst::glib::Object>("ice-agent");
+                let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]);
+            }
+        });
+    let sink = gst_app::AppSink::builder()
+        .caps(
+            &gst::Caps::builder("video/x-raw")
+                .field("format", "RGBA")
+                .build(),
+        )
+        .sync(false)
+        .build();
+    let convert = gst::ElementFactory::make("videoconvert").build().unwrap();
+    pipeline
+        .add_many([&src, &convert, sink.upcast_ref()])
+        .unwrap();
+    convert.link(&sink).unwrap();
+    let convert_weak = convert.downgrade();
+    src.connect_pad_added(move |_, pad| {
+        if pad.name().starts_with("video")
+            && let Some(convert) = convert_weak.upgrade()
+        {
+            let _ = pad.link(&convert.static_pad("sink").unwrap());
+        }
+    });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut colour = None;
+    for _ in 0..150 {
+        let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(20)) else {
+            break;
+        };
+        let caps = sample.caps().unwrap();
+        let s = caps.structure(0).unwrap();
+        let (w, h) = (
+            s.get::<i32>("width").unwrap() as usize,
+            s.get::<i32>("height").unwrap() as usize,
+        );
+        let map = sample.buffer().unwrap().map_readable().unwrap();
+        let o = (h / 2) * w * 4 + (w / 2) * 4;
+        let px: [u8; 4] = map[o..o + 4].try_into().unwrap();
+        colour = Some(px);
+        if near(px, want) {
+            break;
+        }
+    }
+    let _ = pipeline.set_state(gst::State::Null);
+    colour.expect("no frame decoded from the WHEP subscription")
+}
+
+fn near(px: [u8; 4], want: [u8; 3]) -> bool {
+    (0..3).all(|i| px[i].abs_diff(want[i]) <= 60)
+}
+
+fn publish_and_watch(codec: &str) {
+    let server = server(None);
+    let _publisher = Publisher::launch(&format!(
+        "customvideosrc producer=\"{RED}\" framerate=30/1 width=320 height=240 ! callsink server={} channel=room uid=cam codec={codec}",
+        server.url()
+    ))
+    .play();
+    let info = wait_publisher(&server, "room", "cam", 10);
+    assert_eq!(info.codec.as_deref(), Some(codec.to_uppercase().as_str()));
+    assert_eq!((info.width, info.height), (Some(320), Some(240)));
+    let px = whep_colour(&server.whep_url("room", "cam"), [255, 0, 0]);
+    assert!(
+        near(px, [255, 0, 0]),
+        "{codec}: subscriber sees {px:?}, not red"
+    );
+}
+
+#[test]
+fn vp8_track_reaches_a_whep_subscriber() {
+    if !netns::enter("vp8_track_reaches_a_whep_subscriber") {
+        return;
+    }
+    publish_and_watch("vp8");
+}
+
+#[test]
+fn h264_track_reaches_a_whep_subscriber() {
+    if !netns::enter("h264_track_reaches_a_whep_subscriber") {
+        return;
+    }
+    publish_and_watch("h264");
+}
+
+#[test]
+fn embedded_server_starts_on_demand_and_posts_the_viewer_url() {
+    if !netns::enter("embedded_server_starts_on_demand_and_posts_the_viewer_url") {
+        return;
+    }
+    let publisher = Publisher::launch(&format!(
+        "customvideosrc producer=\"{BLUE}\" framerate=30/1 width=160 height=120 ! callsink name=sink port=0 channel=demo uid=me"
+    ))
+    .play();
+    assert!(wait_for(10 * SEC, || publisher
+        .element_message("callsink-viewer")
+        .is_some()));
+    let msg = publisher.element_message("callsink-viewer").unwrap();
+    let sink = publisher.pipeline.by_name("sink").unwrap();
+    let state = || {
+        sink.property_value("connection-state")
+            .get::<gstcustomvideo::callsink::ConnectionState>()
+            .unwrap()
+    };
+    assert!(wait_for(20 * SEC, || state()
+        == gstcustomvideo::callsink::ConnectionState::Connected));
+    let url = msg.get::<String>("url").unwrap();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/demo"),
+        "{url}"
+    );
+    let whep = url.trim_end_matches("/demo").to_owned() + "/whep/demo/me";
+    let px = whep_colour(&whep, [0, 0, 255]);
+    assert!(near(px, [0, 0, 255]), "subscriber sees {px:?}, not blue");
+    let stats: gst::Structure = sink.property("stats");
+    assert!(stats.get::<u64>("packets-sent").unwrap() > 0, "{stats}");
+    assert_eq!(stats.get::<&str>("codec").unwrap(), "VP8");
+}
+
+#[test]
+fn encoded_input_is_passed_through() {
+    if !netns::enter("encoded_input_is_passed_through") {
+        return;
+    }
+    let server = server(None);
+    let _p = Publisher::launch(&format!(
+        "videotestsrc is-live=true ! video/x-raw,width=352,height=288,framerate=30/1 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! video/x-h264,profile=constrained-baseline ! callsink server={} channel=enc uid=x264",
+        server.url()
+    ))
+    .play();
+    let info = wait_publisher(&server, "enc", "x264", 10);
+    assert_eq!(info.codec.as_deref(), Some("H264"));
+    assert_eq!((info.width, info.height), (Some(352), Some(288)));
+}
+
+#[test]
+fn two_publishers_share_a_channel_and_leave_cleanly() {
+    if !netns::enter("two_publishers_share_a_channel_and_leave_cleanly") {
+        return;
+    }
+    let server = server(None);
+    let a = Publisher::launch(&format!(
+        "customvideosrc producer=\"{RED}\" framerate=30/1 width=160 height=120 ! callsink server={} channel=duo uid=a",
+        server.url()
+    ))
+    .play();
+    let _b = Publisher::launch(&format!(
+        "customvideosrc producer=\"{BLUE}\" framerate=30/1 width=160 height=120 ! callsink server={} channel=duo uid=b",
+        server.url()
+    ))
+    .play();
+    wait_publisher(&server, "duo", "a", 5);
+    wait_publisher(&server, "duo", "b", 5);
+    // Stopping a publisher ends its WHIP session: it leaves the channel at once.
+    a.pipeline.set_state(gst::State::Null).unwrap();
+    let gone = wait_for(SEC, || {
+        server
+            .channels()
+            .iter()
+            .all(|c| c.publishers.iter().all(|p| p.uid != "a"))
+    });
+    assert!(gone, "publisher a still listed: {:?}", server.channels());
+    assert_eq!(server.channels()[0].publishers.len(), 1);
+}
+
+// ----- errors --------------------------------------------------------------------------------
+
+fn start_error(sink_props: &str) -> String {
+    let p = Publisher::launch(&format!(
+        "customvideosrc producer=videotestsrc framerate=30/1 ! callsink {sink_props}"
+    ));
+    let _ = p.pipeline.set_state(gst::State::Playing);
+    let err = p.wait_error(20 * SEC).expect("an error message");
+    let _ = p.pipeline.set_state(gst::State::Null);
+    err
+}
+
+#[test]
+fn unknown_codec_is_named() {
+    let err = start_error("codec=h265 port=0");
+    assert!(
+        err.contains("unknown codec \"h265\"") && err.contains("vp8"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_url_is_named() {
+    let err = start_error("whip-url=ftp://example/whip");
+    assert!(err.contains("bad WHIP URL"), "{err}");
+}
+
+#[test]
+fn unreachable_server_is_named() {
+    if !netns::enter("unreachable_server_is_named") {
+        return;
+    }
+    let err = start_error("whip-url=http://127.0.0.1:9/whip/x timeout=5");
+    assert!(
+        err.contains("cannot reach http://127.0.0.1:9/whip/x"),
+        "{err}"
+    );
+}
+
+#[test]
+fn refused_token_is_named() {
+    if !netns::enter("refused_token_is_named") {
+        return;
+    }
+    let server = server(Some("s3cret"));
+    let err = start_error(&format!("server={} token=wrong", server.url()));
+    assert!(err.contains("HTTP 401") && err.contains("token"), "{err}");
+    // The right token publishes.
+    let _p = Publisher::launch(&format!(
+        "customvideosrc producer=videotestsrc framerate=30/1 ! callsink server={} token=s3cret channel=t uid=ok",
+        server.url()
+    ))
+    .play();
+    wait_publisher(&server, "t", "ok", 3);
+}
+
+#[test]
+fn url_without_whip_is_named() {
+    if !netns::enter("url_without_whip_is_named") {
+        return;
+    }
+    let server = server(None);
+    let err = start_error(&format!("whip-url={}/nothing/here", server.url()));
+    assert!(
+        err.contains("HTTP 404") && err.contains("no WHIP endpoint"),
+        "{err}"
+    );
+    let err = start_error(&format!("whip-url={}/api/channels", server.url()));
+    assert!(err.contains("HTTP 405"), "{err}");
+}
+
+#[test]
+fn answer_without_video_is_named() {
+    if !netns::enter("answer_without_video_is_named") {
+        return;
+    }
+    // A WHIP endpoint that accepts the offer but answers without video.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = vec![0u8; 65536];
+            let _ = s.read(&mut buf);
+            let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n";
+            let _ = write!(
+                s,
+                "HTTP/1.1 201 Created\r\nContent-Type: application/sdp\r\nLocation: /resource/1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{sdp}",
+                sdp.len()
+            );
+        }
+    });
+    let err = start_error(&format!("whip-url=http://127.0.0.1:{port}/whip"));
+    assert!(err.contains("no video"), "{err}");
+}
