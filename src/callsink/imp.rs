@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use super::ConnectionState;
 use super::codec::Codec;
 use super::whip;
+use crate::OptimizationMode;
 use crate::server::{CallServer, ServerConfig};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -87,6 +88,48 @@ impl Default for Settings {
 struct TrackHints {
     min_kbps: Option<u32>,
     max_kbps: Option<u32>,
+    mode: OptimizationMode,
+}
+
+/// How far the picture is degraded to fit the estimated bandwidth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Degradation {
+    /// Scale of width and height, in percent.
+    scale: u32,
+    /// Divider of the frame rate.
+    fps_divider: u32,
+}
+
+/// What `mode` gives up when the estimate is `ratio` of the maximum bitrate: `detail`
+/// keeps the resolution and lowers the frame rate, `motion` keeps the frame rate and lowers
+/// the resolution, `balanced` lowers the resolution first and then the frame rate.
+impl Default for Degradation {
+    fn default() -> Self {
+        Degradation {
+            scale: 100,
+            fps_divider: 1,
+        }
+    }
+}
+
+fn degradation(mode: OptimizationMode, ratio: f64) -> Degradation {
+    let level = if ratio >= 0.6 {
+        0
+    } else if ratio >= 0.3 {
+        1
+    } else {
+        2
+    };
+    let (scale, fps_divider) = match (mode, level) {
+        (_, 0) => (100, 1),
+        (OptimizationMode::Detail, 1) => (100, 2),
+        (OptimizationMode::Detail, _) => (100, 4),
+        (OptimizationMode::Motion, 1) => (75, 1),
+        (OptimizationMode::Motion, _) => (50, 1),
+        (OptimizationMode::Balanced, 1) => (75, 1),
+        (OptimizationMode::Balanced, _) => (75, 2),
+    };
+    Degradation { scale, fps_divider }
 }
 
 #[derive(Default)]
@@ -109,6 +152,11 @@ struct State {
     last_stats: Option<(Instant, u64)>,
     deleted: bool,
     ssrc: u32,
+    /// Elements that degrade raw input under congestion: videoscale's capsfilter, videorate.
+    degrade: Option<(gst::Element, gst::Element)>,
+    degradation: Degradation,
+    estimate: Option<u32>,
+    cc: Option<gst::Element>,
 }
 
 pub struct CallSink {
@@ -329,6 +377,7 @@ impl CallSink {
             );
         }
 
+        gst::debug!(CAT, imp = self, "answer:\n{}", session.answer);
         let answer = gst_sdp::SDPMessage::parse_buffer(session.answer.as_bytes())
             .map_err(|_| "the server's answer is not valid SDP".to_string())?;
         let (codec, pt) = answered_codec(&answer)?;
@@ -414,11 +463,23 @@ impl CallSink {
             let kf_frames =
                 (fps * self.settings.lock().unwrap().keyframe_interval as f64).round() as u32;
             let (start, _, _) = self.bitrates();
-            let convert = gst::ElementFactory::make("videoconvert")
-                .build()
-                .map_err(|e| format!("cannot create videoconvert: {e}"))?;
+            let make = |name: &str| {
+                gst::ElementFactory::make(name)
+                    .build()
+                    .map_err(|e| format!("cannot create {name}: {e}"))
+            };
             let enc = codec.make_encoder(start, kf_frames)?;
-            chain.push(convert);
+            chain.push(make("videoconvert")?);
+            // Congestion control may lower the resolution (videoscale + capsfilter) or the
+            // frame rate (videorate) following the track's optimization mode.
+            let scale_caps = make("capsfilter")?;
+            let rate = make("videorate")?;
+            rate.set_property("drop-only", true);
+            rate.set_property("skip-to-first", true);
+            chain.push(make("videoscale")?);
+            chain.push(scale_caps.clone());
+            chain.push(rate.clone());
+            self.state.lock().unwrap().degrade = Some((scale_caps, rate));
             chain.push(
                 gst::ElementFactory::make("capsfilter")
                     .property(
@@ -535,6 +596,75 @@ impl CallSink {
         );
     }
 
+    /// Congestion control: webrtcbin asks for an element to put in front of the network;
+    /// `rtpgccbwe` (Google congestion control over TWCC feedback) estimates the bandwidth.
+    fn make_cc(&self) -> Option<gst::Element> {
+        let cc = gst::ElementFactory::make("rtpgccbwe").build().ok()?;
+        gst::debug!(CAT, imp = self, "congestion control with rtpgccbwe");
+        let (start, min, max) = self.bitrates();
+        cc.set_property("min-bitrate", min.saturating_mul(1000));
+        cc.set_property("max-bitrate", max.saturating_mul(1000));
+        cc.set_property("estimated-bitrate", start.saturating_mul(1000));
+        let weak = self.obj().downgrade();
+        cc.connect_notify(Some("estimated-bitrate"), move |cc, _| {
+            let Some(obj) = weak.upgrade() else { return };
+            let bps = cc.property::<u32>("estimated-bitrate");
+            obj.imp().state.lock().unwrap().estimate = Some(bps / 1000);
+            obj.imp().adapt();
+        });
+        self.state.lock().unwrap().cc = Some(cc.clone());
+        Some(cc)
+    }
+
+    /// Applies the estimate: encoder bitrate within [min, max], and the degradation the
+    /// optimization mode prefers.
+    fn adapt(&self) {
+        let (start, min, max) = self.bitrates();
+        let mut state = self.state.lock().unwrap();
+        let target = state.estimate.unwrap_or(start).clamp(min, max);
+        if let Some(enc) = &state.encoder {
+            Codec::set_bitrate(enc, target);
+        }
+        let wanted = degradation(state.hints.mode, target as f64 / max.max(1) as f64);
+        if wanted == state.degradation {
+            return;
+        }
+        let Some((scale_caps, rate)) = state.degrade.clone() else {
+            return;
+        };
+        let Some(s) = state
+            .input_caps
+            .as_ref()
+            .and_then(|c| c.structure(0).map(|s| s.to_owned()))
+        else {
+            return;
+        };
+        state.degradation = wanted;
+        drop(state);
+        gst::info!(
+            CAT,
+            imp = self,
+            "estimate {target} kbit/s: scale {}%, frame rate / {}",
+            wanted.scale,
+            wanted.fps_divider
+        );
+        let mut caps = gst::Caps::builder("video/x-raw");
+        if let (Ok(w), Ok(h)) = (s.get::<i32>("width"), s.get::<i32>("height"))
+            && wanted.scale < 100
+        {
+            let even = |v: i32| ((v * wanted.scale as i32 / 100) & !1).max(2);
+            caps = caps.field("width", even(w)).field("height", even(h));
+        }
+        scale_caps.set_property("caps", caps.build());
+        let fps = s
+            .get::<gst::Fraction>("framerate")
+            .ok()
+            .filter(|f| f.numer() > 0)
+            .map(|f| (f.numer() / f.denom()).max(1))
+            .unwrap_or(30);
+        rate.set_property("max-rate", (fps / wanted.fps_divider as i32).max(1));
+    }
+
     fn endpoint(&self, settings: &Settings) -> Result<(String, Option<Arc<CallServer>>), String> {
         if let Some(url) = settings.whip_url.as_ref().filter(|u| !u.is_empty()) {
             return Ok((url.clone(), None));
@@ -610,6 +740,19 @@ impl CallSink {
                 let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]);
             }
         }
+        let weak = self.obj().downgrade();
+        webrtcbin.connect("request-aux-sender", false, move |_| {
+            let obj = weak.upgrade()?;
+            let cc = obj.imp().make_cc();
+            if cc.is_none() {
+                gst::warning!(
+                    CAT,
+                    obj = obj,
+                    "rtpgccbwe is not available: no congestion control"
+                );
+            }
+            cc.map(|c| c.to_value())
+        });
         let weak = self.obj().downgrade();
         webrtcbin.connect_notify(Some("connection-state"), move |bin, _| {
             let Some(obj) = weak.upgrade() else { return };
@@ -726,11 +869,19 @@ impl CallSink {
                 if let Some(v) = tags.get::<gst::tags::MaximumBitrate>() {
                     state.hints.max_kbps = Some(v.get() / 1000);
                 }
-                let enc = state.encoder.clone();
+                let cc = state.cc.clone();
                 drop(state);
-                if let Some(enc) = enc {
-                    let (start, _, _) = self.bitrates();
-                    Codec::set_bitrate(&enc, start);
+                if let Some(cc) = cc {
+                    let (_, min, max) = self.bitrates();
+                    cc.set_property("min-bitrate", min.saturating_mul(1000));
+                    cc.set_property("max-bitrate", max.saturating_mul(1000));
+                }
+                self.adapt();
+            }
+            gst::EventView::CustomDownstreamSticky(_) => {
+                if let Some(mode) = crate::events::parse_optimization_mode(event) {
+                    self.state.lock().unwrap().hints.mode = mode;
+                    self.adapt();
                 }
             }
             gst::EventView::Eos(_) => {
@@ -746,7 +897,7 @@ impl CallSink {
     }
 
     fn stats(&self) -> gst::Structure {
-        let (webrtcbin, codec, encoder, frames, first_frame, caps) = {
+        let (webrtcbin, codec, encoder, frames, first_frame, caps, estimate, degradation) = {
             let s = self.state.lock().unwrap();
             (
                 s.webrtcbin.clone(),
@@ -755,6 +906,8 @@ impl CallSink {
                 s.frames,
                 s.first_frame,
                 s.input_caps.clone(),
+                s.estimate,
+                s.degradation,
             )
         };
         let mut b = gst::Structure::builder("callsink-stats")
@@ -765,7 +918,12 @@ impl CallSink {
                     .unwrap_or_default()
             })
             .field("codec", codec.map(|c| c.encoding_name()).unwrap_or(""))
-            .field("frames-sent", frames);
+            .field("frames-sent", frames)
+            .field("resolution-scale", degradation.scale)
+            .field("frame-rate-divider", degradation.fps_divider);
+        if let Some(e) = estimate {
+            b = b.field("estimated-bitrate", e as u64 * 1000);
+        }
         if let Some(s) = caps.as_ref().and_then(|c| c.structure(0)) {
             if let Ok(w) = s.get::<i32>("width") {
                 b = b.field("width", w);
@@ -853,6 +1011,56 @@ impl CallSink {
             }
         }
         b.build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn degradation_follows_the_optimization_mode() {
+        use OptimizationMode::*;
+        assert_eq!(degradation(Detail, 0.9), Degradation::default());
+        assert_eq!(
+            degradation(Detail, 0.4),
+            Degradation {
+                scale: 100,
+                fps_divider: 2
+            }
+        );
+        assert_eq!(
+            degradation(Motion, 0.4),
+            Degradation {
+                scale: 75,
+                fps_divider: 1
+            }
+        );
+        assert_eq!(
+            degradation(Motion, 0.1),
+            Degradation {
+                scale: 50,
+                fps_divider: 1
+            }
+        );
+        assert_eq!(
+            degradation(Balanced, 0.1),
+            Degradation {
+                scale: 75,
+                fps_divider: 2
+            }
+        );
+    }
+
+    #[test]
+    fn answer_decides_the_codec() {
+        gst::init().unwrap();
+        let sdp = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102 103\r\na=rtpmap:102 H264/90000\r\na=rtpmap:103 rtx/90000\r\n";
+        let msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).unwrap();
+        assert_eq!(answered_codec(&msg).unwrap(), (Codec::H264, 102));
+        let audio = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
+        let msg = gst_sdp::SDPMessage::parse_buffer(audio.as_bytes()).unwrap();
+        assert!(answered_codec(&msg).unwrap_err().contains("no video"));
     }
 }
 
