@@ -397,3 +397,47 @@ fn answer_without_video_is_named() {
     let err = start_error(&format!("whip-url=http://127.0.0.1:{port}/whip"));
     assert!(err.contains("no video"), "{err}");
 }
+
+#[test]
+fn publisher_reconnects_when_the_server_restarts() {
+    if !netns::enter("publisher_reconnects_when_the_server_restarts") {
+        return;
+    }
+    let first = server(None);
+    let port = first.http_addr().port();
+    let p = Publisher::launch(&format!(
+        "customvideosrc producer=\"{RED}\" framerate=30/1 width=160 height=120 ! callsink name=sink server={} channel=r uid=back",
+        first.url()
+    ))
+    .play();
+    wait_publisher(&first, "r", "back", 5);
+    first.stop();
+    let second = CallServer::start(ServerConfig {
+        port,
+        ..Default::default()
+    })
+    .expect("server restarts on the same port");
+    // The sink notices the silence, leaves, and publishes again with the same uid.
+    let info = wait_publisher(&second, "r", "back", 5);
+    assert_eq!(info.codec.as_deref(), Some("VP8"));
+    let states: Vec<String> = p
+        .messages
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Element(e) => e
+                .structure()
+                .filter(|s| s.name() == "callsink-connection-state")
+                .and_then(|s| s.get::<String>("state").ok()),
+            _ => None,
+        })
+        .collect();
+    assert!(states.iter().any(|s| s == "reconnecting"), "{states:?}");
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("connected"),
+        "{states:?}"
+    );
+    assert!(p.error().is_none(), "{:?}", p.error());
+}

@@ -41,6 +41,10 @@ const DEFAULT_KEYFRAME_INTERVAL: u32 = 2;
 const DEFAULT_TIMEOUT: u32 = 10;
 /// Longest wait for ICE gathering before the offer goes out with what was gathered.
 const GATHERING_TIMEOUT: Duration = Duration::from_secs(3);
+/// Attempts to restore a lost connection before giving up (backoff 0.5, 1, 2, 4, 8 s).
+const MAX_RECONNECTS: u32 = 5;
+/// The receiver is considered gone when no RTCP came from it for this long.
+const RTCP_TIMEOUT: Duration = Duration::from_secs(6);
 /// Minimum time between two keyframes forced by the receivers' requests.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -157,6 +161,14 @@ struct State {
     degradation: Degradation,
     estimate: Option<u32>,
     cc: Option<gst::Element>,
+    /// ICE servers from the WHIP server's Link headers (used when reconnecting).
+    link_ice_servers: Vec<String>,
+    reconnecting: bool,
+    /// When RTCP last came from the receiver (reports, TWCC feedback).
+    last_rtcp: Option<Instant>,
+    watchdog: bool,
+    /// Drops buffers between the chain and webrtcbin while reconnecting.
+    hold: Option<gst::PadProbeId>,
 }
 
 pub struct CallSink {
@@ -324,10 +336,21 @@ impl CallSink {
             )
         };
         self.set_connection_state(ConnectionState::Connecting);
+        let (codec, pt) = self.negotiate(&webrtcbin, &client, &codecs)?;
+        self.build_chain(&webrtcbin, &caps, codec, pt)
+    }
 
+    /// Offers `codecs` on a new sendonly transceiver of `webrtcbin`, POSTs the offer and
+    /// applies the answer. Returns the codec and payload type the answer chose.
+    fn negotiate(
+        &self,
+        webrtcbin: &gst::Element,
+        client: &whip::Client,
+        codecs: &[Codec],
+    ) -> Result<(Codec, u32), String> {
         let ssrc = self.state.lock().unwrap().ssrc;
         let mut prefs = gst::Caps::new_empty();
-        for c in &codecs {
+        for c in codecs {
             prefs
                 .get_mut()
                 .unwrap()
@@ -367,14 +390,19 @@ impl CallSink {
 
         let session = client.publish(&sdp).map_err(|e| e.to_string())?;
         gst::info!(CAT, imp = self, "published, session {}", session.resource);
-        self.state.lock().unwrap().resource = Some(session.resource.clone());
-        if !session.ice_servers.is_empty() {
-            gst::info!(
-                CAT,
-                imp = self,
-                "server announced ICE servers {:?} (used when reconnecting)",
-                session.ice_servers
-            );
+        {
+            let mut state = self.state.lock().unwrap();
+            state.resource = Some(session.resource.clone());
+            if !session.ice_servers.is_empty() {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "server announced ICE servers {:?} (used when reconnecting)",
+                    session.ice_servers
+                );
+                state.link_ice_servers =
+                    session.ice_servers.iter().map(|s| s.to_gst_uri()).collect();
+            }
         }
 
         gst::debug!(CAT, imp = self, "answer:\n{}", session.answer);
@@ -392,7 +420,75 @@ impl CallSink {
         webrtcbin.emit_by_name::<()>("set-remote-description", &[&desc, &promise]);
         promise.wait();
 
-        self.build_chain(&webrtcbin, &caps, codec, pt)
+        self.watch_rtcp(webrtcbin);
+        Ok((codec, pt))
+    }
+
+    /// Notes the arrival of every RTCP packet from the receiver, and starts the watchdog that
+    /// reconnects when they stop (the server went away, the network changed).
+    fn watch_rtcp(&self, webrtcbin: &gst::Element) {
+        let pad = webrtcbin
+            .downcast_ref::<gst::Bin>()
+            .and_then(|b| b.by_name("rtpbin"))
+            .and_then(|r| r.static_pad("recv_rtcp_sink_0"));
+        let Some(pad) = pad else {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "cannot watch RTCP: no reconnection on silent receivers"
+            );
+            return;
+        };
+        self.state.lock().unwrap().last_rtcp = Some(Instant::now());
+        let weak = self.obj().downgrade();
+        pad.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |_, _| {
+                if let Some(obj) = weak.upgrade() {
+                    obj.imp().state.lock().unwrap().last_rtcp = Some(Instant::now());
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+        {
+            let mut state = self.state.lock().unwrap();
+            if state.watchdog {
+                return;
+            }
+            state.watchdog = true;
+        }
+        let weak = self.obj().downgrade();
+        let _ = std::thread::Builder::new()
+            .name("callsink-watchdog".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_millis(500));
+                    let Some(obj) = weak.upgrade() else { return };
+                    let imp = obj.imp();
+                    let (bin, silent) = {
+                        let state = imp.state.lock().unwrap();
+                        if state.deleted {
+                            return;
+                        }
+                        (
+                            state.webrtcbin.clone(),
+                            state.last_rtcp.is_some_and(|t| t.elapsed() > RTCP_TIMEOUT),
+                        )
+                    };
+                    let connected = *imp.connection.lock().unwrap() == ConnectionState::Connected;
+                    if silent
+                        && connected
+                        && let Some(bin) = bin
+                    {
+                        gst::warning!(
+                            CAT,
+                            imp = imp,
+                            "no RTCP from the receiver for {RTCP_TIMEOUT:?}: connection lost"
+                        );
+                        imp.connection_lost(&bin);
+                    }
+                }
+            });
     }
 
     fn bitrates(&self) -> (u32, u32, u32) {
@@ -694,37 +790,137 @@ impl CallSink {
         ))
     }
 
-    fn start(&self) -> Result<(), gst::ErrorMessage> {
+    /// The connection of `bin` was lost: reconnect in the background (once at a time).
+    fn connection_lost(&self, bin: &gst::Element) {
+        {
+            let mut state = self.state.lock().unwrap();
+            if state.webrtcbin.as_ref() != Some(bin)
+                || state.reconnecting
+                || state.deleted
+                || state.chain.is_empty()
+            {
+                return;
+            }
+            state.reconnecting = true;
+        }
+        self.set_connection_state(ConnectionState::Reconnecting);
+        let weak = self.obj().downgrade();
+        let spawned = std::thread::Builder::new()
+            .name("callsink-reconnect".into())
+            .spawn(move || {
+                if let Some(obj) = weak.upgrade() {
+                    obj.imp().reconnect();
+                }
+            });
+        if let Err(e) = spawned {
+            self.fail(format!("cannot reconnect: {e}"));
+        }
+    }
+
+    fn reconnect(&self) {
+        let mut last_error = String::new();
+        for attempt in 0..MAX_RECONNECTS {
+            std::thread::sleep(Duration::from_millis(500 << attempt));
+            if self.state.lock().unwrap().deleted {
+                return;
+            }
+            gst::info!(CAT, imp = self, "reconnecting (attempt {})", attempt + 1);
+            match self.try_reconnect() {
+                Ok(()) => {
+                    self.state.lock().unwrap().reconnecting = false;
+                    return;
+                }
+                Err(e) => {
+                    gst::warning!(CAT, imp = self, "reconnection failed: {e}");
+                    last_error = e;
+                }
+            }
+        }
+        self.fail(format!(
+            "the connection to the call was lost and could not be restored after {MAX_RECONNECTS} attempts: {last_error}"
+        ));
+    }
+
+    /// Leaves the old session, sets up a new webrtcbin and publishes again with the codec in
+    /// use; the encoding chain is kept.
+    fn try_reconnect(&self) -> Result<(), String> {
         let settings = self.settings.lock().unwrap().clone();
-        let wanted = settings.codec.to_ascii_lowercase();
-        if wanted != "auto" && Codec::from_encoding_name(&wanted).is_none() {
-            return Err(gst::error_msg!(
-                gst::LibraryError::Settings,
-                (
-                    "unknown codec \"{}\": use auto, vp8, vp9, h264 or av1",
-                    settings.codec
-                )
+        let (old, client, resource, codec, last, endpoint, link_servers) = {
+            let mut state = self.state.lock().unwrap();
+            (
+                state.webrtcbin.take(),
+                state.client.clone().ok_or("not started")?,
+                state.resource.take(),
+                state.codec.ok_or("not publishing")?,
+                state.chain.last().cloned().ok_or("not publishing")?,
+                state.endpoint.clone().ok_or("not started")?,
+                state.link_ice_servers.clone(),
+            )
+        };
+        if let Some(r) = resource {
+            let _ = client.delete(&r);
+        }
+        let src = last
+            .static_pad("src")
+            .expect("chain elements have a src pad");
+        {
+            let mut state = self.state.lock().unwrap();
+            if state.hold.is_none() {
+                state.hold =
+                    src.add_probe(gst::PadProbeType::BUFFER, |_, _| gst::PadProbeReturn::Drop);
+            }
+        }
+        if let Some(peer) = src.peer() {
+            let _ = src.unlink(&peer);
+        }
+        if let Some(old) = old {
+            let _ = old.set_state(gst::State::Null);
+            let _ = self.obj().remove(&old);
+        }
+        let mut settings = settings;
+        settings.ice_servers.extend(link_servers);
+        let webrtcbin = self.make_webrtcbin(&settings, &endpoint)?;
+        self.obj().add(&webrtcbin).map_err(|e| e.to_string())?;
+        webrtcbin
+            .sync_state_with_parent()
+            .map_err(|e| e.to_string())?;
+        self.state.lock().unwrap().webrtcbin = Some(webrtcbin.clone());
+        let (answered, pt) = self.negotiate(&webrtcbin, &client, &[codec])?;
+        if answered != codec {
+            return Err(format!(
+                "the server now answers {} instead of {}",
+                answered.encoding_name(),
+                codec.encoding_name()
             ));
         }
-        let (endpoint, server) = self
-            .endpoint(&settings)
-            .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("{}", e)))?;
-        let client = whip::Client::new(
-            &endpoint,
-            settings.token.clone(),
-            Duration::from_secs(settings.timeout.max(1) as u64),
-        )
-        .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ("{}", e)))?;
+        let sinkpad = webrtcbin
+            .sink_pads()
+            .into_iter()
+            .find(|p| !p.is_linked())
+            .ok_or("webrtcbin gave no sink pad")?;
+        if pt != codec.payload_type() as u32 {
+            return Err(format!(
+                "the server now answers payload type {pt} instead of {}",
+                codec.payload_type()
+            ));
+        }
+        src.link(&sinkpad)
+            .map_err(|e| format!("cannot link to webrtcbin: {e:?}"))?;
+        if let Some(id) = self.state.lock().unwrap().hold.take() {
+            src.remove_probe(id);
+        }
+        gst::info!(CAT, imp = self, "reconnected");
+        Ok(())
+    }
 
+    /// A webrtcbin set up for publishing to `endpoint`.
+    fn make_webrtcbin(&self, settings: &Settings, endpoint: &str) -> Result<gst::Element, String> {
         let webrtcbin = gst::ElementFactory::make("webrtcbin")
-            .name("webrtcbin")
             .property_from_str("bundle-policy", "max-bundle")
             .build()
             .map_err(|_| {
-                gst::error_msg!(
-                    gst::CoreError::MissingPlugin,
-                    ("webrtcbin is not installed (gstreamer1.0-plugins-bad, gstreamer1.0-nice)")
-                )
+                "webrtcbin is not installed (gstreamer1.0-plugins-bad, gstreamer1.0-nice)"
+                    .to_string()
             })?;
         webrtcbin.set_property_from_str("ice-transport-policy", &settings.ice_transport_policy);
         for uri in &settings.ice_servers {
@@ -764,15 +960,43 @@ impl CallSink {
                 WebRTCPeerConnectionState::Closed => ConnectionState::Closed,
                 _ => return,
             };
-            obj.imp().set_connection_state(mapped);
-            if mapped == ConnectionState::Failed {
-                gst::element_error!(
-                    obj,
-                    gst::ResourceError::Write,
-                    ("The WebRTC connection to the call failed (ICE or DTLS)")
-                );
+            if matches!(
+                mapped,
+                ConnectionState::Failed | ConnectionState::Reconnecting
+            ) {
+                obj.imp().connection_lost(bin);
+            } else {
+                obj.imp().set_connection_state(mapped);
             }
         });
+        Ok(webrtcbin)
+    }
+
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = self.settings.lock().unwrap().clone();
+        let wanted = settings.codec.to_ascii_lowercase();
+        if wanted != "auto" && Codec::from_encoding_name(&wanted).is_none() {
+            return Err(gst::error_msg!(
+                gst::LibraryError::Settings,
+                (
+                    "unknown codec \"{}\": use auto, vp8, vp9, h264 or av1",
+                    settings.codec
+                )
+            ));
+        }
+        let (endpoint, server) = self
+            .endpoint(&settings)
+            .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("{}", e)))?;
+        let client = whip::Client::new(
+            &endpoint,
+            settings.token.clone(),
+            Duration::from_secs(settings.timeout.max(1) as u64),
+        )
+        .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ("{}", e)))?;
+
+        let webrtcbin = self
+            .make_webrtcbin(&settings, &endpoint)
+            .map_err(|e| gst::error_msg!(gst::CoreError::MissingPlugin, ("{}", e)))?;
         self.obj()
             .add(&webrtcbin)
             .map_err(|e| gst::error_msg!(gst::CoreError::Failed, ("{}", e)))?;
