@@ -930,7 +930,7 @@ impl CallSink {
                 let _ = webrtcbin.emit_by_name::<bool>("add-turn-server", &[uri]);
             }
         }
-        if is_loopback_url(&endpoint) {
+        if is_loopback_url(endpoint) {
             // libnice gathers no loopback candidates on its own.
             if let Some(agent) = webrtcbin.property::<Option<glib::Object>>("ice-agent") {
                 let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]);
