@@ -1035,7 +1035,11 @@ impl CustomVideoSrc {
         }
         stream.next_rt = Some(slot + interval);
 
-        let drawing = self.feed().app_generation.is_some() && self.can_draw();
+        // An ended draw producer is not asked again (end-of-stream from the application).
+        let drawing = {
+            let feed = self.feed();
+            feed.app_generation.is_some() && feed.ended.is_none()
+        } && self.can_draw();
         let frame = if drawing {
             self.setup_draw(stream)?;
             self.draw(stream, slot)
