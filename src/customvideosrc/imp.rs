@@ -131,13 +131,18 @@ fn parse_input_caps(caps: &gst::CapsRef) -> Result<VideoInfo, String> {
     Ok(info)
 }
 
+/// What the streaming thread counts (its own lock: the feed lock is shared with pushers).
+#[derive(Default)]
+struct OutStats {
+    frames_out: u64,
+    repeated: u64,
+    out_times: VecDeque<Instant>,
+}
+
 #[derive(Default)]
 struct Counters {
     frames_in: u64,
-    frames_out: u64,
     dropped: u64,
-    repeated: u64,
-    out_times: VecDeque<Instant>,
     last_in: Option<Instant>,
     width: u32,
     height: u32,
@@ -147,6 +152,12 @@ struct Counters {
 struct Feed {
     queue: VecDeque<Frame>,
     max_buffers: usize,
+    /// Pushes wait for room instead of dropping the oldest frame.
+    block: bool,
+    /// Threads waiting on the feed's condition.
+    waiting: u32,
+    /// Pushers waiting for room (`block`).
+    pushers_waiting: u32,
     flushing: bool,
     running: bool,
     enabled: bool,
@@ -169,6 +180,9 @@ impl Default for Feed {
         Feed {
             queue: VecDeque::new(),
             max_buffers: DEFAULT_MAX_BUFFERS as usize,
+            block: false,
+            waiting: 0,
+            pushers_waiting: 0,
             flushing: false,
             running: false,
             enabled: DEFAULT_ENABLED,
@@ -221,6 +235,8 @@ struct Stream {
     fps: Option<gst::Fraction>,
     converter: Converter,
     last: Option<gst::Buffer>,
+    /// The buffer being stamped is a new frame to keep as `last`.
+    remember: bool,
     next_rt: Option<gst::ClockTime>,
     last_pts: Option<gst::ClockTime>,
     draw_info: Option<VideoInfo>,
@@ -233,6 +249,8 @@ pub struct CustomVideoSrc {
     settings: Mutex<Settings>,
     feed: Mutex<Feed>,
     feed_cond: Condvar,
+    space_cond: Condvar,
+    out_stats: Mutex<OutStats>,
     stream: Mutex<Stream>,
     producers: Mutex<Vec<Producer>>,
     draw_callback: Mutex<Option<Arc<DrawCallback>>>,
@@ -243,6 +261,42 @@ pub struct CustomVideoSrc {
 impl CustomVideoSrc {
     fn feed(&self) -> MutexGuard<'_, Feed> {
         self.feed.lock().unwrap()
+    }
+
+    /// Waits on the feed's condition, counted so that wakers know whether anyone waits.
+    fn wait<'a>(&self, mut feed: MutexGuard<'a, Feed>) -> MutexGuard<'a, Feed> {
+        feed.waiting += 1;
+        let mut feed = self.feed_cond.wait(feed).unwrap();
+        feed.waiting -= 1;
+        feed
+    }
+
+    fn wait_timeout<'a>(
+        &self,
+        mut feed: MutexGuard<'a, Feed>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, Feed> {
+        feed.waiting += 1;
+        let mut feed = self.feed_cond.wait_timeout(feed, timeout).unwrap().0;
+        feed.waiting -= 1;
+        feed
+    }
+
+    /// Wakes every waiting thread (state changes: flushing, end, properties).
+    fn wake_all(&self) {
+        self.feed_cond.notify_all();
+        self.space_cond.notify_all();
+    }
+
+    /// Wakes the waiters, if any (a notification costs a system call), and blocked pushers
+    /// once the queue is half empty.
+    fn wake(&self, feed: &Feed) {
+        if feed.waiting > 0 {
+            self.feed_cond.notify_all();
+        }
+        if feed.pushers_waiting > 0 && feed.queue.len() <= feed.max_buffers / 2 {
+            self.space_cond.notify_all();
+        }
     }
 
     // ----- producers ---------------------------------------------------------------------
@@ -294,7 +348,14 @@ impl CustomVideoSrc {
 
     /// Hands a frame to the streaming thread (newest kept when the queue is full).
     fn enqueue(&self, frame: Frame) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let mut feed = self.feed();
+        self.enqueue_locked(self.feed(), frame)
+    }
+
+    fn enqueue_locked(
+        &self,
+        mut feed: MutexGuard<'_, Feed>,
+        frame: Frame,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let mut replaced = None;
         if feed.pending == Some(frame.generation) {
             replaced = Some(feed.promote(frame.generation));
@@ -306,13 +367,27 @@ impl CustomVideoSrc {
             return Err(gst::FlowError::Eos);
         }
         while feed.queue.len() >= feed.max_buffers {
+            if feed.block && !feed.flushing {
+                // Backpressure: wait until the track has taken half of the queue, so that
+                // pusher and track do not wake each other for every frame.
+                feed.pushers_waiting += 1;
+                feed = self.space_cond.wait(feed).unwrap();
+                feed.pushers_waiting -= 1;
+                if frame.generation != feed.active {
+                    return Err(gst::FlowError::NotLinked);
+                }
+                if feed.ended.is_some() {
+                    return Err(gst::FlowError::Eos);
+                }
+                continue;
+            }
             feed.queue.pop_front();
             feed.counters.dropped += 1;
         }
         feed.queue.push_back(frame);
         feed.counters.frames_in += 1;
         feed.counters.last_in = Some(Instant::now());
-        self.feed_cond.notify_all();
+        self.wake(&feed);
         drop(feed);
         if let Some(old) = replaced {
             self.retire_producer(old);
@@ -353,7 +428,7 @@ impl CustomVideoSrc {
             return;
         }
         feed.ended = Some(reason.clone());
-        self.feed_cond.notify_all();
+        self.wake_all();
         drop(feed);
         self.retire_producer(generation);
 
@@ -425,7 +500,7 @@ impl CustomVideoSrc {
             if description.is_none() {
                 feed.app_generation = Some(generation);
             }
-            self.feed_cond.notify_all();
+            self.wake_all();
             stale
         };
         if let Some(stale) = stale {
@@ -479,8 +554,8 @@ impl CustomVideoSrc {
             }
             Some(Ok(info)) => info,
         };
-        drop(feed);
         if let Err(e) = convert::check_buffer(&buffer, &info) {
+            drop(feed);
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Format,
@@ -489,11 +564,14 @@ impl CustomVideoSrc {
             return Err(gst::FlowError::Error);
         }
         gst::trace!(CAT, imp = self, "pushed {buffer:?}");
-        self.enqueue(Frame {
-            buffer,
-            info,
-            generation,
-        })
+        self.enqueue_locked(
+            feed,
+            Frame {
+                buffer,
+                info,
+                generation,
+            },
+        )
     }
 
     pub(super) fn push_sample(
@@ -532,7 +610,7 @@ impl CustomVideoSrc {
 
     pub(super) fn set_draw_callback(&self, callback: Option<Arc<DrawCallback>>) {
         *self.draw_callback.lock().unwrap() = callback;
-        self.feed_cond.notify_all();
+        self.wake_all();
     }
 
     fn draw_signal_id() -> glib::subclass::SignalId {
@@ -874,7 +952,7 @@ impl CustomVideoSrc {
                 return Err(gst::FlowError::Flushing);
             }
             waited = true;
-            feed = self.feed_cond.wait(feed).unwrap();
+            feed = self.wait(feed);
         }
         if feed.flushing {
             return Err(gst::FlowError::Flushing);
@@ -904,11 +982,7 @@ impl CustomVideoSrc {
             if feed.app_generation.is_some() && self.can_draw() {
                 return Ok(None);
             }
-            feed = self
-                .feed_cond
-                .wait_timeout(feed, Duration::from_millis(100))
-                .unwrap()
-                .0;
+            feed = self.wait_timeout(feed, Duration::from_millis(100));
         }
     }
 
@@ -934,10 +1008,13 @@ impl CustomVideoSrc {
                 );
                 gst::FlowError::NotNegotiated
             })?;
-        stream.last = Some(converted.clone());
         if muted {
+            stream.last = Some(converted);
             return self.black(stream);
         }
+        // Kept as the last frame once stamped: taking a reference now would make the
+        // stamping copy the buffer.
+        stream.remember = true;
         Ok(converted)
     }
 
@@ -996,9 +1073,11 @@ impl CustomVideoSrc {
             b.set_dts(gst::ClockTime::NONE);
             b.set_duration(duration);
         }
+        if std::mem::take(&mut stream.remember) {
+            stream.last = Some(buffer.clone());
+        }
         let now = Instant::now();
-        let mut feed = self.feed();
-        let c = &mut feed.counters;
+        let mut c = self.out_stats.lock().unwrap();
         c.frames_out += 1;
         if repeated {
             c.repeated += 1;
@@ -1049,6 +1128,7 @@ impl CustomVideoSrc {
         let (frame, ended, muted) = {
             let mut feed = self.feed();
             let frame = frame.or_else(|| feed.trim_to_newest());
+            self.wake(&feed);
             (frame, feed.ended.is_some(), feed.muted)
         };
         let (buffer, repeated) = match frame {
@@ -1069,9 +1149,6 @@ impl CustomVideoSrc {
 
     /// One buffer of a track without frame rate: frames leave as they arrive.
     fn next_unpaced(&self, stream: &mut Stream) -> Result<Option<gst::Buffer>, gst::FlowError> {
-        if self.wait_enabled()? {
-            return Ok(None);
-        }
         let (frame, ended, muted) = {
             let mut feed = self.feed();
             loop {
@@ -1079,6 +1156,8 @@ impl CustomVideoSrc {
                     return Err(gst::FlowError::Flushing);
                 }
                 if !feed.enabled {
+                    drop(feed);
+                    self.wait_enabled()?;
                     return Ok(None);
                 }
                 if !feed.queue.is_empty() {
@@ -1091,12 +1170,15 @@ impl CustomVideoSrc {
                         stream.keepalive_due = Some(now + KEEPALIVE_INTERVAL);
                         break;
                     }
-                    feed = self.feed_cond.wait_timeout(feed, due - now).unwrap().0;
+                    feed = self.wait_timeout(feed, due - now);
                     continue;
                 }
-                feed = self.feed_cond.wait(feed).unwrap();
+                feed = self.wait(feed);
             }
-            (feed.queue.pop_front(), feed.ended.is_some(), feed.muted)
+            let frame = feed.queue.pop_front();
+            // A blocked pusher may go on.
+            self.wake(&feed);
+            (frame, feed.ended.is_some(), feed.muted)
         };
         let (buffer, repeated) = match frame {
             Some(frame) => (self.output(stream, frame, muted)?, false),
@@ -1151,19 +1233,23 @@ impl CustomVideoSrc {
     }
 
     fn stats(&self) -> gst::Structure {
+        let now = Instant::now();
+        let (frames_out, repeated, recent) = {
+            let o = self.out_stats.lock().unwrap();
+            let recent = o
+                .out_times
+                .iter()
+                .filter(|t| now.duration_since(**t) <= Duration::from_secs(1))
+                .count();
+            (o.frames_out, o.repeated, recent)
+        };
         let feed = self.feed();
         let c = &feed.counters;
-        let now = Instant::now();
-        let recent = c
-            .out_times
-            .iter()
-            .filter(|t| now.duration_since(**t) <= Duration::from_secs(1))
-            .count();
         gst::Structure::builder("customvideosrc-stats")
             .field("frames-in", c.frames_in)
-            .field("frames-out", c.frames_out)
+            .field("frames-out", frames_out)
             .field("dropped", c.dropped)
-            .field("repeated", c.repeated)
+            .field("repeated", repeated)
             .field("fps", recent as f64)
             .field("width", c.width)
             .field("height", c.height)
@@ -1301,6 +1387,12 @@ impl ObjectImpl for CustomVideoSrc {
                     .minimum(1)
                     .maximum(1000)
                     .default_value(DEFAULT_MAX_BUFFERS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("block")
+                    .nick("Block")
+                    .blurb("When the queue is full, make push-buffer wait for room instead of dropping the oldest frame (backpressure into the producer; for throughput rather than real time)")
+                    .default_value(false)
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecEnum::builder::<OnProducerEnd>("on-producer-end")
@@ -1445,12 +1537,17 @@ impl ObjectImpl for CustomVideoSrc {
             }
             "enabled" => {
                 self.feed().enabled = value.get().expect("type checked upstream");
-                self.feed_cond.notify_all();
+                self.wake_all();
                 return;
             }
             "muted" => {
                 self.feed().muted = value.get().expect("type checked upstream");
-                self.feed_cond.notify_all();
+                self.wake_all();
+                return;
+            }
+            "block" => {
+                self.feed().block = value.get().expect("type checked upstream");
+                self.wake_all();
                 return;
             }
             "caps" => {
@@ -1511,7 +1608,7 @@ impl ObjectImpl for CustomVideoSrc {
             "rotation" => settings.rotation = value.get().expect("type checked upstream"),
             "on-producer-end" => {
                 settings.on_producer_end = value.get().expect("type checked upstream");
-                self.feed_cond.notify_all();
+                self.wake_all();
             }
             "track-id" => settings.track_id = value.get().expect("type checked upstream"),
             "label" => settings.label = value.get().expect("type checked upstream"),
@@ -1530,6 +1627,7 @@ impl ObjectImpl for CustomVideoSrc {
         match pspec.name() {
             "enabled" => return self.feed().enabled.to_value(),
             "muted" => return self.feed().muted.to_value(),
+            "block" => return self.feed().block.to_value(),
             "caps" => {
                 return self
                     .feed()
@@ -1649,9 +1747,11 @@ impl BaseSrcImpl for CustomVideoSrc {
             let mut feed = self.feed();
             feed.running = false;
             feed.queue.clear();
+            self.wake_all();
             feed.ended = None;
             feed.pending = None;
             feed.counters = Counters::default();
+            *self.out_stats.lock().unwrap() = OutStats::default();
             if self.settings.lock().unwrap().producer.is_some() {
                 feed.app_generation = None;
                 feed.active = 0;
@@ -1701,7 +1801,7 @@ impl BaseSrcImpl for CustomVideoSrc {
     fn unlock(&self) -> Result<(), gst::ErrorMessage> {
         gst::debug!(CAT, imp = self, "unlock");
         self.feed().flushing = true;
-        self.feed_cond.notify_all();
+        self.wake_all();
         if let Some(id) = self.clock_id.lock().unwrap().take() {
             id.unschedule();
         }
