@@ -15,15 +15,18 @@ pub fn enter(name: &str) -> bool {
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/netns-run.sh");
     let exe = std::env::current_exe().expect("test binary path");
-    let status = Command::new(script)
+    let out = Command::new(script)
         .arg(&exe)
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(MARK, "1")
-        .status()
+        .output()
         .unwrap_or_else(|e| panic!("cannot run {script} (root and unshare are needed): {e}"));
+    // The inner run's report is shown only when it failed: one test, one result line.
     assert!(
-        status.success(),
-        "{name} failed inside its network namespace"
+        out.status.success(),
+        "{name} failed inside its network namespace:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     false
 }
