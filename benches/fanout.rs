@@ -1,1 +1,334 @@
-fn main() {}
+// SPDX-License-Identifier: MPL-2.0
+//! Fan-out of the call server: one 1280x720@30, ~2 Mbit/s VP8-shaped publisher and N WHEP
+//! subscribers that receive but do not decode, N = 10, 50, 100, 200, 20 s each. The server
+//! runs as its own process (`callserver`, release build) so that its CPU time can be read
+//! from /proc; publisher and subscribers are `str0m` peers in this process, one UDP socket
+//! each. Everything runs inside a private network namespace.
+//!
+//! ```text
+//! cargo bench --bench fanout                 # FANOUT_N=10,50 FANOUT_SECS=5 for a quick run
+//! ```
+//!
+//! Reference: mediasoup states ~500 consumers per worker core, so the target is at most
+//! 1/500 of a core per subscriber, with less than 1 % loss at N = 200.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use str0m::change::SdpAnswer;
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+const MARK: &str = "CUSTOMVIDEO_IN_NETNS";
+const FPS: u64 = 30;
+const FRAME_BYTES: usize = 2_000_000 / 8 / FPS as usize;
+
+struct Peer {
+    rtc: Rtc,
+    socket: UdpSocket,
+    addr: SocketAddr,
+    mid: Option<Mid>,
+    connected: bool,
+    frames: u64,
+}
+
+impl Peer {
+    fn new(dir: Direction) -> (Peer, String, str0m::change::SdpPendingOffer) {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let mut rtc = Rtc::builder().build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        let mid = api.add_media(MediaKind::Video, dir, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        (
+            Peer {
+                rtc,
+                socket,
+                addr,
+                mid: Some(mid),
+                connected: false,
+                frames: 0,
+            },
+            offer.to_sdp_string(),
+            pending,
+        )
+    }
+
+    /// Feeds received datagrams and time, then sends what the peer wants to send.
+    fn drive(&mut self, buf: &mut [u8]) {
+        while let Ok((n, source)) = self.socket.recv_from(buf) {
+            if let Ok(contents) = buf[..n].try_into() {
+                let r = Receive {
+                    proto: Protocol::Udp,
+                    source,
+                    destination: self.addr,
+                    contents,
+                };
+                let _ = self.rtc.handle_input(Input::Receive(Instant::now(), r));
+            }
+        }
+        let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+        while let Ok(out) = self.rtc.poll_output() {
+            match out {
+                Output::Timeout(_) => break,
+                Output::Transmit(t) => {
+                    let _ = self.socket.send_to(&t.contents, t.destination);
+                }
+                Output::Event(Event::Connected) => self.connected = true,
+                Output::Event(Event::MediaData(_)) => self.frames += 1,
+                Output::Event(_) => (),
+            }
+        }
+    }
+}
+
+fn post(url: &str, sdp: &str) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    agent
+        .post(url)
+        .header("Content-Type", "application/sdp")
+        .send(sdp)
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
+
+fn connect(url: &str, dir: Direction) -> Peer {
+    let (mut peer, offer, pending) = Peer::new(dir);
+    let answer = SdpAnswer::from_sdp_string(&post(url, &offer)).unwrap();
+    peer.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+    peer
+}
+
+/// A VP8 key frame header (1280x720) or an inter frame, padded to the frame size.
+fn frame(n: u64) -> Vec<u8> {
+    let mut f = if n % 60 == 0 {
+        vec![0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x00, 0x05, 0xd0, 0x02]
+    } else {
+        vec![0x51, 0x42, 0x00]
+    };
+    f.resize(FRAME_BYTES, (n % 251) as u8);
+    f
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    ticks / 100.0
+}
+
+struct Row {
+    n: usize,
+    cpu: f64,
+    secs: f64,
+    sent: u64,
+    mean_loss: f64,
+    worst_loss: f64,
+    frames_per_sec: f64,
+    packets_per_sec: f64,
+}
+
+fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16) -> Row {
+    let mut server: Child = Command::new(server_bin)
+        .args(["--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("callserver starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "callserver did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut buf = vec![0u8; 2000];
+    let mut publisher = connect(&format!("{base}/whip/bench?uid=pub"), Direction::SendOnly);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !publisher.connected && Instant::now() < deadline {
+        publisher.drive(&mut buf);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut subs: Vec<Peer> = (0..n)
+        .map(|_| connect(&format!("{base}/whep/bench/pub"), Direction::RecvOnly))
+        .collect();
+
+    let mut sent = 0u64;
+    let t0 = Instant::now();
+    let mut next_frame = t0;
+    let warmup = Duration::from_secs(3);
+    let mut window: Option<(Instant, f64, u64, Vec<u64>, u64)> = None;
+    let packets = |base: &str| -> u64 {
+        let text = ureq::get(format!("{base}/api/channels/bench"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        v["publishers"][0]["packets"].as_u64().unwrap_or(0)
+    };
+    loop {
+        let now = Instant::now();
+        if now >= next_frame {
+            let mid = publisher.mid.unwrap();
+            if let Some(w) = publisher.rtc.writer(mid) {
+                let pt = w
+                    .payload_params()
+                    .find(|p| p.spec().codec == Codec::Vp8)
+                    .map(|p| p.pt());
+                if let Some(pt) = pt {
+                    let time = MediaTime::from_90khz(sent * 90_000 / FPS);
+                    if w.write(pt, now, time, frame(sent)).is_ok() && window.is_some() {
+                        window.as_mut().unwrap().4 += 1;
+                    }
+                }
+            }
+            sent += 1;
+            next_frame += Duration::from_millis(1000 / FPS);
+        }
+        publisher.drive(&mut buf);
+        for s in subs.iter_mut() {
+            s.drive(&mut buf);
+        }
+        let elapsed = now.duration_since(t0);
+        if window.is_none() && elapsed >= warmup {
+            window = Some((
+                now,
+                cpu_seconds(server.id()),
+                packets(&base),
+                subs.iter().map(|s| s.frames).collect(),
+                0,
+            ));
+        }
+        if let Some((w0, _, _, _, _)) = &window
+            && now.duration_since(*w0).as_secs_f64() >= secs
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let (w0, cpu0, pk0, frames0, sent_in_window) = window.unwrap();
+    let secs = w0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(server.id()) - cpu0;
+    let pk = packets(&base).saturating_sub(pk0);
+    let received: Vec<u64> = subs
+        .iter()
+        .zip(&frames0)
+        .map(|(s, f0)| s.frames - f0)
+        .collect();
+    let losses: Vec<f64> = received
+        .iter()
+        .map(|r| (1.0 - *r as f64 / sent_in_window.max(1) as f64).max(0.0) * 100.0)
+        .collect();
+    let _ = server.kill();
+    let _ = server.wait();
+    let connected = subs.iter().filter(|s| s.connected).count();
+    if connected < n {
+        println!("  ({connected} of {n} subscribers connected)");
+    }
+    Row {
+        n,
+        cpu,
+        secs,
+        sent: sent_in_window,
+        mean_loss: losses.iter().sum::<f64>() / n as f64,
+        worst_loss: losses.iter().cloned().fold(0.0, f64::max),
+        frames_per_sec: received.iter().sum::<u64>() as f64 / secs,
+        packets_per_sec: pk as f64 / secs * n as f64,
+    }
+}
+
+fn main() {
+    let target = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let server_bin = target.join("callserver");
+    if std::env::var_os(MARK).is_none() {
+        if !server_bin.exists() {
+            let ok = Command::new(env!("CARGO"))
+                .args(["build", "--release", "--bin", "callserver"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "cannot build the callserver binary");
+        }
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/netns-run.sh");
+        let status = Command::new(script)
+            .arg(std::env::current_exe().unwrap())
+            .env(MARK, "1")
+            .status()
+            .expect("scripts/netns-run.sh (root) runs the benchmark in a private namespace");
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    let ns: Vec<usize> = std::env::var("FANOUT_N")
+        .unwrap_or_else(|_| "10,50,100,200".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    let secs: f64 = std::env::var("FANOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20.0);
+    println!(
+        "fan-out: one 1280x720@30 publisher ({} kbit/s), N subscribers, {secs} s each, server {}",
+        FRAME_BYTES * 8 * FPS as usize / 1000,
+        server_bin.display()
+    );
+    let mut rows = Vec::new();
+    for (i, n) in ns.iter().enumerate() {
+        let row = run(&server_bin, *n, secs, 18500 + i as u16);
+        println!(
+            "N={:>3}: server CPU {:.2} s over {:.1} s = {:.1} % of a core; per subscriber {:.5} core (1/{:.0}); \
+             {:.0} RTP packets/s forwarded, {:.0} frames/s received; loss mean {:.2} % worst {:.2} % ({} frames sent)",
+            row.n,
+            row.cpu,
+            row.secs,
+            row.cpu / row.secs * 100.0,
+            row.cpu / row.secs / row.n as f64,
+            row.secs * row.n as f64 / row.cpu.max(1e-9),
+            row.packets_per_sec,
+            row.frames_per_sec,
+            row.mean_loss,
+            row.worst_loss,
+            row.sent
+        );
+        rows.push(row);
+    }
+    println!("\nN     core/subscriber   vs target (1/500)   loss mean   loss worst");
+    for r in &rows {
+        let per = r.cpu / r.secs / r.n as f64;
+        println!(
+            "{:<5} {:<17.5} {:<19.2} {:<11.2} {:.2}",
+            r.n,
+            per,
+            per / (1.0 / 500.0),
+            r.mean_loss,
+            r.worst_loss
+        );
+    }
+}
