@@ -111,7 +111,7 @@ fn connect(url: &str, dir: Direction) -> Peer {
 
 /// A VP8 key frame header (1280x720) or an inter frame, padded to the frame size.
 fn frame(n: u64) -> Vec<u8> {
-    let mut f = if n % 60 == 0 {
+    let mut f = if n.is_multiple_of(60) {
         vec![0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x00, 0x05, 0xd0, 0x02]
     } else {
         vec![0x51, 0x42, 0x00]
@@ -199,8 +199,10 @@ fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16) -> Row {
                     .map(|p| p.pt());
                 if let Some(pt) = pt {
                     let time = MediaTime::from_90khz(sent * 90_000 / FPS);
-                    if w.write(pt, now, time, frame(sent)).is_ok() && window.is_some() {
-                        window.as_mut().unwrap().4 += 1;
+                    if w.write(pt, now, time, frame(sent)).is_ok()
+                        && let Some(w) = window.as_mut()
+                    {
+                        w.4 += 1;
                     }
                 }
             }
