@@ -97,6 +97,7 @@ pub fn spawn(
 fn run(socket: UdpSocket, mut sfu: Sfu, commands: mpsc::Receiver<Command>, waker: SocketAddr) {
     let local = socket.local_addr().expect("bound socket");
     let mut buf = vec![0u8; 2000];
+    let mut next_timeout = Instant::now();
     gst::info!(CAT, "media on udp {local}");
     loop {
         let now = Instant::now();
@@ -110,12 +111,16 @@ fn run(socket: UdpSocket, mut sfu: Sfu, commands: mpsc::Receiver<Command>, waker
                 Err(mpsc::TryRecvError::Empty) => break,
             }
         }
-        sfu.timeout(now);
+        // Time only moves the sessions forward when one of them asked for it.
+        if now >= next_timeout {
+            sfu.timeout(now);
+        }
         let next = sfu.poll(now, &mut |_, dst, bytes| {
             if let Err(e) = socket.send_to(bytes, dst) {
                 gst::debug!(CAT, "send to {dst} failed: {e}");
             }
         });
+        next_timeout = next;
         let wait = next
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));
