@@ -12,102 +12,16 @@
 //! Reference: mediasoup states ~500 consumers per worker core, so the target is at most
 //! 1/500 of a core per subscriber, with less than 1 % loss at N = 200.
 
-use std::net::{SocketAddr, UdpSocket};
+mod common;
+
+use common::{Peer, connect, cpu_seconds};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use str0m::change::SdpAnswer;
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
-
-const MARK: &str = "CUSTOMVIDEO_IN_NETNS";
+use str0m::media::{Direction, MediaTime};
 const FPS: u64 = 30;
 const FRAME_BYTES: usize = 2_000_000 / 8 / FPS as usize;
-
-struct Peer {
-    rtc: Rtc,
-    socket: UdpSocket,
-    addr: SocketAddr,
-    mid: Option<Mid>,
-    connected: bool,
-    frames: u64,
-}
-
-impl Peer {
-    fn new(dir: Direction) -> (Peer, String, str0m::change::SdpPendingOffer) {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.set_nonblocking(true).unwrap();
-        let addr = socket.local_addr().unwrap();
-        let mut rtc = Rtc::builder().build(Instant::now());
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-        let mut api = rtc.sdp_api();
-        let mid = api.add_media(MediaKind::Video, dir, None, None, None);
-        let (offer, pending) = api.apply().unwrap();
-        (
-            Peer {
-                rtc,
-                socket,
-                addr,
-                mid: Some(mid),
-                connected: false,
-                frames: 0,
-            },
-            offer.to_sdp_string(),
-            pending,
-        )
-    }
-
-    /// Feeds received datagrams and time, then sends what the peer wants to send.
-    fn drive(&mut self, buf: &mut [u8]) {
-        while let Ok((n, source)) = self.socket.recv_from(buf) {
-            if let Ok(contents) = buf[..n].try_into() {
-                let r = Receive {
-                    proto: Protocol::Udp,
-                    source,
-                    destination: self.addr,
-                    contents,
-                };
-                let _ = self.rtc.handle_input(Input::Receive(Instant::now(), r));
-            }
-        }
-        let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
-        while let Ok(out) = self.rtc.poll_output() {
-            match out {
-                Output::Timeout(_) => break,
-                Output::Transmit(t) => {
-                    let _ = self.socket.send_to(&t.contents, t.destination);
-                }
-                Output::Event(Event::Connected) => self.connected = true,
-                Output::Event(Event::MediaData(_)) => self.frames += 1,
-                Output::Event(_) => (),
-            }
-        }
-    }
-}
-
-fn post(url: &str, sdp: &str) -> String {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    agent
-        .post(url)
-        .header("Content-Type", "application/sdp")
-        .send(sdp)
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
-        .body_mut()
-        .read_to_string()
-        .unwrap()
-}
-
-fn connect(url: &str, dir: Direction) -> Peer {
-    let (mut peer, offer, pending) = Peer::new(dir);
-    let answer = SdpAnswer::from_sdp_string(&post(url, &offer)).unwrap();
-    peer.rtc.sdp_api().accept_answer(pending, answer).unwrap();
-    peer
-}
 
 /// A VP8 key frame header (1280x720) or an inter frame, padded to the frame size.
 fn frame(n: u64) -> Vec<u8> {
@@ -118,22 +32,6 @@ fn frame(n: u64) -> Vec<u8> {
     };
     f.resize(FRAME_BYTES, (n % 251) as u8);
     f
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let ticks: f64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
-        .unwrap_or(0.0);
-    ticks / 100.0
 }
 
 struct Row {
@@ -278,23 +176,15 @@ fn main() {
         .unwrap()
         .to_path_buf();
     let server_bin = target.join("callserver");
-    if std::env::var_os(MARK).is_none() {
-        if !server_bin.exists() {
-            let ok = Command::new(env!("CARGO"))
-                .args(["build", "--release", "--bin", "callserver"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "cannot build the callserver binary");
-        }
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/netns-run.sh");
-        let status = Command::new(script)
-            .arg(std::env::current_exe().unwrap())
-            .env(MARK, "1")
+    if std::env::var_os(common::MARK).is_none() && !server_bin.exists() {
+        let ok = Command::new(env!("CARGO"))
+            .args(["build", "--release", "--bin", "callserver"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
-            .expect("scripts/netns-run.sh (root) runs the benchmark in a private namespace");
-        std::process::exit(status.code().unwrap_or(1));
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot build the callserver binary");
     }
+    common::in_private_netns();
     let ns: Vec<usize> = std::env::var("FANOUT_N")
         .unwrap_or_else(|_| "10,50,100,200".into())
         .split(',')

@@ -163,7 +163,6 @@ impl Codec {
                 set("buffer-size", "1000");
                 set("buffer-initial-size", "500");
                 set("buffer-optimal-size", "600");
-                set("threads", "2");
                 if self == Codec::Vp9 {
                     set("row-mt", "true");
                 }

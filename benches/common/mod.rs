@@ -1,0 +1,147 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Shared by the benchmarks: str0m WebRTC peers on their own UDP sockets, negotiated over
+//! WHIP/WHEP, and process CPU and memory readings from /proc.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use str0m::change::SdpAnswer;
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+pub const MARK: &str = "CUSTOMVIDEO_IN_NETNS";
+
+/// Re-runs this benchmark inside a private network namespace (scripts/netns-run.sh) unless
+/// it already runs in one; returns true when the caller is inside.
+pub fn in_private_netns() -> bool {
+    if std::env::var_os(MARK).is_some() {
+        return true;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/netns-run.sh");
+    let status = Command::new(script)
+        .arg(std::env::current_exe().unwrap())
+        .env(MARK, "1")
+        .status()
+        .expect("scripts/netns-run.sh (root) runs the benchmark in a private namespace");
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+/// user+system CPU seconds of process `pid` so far.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// Peak resident memory of process `pid`, in MB.
+pub fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+pub struct Peer {
+    pub rtc: Rtc,
+    socket: UdpSocket,
+    addr: SocketAddr,
+    pub mid: Option<Mid>,
+    pub connected: bool,
+    /// Media frames received.
+    pub frames: u64,
+    /// When the first media frame arrived.
+    pub first_frame: Option<Instant>,
+}
+
+impl Peer {
+    pub fn new(dir: Direction) -> (Peer, String, str0m::change::SdpPendingOffer) {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let mut rtc = Rtc::builder().build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        let mid = api.add_media(MediaKind::Video, dir, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        (
+            Peer {
+                rtc,
+                socket,
+                addr,
+                mid: Some(mid),
+                connected: false,
+                frames: 0,
+                first_frame: None,
+            },
+            offer.to_sdp_string(),
+            pending,
+        )
+    }
+
+    /// Feeds received datagrams and time, then sends what the peer wants to send.
+    pub fn drive(&mut self, buf: &mut [u8]) {
+        while let Ok((n, source)) = self.socket.recv_from(buf) {
+            if let Ok(contents) = buf[..n].try_into() {
+                let r = Receive {
+                    proto: Protocol::Udp,
+                    source,
+                    destination: self.addr,
+                    contents,
+                };
+                let _ = self.rtc.handle_input(Input::Receive(Instant::now(), r));
+            }
+        }
+        let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+        while let Ok(out) = self.rtc.poll_output() {
+            match out {
+                Output::Timeout(_) => break,
+                Output::Transmit(t) => {
+                    let _ = self.socket.send_to(&t.contents, t.destination);
+                }
+                Output::Event(Event::Connected) => self.connected = true,
+                Output::Event(Event::MediaData(_)) => {
+                    self.frames += 1;
+                    self.first_frame.get_or_insert_with(Instant::now);
+                }
+                Output::Event(_) => (),
+            }
+        }
+    }
+}
+
+pub fn post(url: &str, sdp: &str) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    agent
+        .post(url)
+        .header("Content-Type", "application/sdp")
+        .send(sdp)
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
+
+pub fn connect(url: &str, dir: Direction) -> Peer {
+    let (mut peer, offer, pending) = Peer::new(dir);
+    let answer = SdpAnswer::from_sdp_string(&post(url, &offer)).unwrap();
+    peer.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+    peer
+}
