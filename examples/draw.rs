@@ -12,46 +12,18 @@ mod common;
 use common::{HEIGHT, WIDTH};
 use gst::prelude::*;
 use gst_video::prelude::*;
-use gstcustomvideo::CustomVideoSrc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
-fn parse_args() -> Result<(Duration, String), String> {
-    let (mut duration, mut output) = (Duration::from_secs(5), "customvideo-draw.webm".to_owned());
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--duration" => {
-                duration = Duration::from_secs_f64(
-                    value()?.parse().map_err(|e| format!("--duration: {e}"))?,
-                )
-            }
-            "--output" => output = value()?,
-            _ => {
-                return Err(format!(
-                    "unknown argument {a}\nusage: draw [--duration SECS] [--output PATH]"
-                ));
-            }
-        }
-    }
-    Ok((duration, output))
-}
+use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (duration, output) = parse_args()?;
+    let (duration, output) = common::file_args("draw", "customvideo-draw.webm")?;
     gst::init()?;
     gstcustomvideo::plugin_register_static()?;
 
-    let pipeline = gst::parse::launch(&format!(
-        "customvideosrc name=src framerate=30/1 width={WIDTH} height={HEIGHT} ! videoconvert ! vp8enc deadline=1 ! webmmux ! filesink location=\"{output}\""
-    ))?
-    .downcast::<gst::Pipeline>()
-    .map_err(|_| "not a pipeline")?;
-    let src = pipeline
-        .by_name("src")
-        .and_then(|e| e.downcast::<CustomVideoSrc>().ok())
-        .ok_or("no customvideosrc")?;
+    let (pipeline, src) = common::file_pipeline(
+        &format!("framerate=30/1 width={WIDTH} height={HEIGHT}"),
+        &output,
+    )?;
     let start = Instant::now();
     let drawn = std::sync::Arc::new(AtomicU64::new(0));
     let counter = drawn.clone();
@@ -69,21 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::thread::sleep(duration);
     // Ending the draw producer: the track ends (on-producer-end=eos) and the file is closed.
     src.end_of_stream()?;
-    let bus = pipeline.bus().expect("pipelines have a bus");
-    let result = match bus
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(10),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .as_ref()
-        .map(|m| m.view())
-    {
-        Some(gst::MessageView::Eos(_)) => Ok(()),
-        Some(gst::MessageView::Error(e)) => {
-            Err(format!("pipeline error: {} ({:?})", e.error(), e.debug()))
-        }
-        _ => Err("the pipeline did not finish within 10 s".to_owned()),
-    };
+    let result = common::wait_end(&pipeline);
     println!("drew {} frames", drawn.load(Ordering::Relaxed));
     println!("track stats: {}", src.stats());
     pipeline.set_state(gst::State::Null)?;

@@ -3,7 +3,68 @@
 //! clock and a frame counter, with a built-in 5x7 font. No drawing library needed.
 #![allow(dead_code)]
 
+use gst::prelude::*;
+use gstcustomvideo::CustomVideoSrc;
 use std::time::Duration;
+
+/// `--duration SECS` (default 5) and `--output PATH` for the examples that write a file.
+pub fn file_args(name: &str, default_output: &str) -> Result<(Duration, String), String> {
+    let (mut duration, mut output) = (Duration::from_secs(5), default_output.to_owned());
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--duration" => {
+                duration = Duration::from_secs_f64(
+                    value()?.parse().map_err(|e| format!("--duration: {e}"))?,
+                )
+            }
+            "--output" => output = value()?,
+            _ => {
+                return Err(format!(
+                    "unknown argument {a}\nusage: {name} [--duration SECS] [--output PATH]"
+                ));
+            }
+        }
+    }
+    Ok((duration, output))
+}
+
+/// `customvideosrc name=src <props> ! videoconvert ! vp8enc ! webmmux ! filesink`.
+pub fn file_pipeline(
+    props: &str,
+    output: &str,
+) -> Result<(gst::Pipeline, CustomVideoSrc), Box<dyn std::error::Error>> {
+    let pipeline = gst::parse::launch(&format!(
+        "customvideosrc name=src {props} ! videoconvert ! vp8enc deadline=1 ! webmmux ! filesink location=\"{output}\""
+    ))?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| "not a pipeline")?;
+    let src = pipeline
+        .by_name("src")
+        .and_then(|e| e.downcast::<CustomVideoSrc>().ok())
+        .ok_or("no customvideosrc")?;
+    Ok((pipeline, src))
+}
+
+/// Waits (10 s at most) for the end of the stream, or an error.
+pub fn wait_end(pipeline: &gst::Pipeline) -> Result<(), String> {
+    let bus = pipeline.bus().expect("pipelines have a bus");
+    match bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(10),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .as_ref()
+        .map(|m| m.view())
+    {
+        Some(gst::MessageView::Eos(_)) => Ok(()),
+        Some(gst::MessageView::Error(e)) => {
+            Err(format!("pipeline error: {} ({:?})", e.error(), e.debug()))
+        }
+        _ => Err("the pipeline did not finish within 10 s".to_owned()),
+    }
+}
 
 /// Size of the frames the examples make.
 pub const WIDTH: u32 = 640;
