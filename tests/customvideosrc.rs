@@ -1144,3 +1144,51 @@ fn pause_resume_and_stop_never_hang() {
         assert!(run.error().is_none(), "{src}: {:?}", run.error());
     }
 }
+
+#[test]
+fn processor_applies_to_pushed_and_drawn_frames() {
+    // Pushed frames.
+    let run = Run::new(
+        "customvideosrc name=src processor=\"videobalance brightness=-0.5\"",
+        "videoconvert ! video/x-raw,format=RGBA",
+        false,
+    );
+    run.src.set_property("caps", caps("RGBA", 64, 48, 30));
+    run.play();
+    for i in 0..5 {
+        run.src
+            .push_frame(solid("RGBA", 64, 48, [255, 255, 255, 255]))
+            .unwrap();
+        assert!(
+            run.wait_frames(i + 1, 5 * SEC),
+            "processed frame {i} missing"
+        );
+    }
+    for o in run.frames() {
+        let px = o.center.unwrap();
+        assert!(
+            px[0] < 190 && px[0] > 60,
+            "pushed white not darkened: {px:?}"
+        );
+    }
+    drop(run);
+    // Drawn frames.
+    let run = Run::new(
+        "customvideosrc name=src framerate=30/1 width=64 height=48 processor=\"videobalance brightness=-0.5\"",
+        "videoconvert ! video/x-raw,format=RGBA",
+        false,
+    );
+    run.src.set_draw_callback(Some(
+        |frame: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>, _rt| {
+            frame.plane_data_mut(0).unwrap().fill(255);
+            true
+        },
+    ));
+    run.play();
+    assert!(run.wait_frames(10, 5 * SEC));
+    let px = run.frames()[9].center.unwrap();
+    assert!(
+        px[0] < 190 && px[0] > 60,
+        "drawn white not darkened: {px:?}"
+    );
+}

@@ -316,6 +316,56 @@ impl CustomVideoSrc {
         )
     }
 
+    /// With a `processor`, the application's frames (pushed or drawn) go through it in a
+    /// processing pipeline whose output feeds the track like a producer's.
+    fn start_app_processing(&self, generation: u64) -> Result<(), String> {
+        let Some(processor) = self
+            .settings
+            .lock()
+            .unwrap()
+            .processor
+            .clone()
+            .filter(|p| !p.trim().is_empty())
+        else {
+            return Ok(());
+        };
+        let weak = self.obj().downgrade();
+        let p = Producer::processing(generation, &processor, move |g, ev| {
+            if let Some(obj) = weak.upgrade() {
+                obj.imp().on_producer_event(g, ev);
+            }
+        })?;
+        gst::info!(
+            CAT,
+            imp = self,
+            "application frames go through \"{processor}\""
+        );
+        self.producers.lock().unwrap().push(p);
+        Ok(())
+    }
+
+    /// The processing pipeline's input for the application producer `generation`, if any.
+    fn app_processing_input(&self, generation: u64) -> Option<gst_app::AppSrc> {
+        self.producers
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|p| p.generation == generation)
+            .and_then(|p| p.input())
+    }
+
+    /// Hands an application frame to the processor. Its output reaches the track later.
+    fn process_app_frame(
+        &self,
+        input: &gst_app::AppSrc,
+        buffer: gst::Buffer,
+        info: &VideoInfo,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let caps = info.to_caps().map_err(|_| gst::FlowError::NotNegotiated)?;
+        let sample = gst::Sample::builder().buffer(&buffer).caps(&caps).build();
+        input.push_sample(&sample)
+    }
+
     fn on_producer_event(&self, generation: u64, event: ProducerEvent) {
         match event {
             ProducerEvent::Sample(sample) => self.on_producer_sample(generation, sample),
@@ -494,6 +544,12 @@ impl CustomVideoSrc {
             };
             self.producers.lock().unwrap().push(producer);
         }
+        if description.is_none()
+            && let Err(e) = self.start_app_processing(generation)
+        {
+            gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", e));
+            return Err(glib::bool_error!("{e}"));
+        }
         let stale = {
             let mut feed = self.feed();
             let stale = feed.pending.replace(generation);
@@ -564,6 +620,12 @@ impl CustomVideoSrc {
             return Err(gst::FlowError::Error);
         }
         gst::trace!(CAT, imp = self, "pushed {buffer:?}");
+        if feed.running
+            && let Some(input) = self.app_processing_input(generation)
+        {
+            drop(feed);
+            return self.process_app_frame(&input, buffer, &info);
+        }
         self.enqueue_locked(
             feed,
             Frame {
@@ -666,6 +728,11 @@ impl CustomVideoSrc {
             ret != glib::ffi::GFALSE
         };
         if !drawn {
+            return None;
+        }
+        if let Some(input) = self.app_processing_input(generation) {
+            // The processed frame joins the queue; the track takes it from there.
+            let _ = self.process_app_frame(&input, buffer, &info);
             return None;
         }
         let mut feed = self.feed();
@@ -1309,7 +1376,7 @@ impl ObjectImpl for CustomVideoSrc {
                     .build(),
                 glib::ParamSpecString::builder("processor")
                     .nick("Processor")
-                    .blurb("gst-launch description of filters applied to every frame of a producer description before it joins the track (pre-processing), e.g. \"videobalance saturation=1.4\"")
+                    .blurb("gst-launch description of filters applied to every frame before it joins the track (pre-processing), e.g. \"videobalance saturation=1.4\"; pushed and drawn frames go through it in a pipeline of their own")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Caps>("caps")
@@ -1724,12 +1791,17 @@ impl BaseSrcImpl for CustomVideoSrc {
             gst::info!(CAT, imp = self, "producer \"{desc}\" started");
             self.producers.lock().unwrap().push(producer);
         } else {
-            let mut feed = self.feed();
-            if feed.app_generation.is_none() {
-                let g = feed.new_generation();
-                feed.app_generation = Some(g);
-                feed.active = g;
-            }
+            let generation = {
+                let mut feed = self.feed();
+                if feed.app_generation.is_none() {
+                    let g = feed.new_generation();
+                    feed.app_generation = Some(g);
+                    feed.active = g;
+                }
+                feed.app_generation.expect("set above")
+            };
+            self.start_app_processing(generation)
+                .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
         }
         *self.stream.lock().unwrap() = Stream::default();
         self.events_dirty

@@ -6,6 +6,8 @@
 use gst::prelude::*;
 use std::sync::{Arc, Mutex};
 
+/// Name of the source that takes the application's frames into a processing pipeline.
+const APP_INPUT: &str = "customvideosrc_app_input";
 /// Name of the sink that closes every producer pipeline.
 const SINK_NAME: &str = "customvideosrc_producer_sink";
 
@@ -125,6 +127,29 @@ impl Producer {
             description: description.to_owned(),
             pipeline,
         })
+    }
+
+    /// The `appsrc` at the head of a processing pipeline made by [`Producer::processing`].
+    pub fn input(&self) -> Option<gst_app::AppSrc> {
+        self.pipeline
+            .by_name(APP_INPUT)
+            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+    }
+
+    /// A pipeline that runs the application's frames (pushed or drawn) through `processor`:
+    /// frames go in through [`Producer::input`] and come out like a producer's.
+    pub fn processing<F>(generation: u64, processor: &str, on_event: F) -> Result<Producer, String>
+    where
+        F: Fn(u64, ProducerEvent) + Send + Sync + 'static,
+    {
+        Producer::start(
+            generation,
+            &format!(
+                "appsrc name={APP_INPUT} is-live=true format=time do-timestamp=true max-buffers=2 leaky-type=downstream"
+            ),
+            Some(processor),
+            on_event,
+        )
     }
 
     /// Stops the producer and waits for its threads.
