@@ -441,3 +441,68 @@ fn publisher_reconnects_when_the_server_restarts() {
     );
     assert!(p.error().is_none(), "{:?}", p.error());
 }
+
+#[test]
+fn callsink_publishes_into_gst_plugins_rs_whipserversrc() {
+    if !netns::enter("callsink_publishes_into_gst_plugins_rs_whipserversrc") {
+        return;
+    }
+    init();
+    // whipserversrc (a WHIP server from gst-plugins-rs) on the namespace's veth address,
+    // where both libnice agents gather candidates.
+    let port = std::net::TcpListener::bind("10.255.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let pipeline = gst::Pipeline::new();
+    let src = gst::ElementFactory::make("whipserversrc").build().unwrap();
+    src.set_property("stun-server", None::<String>);
+    let signaller = src.property::<gst::glib::Object>("signaller");
+    signaller.set_property("host-addr", format!("http://10.255.0.1:{port}"));
+    let convert = gst::ElementFactory::make("videoconvert").build().unwrap();
+    let sink = gst_app::AppSink::builder()
+        .caps(
+            &gst::Caps::builder("video/x-raw")
+                .field("format", "RGBA")
+                .build(),
+        )
+        .sync(false)
+        .build();
+    pipeline
+        .add_many([&src, &convert, sink.upcast_ref()])
+        .unwrap();
+    convert.link(&sink).unwrap();
+    let convert_weak = convert.downgrade();
+    src.connect_pad_added(move |_, pad| {
+        if pad.name().starts_with("video")
+            && let Some(convert) = convert_weak.upgrade()
+        {
+            let _ = pad.link(&convert.static_pad("sink").unwrap());
+        }
+    });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    assert!(wait_for(10 * SEC, || std::net::TcpStream::connect((
+        "10.255.0.1",
+        port
+    ))
+    .is_ok()));
+    let _p = Publisher::launch(&format!(
+        "customvideosrc producer=\"{RED}\" framerate=30/1 width=320 height=240 ! callsink whip-url=http://10.255.0.1:{port}/whip/endpoint codec=vp8"
+    ))
+    .play();
+    let mut red = false;
+    for _ in 0..150 {
+        let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(20)) else {
+            break;
+        };
+        let map = sample.buffer().unwrap().map_readable().unwrap();
+        let o = (120 * 320 + 160) * 4;
+        if near(map[o..o + 4].try_into().unwrap(), [255, 0, 0]) {
+            red = true;
+            break;
+        }
+    }
+    let _ = pipeline.set_state(gst::State::Null);
+    assert!(red, "whipserversrc decoded no red frame from callsink");
+}
