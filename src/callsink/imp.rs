@@ -43,6 +43,8 @@ const DEFAULT_TIMEOUT: u32 = 10;
 const GATHERING_TIMEOUT: Duration = Duration::from_secs(3);
 /// Attempts to restore a lost connection before giving up (backoff 0.5, 1, 2, 4, 8 s).
 const MAX_RECONNECTS: u32 = 5;
+/// A pause between frames longer than this counts as a freeze.
+const FREEZE_GAP: Duration = Duration::from_millis(600);
 /// The receiver is considered gone when no RTCP came from it for this long.
 const RTCP_TIMEOUT: Duration = Duration::from_secs(6);
 /// Minimum time between two keyframes forced by the receivers' requests.
@@ -164,6 +166,11 @@ struct State {
     /// ICE servers from the WHIP server's Link headers (used when reconnecting).
     link_ice_servers: Vec<String>,
     reconnecting: bool,
+    last_frame: Option<Instant>,
+    freeze: Duration,
+    /// Frames inside the encoder: (timestamp, when it entered).
+    encoding: std::collections::VecDeque<(gst::ClockTime, Instant)>,
+    encode_delay_ms: f64,
     /// When RTCP last came from the receiver (reports, TWCC feedback).
     last_rtcp: Option<Instant>,
     watchdog: bool,
@@ -199,6 +206,42 @@ fn embedded_server(port: u16) -> std::io::Result<Arc<CallServer>> {
     })?);
     servers.push((server.http_addr().port(), Arc::downgrade(&server)));
     Ok(server)
+}
+
+/// Adds the candidate pair in use (`local-candidate`, `remote-candidate`: "address:port type")
+/// from webrtcbin's statistics, when it reports one.
+fn selected_pair(
+    reply: &gst::StructureRef,
+    mut b: gst::structure::Builder,
+) -> gst::structure::Builder {
+    let stats: Vec<gst::Structure> = reply
+        .iter()
+        .filter_map(|(_, v)| v.get::<gst::Structure>().ok())
+        .collect();
+    let Some(pair) = stats.iter().find(|s| s.name() == "candidate-pair") else {
+        return b;
+    };
+    for (side, key) in [
+        ("local", "local-candidate-id"),
+        ("remote", "remote-candidate-id"),
+    ] {
+        let Ok(id) = pair.get::<&str>(key) else {
+            continue;
+        };
+        let cand = stats.iter().find(|s| s.get::<&str>("id").ok() == Some(id));
+        if let Some(c) = cand
+            && let (Ok(addr), Ok(port)) = (c.get::<&str>("address"), c.get::<u32>("port"))
+        {
+            let kind = c
+                .value("candidate-type")
+                .ok()
+                .and_then(|v| v.serialize().ok())
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            b = b.field(format!("{side}-candidate"), format!("{addr}:{port} {kind}"));
+        }
+    }
+    b
 }
 
 /// A random SSRC (from the process's hash seed, the time and a counter).
@@ -639,6 +682,9 @@ impl CallSink {
             e.sync_state_with_parent().map_err(|e| e.to_string())?;
         }
         self.watch_frames(&pay);
+        if let Some(enc) = &encoder {
+            self.watch_encoder(enc);
+        }
         let mut state = self.state.lock().unwrap();
         state.chain = chain;
         state.encoder = encoder;
@@ -652,6 +698,46 @@ impl CallSink {
 
     /// Counts frames entering the payloader (for stats) and rate-limits keyframe requests
     /// travelling up from webrtcbin to the encoder.
+    /// Measures the encode delay: the time between a frame entering the encoder and the
+    /// encoded frame with the same timestamp leaving it (moving average).
+    fn watch_encoder(&self, enc: &gst::Element) {
+        let weak = self.obj().downgrade();
+        enc.static_pad("sink")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let (Some(obj), Some(pts)) =
+                    (weak.upgrade(), info.buffer().and_then(|b| b.pts()))
+                {
+                    let mut s = obj.imp().state.lock().unwrap();
+                    s.encoding.push_back((pts, Instant::now()));
+                    if s.encoding.len() > 60 {
+                        s.encoding.pop_front();
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            });
+        let weak = self.obj().downgrade();
+        enc.static_pad("src")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let (Some(obj), Some(pts)) =
+                    (weak.upgrade(), info.buffer().and_then(|b| b.pts()))
+                {
+                    let mut s = obj.imp().state.lock().unwrap();
+                    if let Some(i) = s.encoding.iter().position(|(p, _)| *p == pts) {
+                        let ms = s.encoding[i].1.elapsed().as_secs_f64() * 1000.0;
+                        s.encoding.drain(..=i);
+                        s.encode_delay_ms = if s.encode_delay_ms == 0.0 {
+                            ms
+                        } else {
+                            0.9 * s.encode_delay_ms + 0.1 * ms
+                        };
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            });
+    }
+
     fn watch_frames(&self, pay: &gst::Element) {
         let weak = self.obj().downgrade();
         pay.static_pad("sink")
@@ -659,8 +745,16 @@ impl CallSink {
             .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
                 if let Some(obj) = weak.upgrade() {
                     let mut s = obj.imp().state.lock().unwrap();
+                    let now = Instant::now();
                     s.frames += 1;
-                    s.first_frame.get_or_insert_with(Instant::now);
+                    s.first_frame.get_or_insert(now);
+                    // A gap of more than 600 ms between frames counts as a freeze.
+                    if let Some(last) = s.last_frame
+                        && now.duration_since(last) > FREEZE_GAP
+                    {
+                        s.freeze += now.duration_since(last);
+                    }
+                    s.last_frame = Some(now);
                 }
                 gst::PadProbeReturn::Ok
             });
@@ -1121,6 +1215,10 @@ impl CallSink {
     }
 
     fn stats(&self) -> gst::Structure {
+        let (freeze, encode_delay) = {
+            let s = self.state.lock().unwrap();
+            (s.freeze, s.encode_delay_ms)
+        };
         let (webrtcbin, codec, encoder, frames, first_frame, caps, estimate, degradation) = {
             let s = self.state.lock().unwrap();
             (
@@ -1143,6 +1241,8 @@ impl CallSink {
             })
             .field("codec", codec.map(|c| c.encoding_name()).unwrap_or(""))
             .field("frames-sent", frames)
+            .field("freeze-time-ms", freeze.as_millis() as u64)
+            .field("encode-delay-ms", encode_delay)
             .field("resolution-scale", degradation.scale)
             .field("frame-rate-divider", degradation.fps_divider);
         if let Some(e) = estimate {
@@ -1423,7 +1523,7 @@ impl ObjectImpl for CallSink {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("Send statistics: connection-state, codec, width, height, frames-sent, average-fps, target-bitrate, bitrate, packets-sent, bytes-sent, nacks, plis, firs, rtt-ms, jitter-ms, packets-lost, fraction-lost")
+                    .blurb("Send statistics: connection-state, codec, width, height, frames-sent, average-fps, encode-delay-ms, freeze-time-ms, target-bitrate, estimated-bitrate, bitrate, packets-sent, bytes-sent, nacks, plis, firs, rtt-ms, jitter-ms, packets-lost, fraction-lost, resolution-scale, frame-rate-divider, local-candidate, remote-candidate (see the README)")
                     .read_only()
                     .build(),
             ]
