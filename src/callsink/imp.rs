@@ -1278,6 +1278,7 @@ impl CallSink {
             if let gst::PromiseResult::Replied = promise.wait()
                 && let Some(reply) = promise.get_reply()
             {
+                b = selected_pair(reply, b);
                 for (_, v) in reply.iter() {
                     let Ok(s) = v.get::<gst::Structure>() else {
                         continue;
