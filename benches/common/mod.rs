@@ -73,7 +73,20 @@ impl Peer {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket.set_nonblocking(true).unwrap();
         let addr = socket.local_addr().unwrap();
-        let mut rtc = Rtc::builder().build(Instant::now());
+        // One certificate for all the load peers: generating one each takes longer than the
+        // rest of the set-up, and the server would drop peers still waiting their turn.
+        static CERT: std::sync::OnceLock<Option<str0m::config::DtlsCert>> =
+            std::sync::OnceLock::new();
+        let cert = CERT.get_or_init(|| {
+            str0m::crypto::from_feature_flags()
+                .dtls_provider
+                .generate_certificate()
+        });
+        let mut builder = Rtc::builder();
+        if let Some(cert) = cert {
+            builder = builder.set_dtls_cert(cert.clone());
+        }
+        let mut rtc = builder.build(Instant::now());
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         let mut api = rtc.sdp_api();
         let mid = api.add_media(MediaKind::Video, dir, None, None, None);

@@ -228,6 +228,9 @@ enum Forward {
 /// The forwarding core. See the module documentation.
 pub struct Sfu {
     config: SfuConfig,
+    /// One DTLS certificate for every session: generating one per peer costs more than
+    /// the rest of setting the peer up.
+    cert: Option<str0m::config::DtlsCert>,
     sessions: HashMap<u64, Session>,
     by_source: HashMap<SocketAddr, u64>,
     next_key: u64,
@@ -242,8 +245,12 @@ impl Sfu {
             h.write_u64(std::process::id() as u64);
             h.finish()
         };
+        let cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate();
         Sfu {
             config,
+            cert,
             sessions: HashMap::new(),
             by_source: HashMap::new(),
             next_key: 1,
@@ -252,7 +259,11 @@ impl Sfu {
     }
 
     fn new_rtc(&self, now: Instant) -> Rtc {
-        let mut rtc = Rtc::builder()
+        let mut builder = Rtc::builder();
+        if let Some(cert) = &self.cert {
+            builder = builder.set_dtls_cert(cert.clone());
+        }
+        let mut rtc = builder
             .clear_codecs()
             .enable_vp8(true)
             .enable_vp9(true)
