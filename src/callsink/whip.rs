@@ -307,39 +307,35 @@ impl Client {
     /// Sends a trickle-ICE fragment to the session resource.
     pub fn trickle(&self, resource: &str, fragment: &str) -> Result<(), WhipError> {
         let url = parse_endpoint(resource)?;
-        let mut res = self.send(
+        let res = self.send(
             "PATCH",
             &url,
             Some("application/trickle-ice-sdpfrag"),
             fragment,
         )?;
-        let status = res.status().as_u16();
-        if (200..300).contains(&status) {
-            return Ok(());
-        }
-        let reason = res.body_mut().read_to_string().unwrap_or_default();
-        Err(WhipError::Status {
-            url: url.to_string(),
-            status,
-            reason: reason.trim().to_owned(),
-        })
+        success(&url, res)
     }
 
     /// Ends the session (DELETE on the resource).
     pub fn delete(&self, resource: &str) -> Result<(), WhipError> {
         let url = parse_endpoint(resource)?;
-        let mut res = self.send("DELETE", &url, None, "")?;
-        let status = res.status().as_u16();
-        if (200..300).contains(&status) {
-            return Ok(());
-        }
-        let reason = res.body_mut().read_to_string().unwrap_or_default();
-        Err(WhipError::Status {
-            url: url.to_string(),
-            status,
-            reason: reason.trim().to_owned(),
-        })
+        let res = self.send("DELETE", &url, None, "")?;
+        success(&url, res)
     }
+}
+
+/// Ok for a 2xx answer, otherwise the status with the server's reason.
+fn success(url: &Url, mut res: ureq::http::Response<ureq::Body>) -> Result<(), WhipError> {
+    let status = res.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let reason = res.body_mut().read_to_string().unwrap_or_default();
+    Err(WhipError::Status {
+        url: url.to_string(),
+        status,
+        reason: reason.trim().to_owned(),
+    })
 }
 
 #[cfg(test)]

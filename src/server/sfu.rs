@@ -346,23 +346,18 @@ impl Sfu {
             "publisher {uid} joins {channel} ({})",
             codecs.join(", ")
         );
-        self.sessions.insert(
+        self.insert(
             key,
-            Session {
-                id: id.clone(),
-                channel: channel.to_owned(),
-                uid,
-                rtc,
-                role: Role::Publisher(Publisher {
-                    codecs,
-                    ..Default::default()
-                }),
-                created: now,
-                connected: false,
-                next_timeout: now,
-                dirty: true,
-                remote_ufrag: sdp::ice_ufrag(offer),
-            },
+            &id,
+            channel,
+            uid,
+            rtc,
+            Role::Publisher(Publisher {
+                codecs,
+                ..Default::default()
+            }),
+            now,
+            offer,
         );
         Ok(Created { id, answer })
     }
@@ -408,18 +403,35 @@ impl Sfu {
         let (key, id) = self.new_session_key();
         gst::info!(CAT, "subscriber {id} joins {channel} for {uid}");
         gst::trace!(CAT, "subscriber offer:\n{offer}\nanswer:\n{answer}");
+        let role = Role::Subscriber(Subscriber {
+            publisher: pub_key,
+            answered_pts: sdp::payload_types(&answer),
+            ..Default::default()
+        });
+        self.insert(key, &id, channel, id.clone(), rtc, role, now, offer);
+        Ok(Created { id, answer })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn insert(
+        &mut self,
+        key: u64,
+        id: &str,
+        channel: &str,
+        uid: String,
+        rtc: Rtc,
+        role: Role,
+        now: Instant,
+        offer: &str,
+    ) {
         self.sessions.insert(
             key,
             Session {
-                id: id.clone(),
+                id: id.to_owned(),
                 channel: channel.to_owned(),
-                uid: id.clone(),
+                uid,
                 rtc,
-                role: Role::Subscriber(Subscriber {
-                    publisher: pub_key,
-                    answered_pts: sdp::payload_types(&answer),
-                    ..Default::default()
-                }),
+                role,
                 created: now,
                 connected: false,
                 next_timeout: now,
@@ -427,7 +439,6 @@ impl Sfu {
                 remote_ufrag: sdp::ice_ufrag(offer),
             },
         );
-        Ok(Created { id, answer })
     }
 
     fn key_of(&self, id: &str) -> Result<u64, SfuError> {
