@@ -1,78 +1,163 @@
 // SPDX-License-Identifier: MPL-2.0
-//! The examples, run for real: the Rust push and draw apps write WebM files that decode, and
-//! the Python app pushes through the action signals.
-
-mod common;
+//! The examples, run for real: the Rust push and draw apps write WebM files that decode to
+//! the expected frames, and the Python app pushes through the action signals.
+//!
+//! `cargo test --test examples` builds only this test, so the examples are built here (once,
+//! with the same profile and target directory): running a stale binary would test old code.
 
 use gst::prelude::*;
+use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
 
-/// target/<profile>: tests run from target/<profile>/deps.
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+/// `<target>/<profile>`: tests run from `<target>/<profile>/deps`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("tests run from <target>/<profile>/deps")
+        .to_path_buf()
 }
 
+/// Builds the examples (and with them the plugin library) once per test run.
+fn build_examples() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = profile_dir();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "build",
+                "--example",
+                "push",
+                "--example",
+                "draw",
+                "--target-dir",
+            ])
+            .arg(dir.parent().expect("target directory"));
+        match dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => (),
+            Some("release") => {
+                cmd.arg("--release");
+            }
+            Some(profile) => {
+                cmd.args(["--profile", profile]);
+            }
+            None => panic!("unexpected target layout {}", dir.display()),
+        }
+        let out = cmd.output().expect("run cargo");
+        assert!(
+            out.status.success(),
+            "building the examples failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+/// A file name in the temporary directory, unique to this test process.
 fn tmp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("customvideo-example-{}-{name}", std::process::id()))
 }
 
-/// Decodes a WebM file and returns the number of frames and their size.
-fn decode(path: &Path) -> (usize, i32, i32) {
-    common::init();
-    let pipeline = gst::parse::launch(&format!(
-        "filesrc location={} ! matroskademux ! vp8dec ! appsink name=sink sync=false",
-        path.display()
-    ))
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+struct Decoded {
+    frames: usize,
+    /// Frames that differ from every other one (the animation moves).
+    distinct: usize,
+    width: i32,
+    height: i32,
+}
+
+/// Decodes a WebM file in this process: `filesrc ! matroskademux ! vp8dec ! appsink`.
+fn decode(path: &Path) -> Decoded {
+    gst::init().unwrap();
+    let pipeline = gst::parse::launch(
+        "filesrc name=file ! matroskademux ! vp8dec ! appsink name=sink sync=false",
+    )
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();
+    pipeline
+        .by_name("file")
+        .unwrap()
+        .set_property("location", path.to_str().expect("UTF-8 path"));
     let sink = pipeline
         .by_name("sink")
         .unwrap()
         .downcast::<gst_app::AppSink>()
         .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
-    let (mut n, mut w, mut h) = (0, 0, 0);
-    while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(5)) {
+    let mut d = Decoded {
+        frames: 0,
+        distinct: 0,
+        width: 0,
+        height: 0,
+    };
+    let mut seen = HashSet::new();
+    while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
         let s = sample.caps().unwrap().structure(0).unwrap().to_owned();
-        w = s.get::<i32>("width").unwrap();
-        h = s.get::<i32>("height").unwrap();
-        n += 1;
+        d.width = s.get::<i32>("width").unwrap();
+        d.height = s.get::<i32>("height").unwrap();
+        let map = sample.buffer().unwrap().map_readable().unwrap();
+        let mut h = DefaultHasher::new();
+        map.as_slice().hash(&mut h);
+        seen.insert(h.finish());
+        d.frames += 1;
     }
+    let bus = pipeline.bus().unwrap();
+    let error = bus.pop_filtered(&[gst::MessageType::Error]);
     pipeline.set_state(gst::State::Null).unwrap();
-    (n, w, h)
+    assert!(error.is_none(), "decoding {}: {error:?}", path.display());
+    d.distinct = seen.len();
+    d
 }
 
+/// Runs example `name` for 2 s and checks the file it writes.
 fn run_example(name: &str) {
-    let out = tmp(&format!("{name}.webm"));
-    let exe = target_dir().join("examples").join(name);
-    assert!(
-        exe.exists(),
-        "{} is not built (cargo test builds examples)",
-        exe.display()
-    );
-    let result = Command::new(&exe)
+    let exe = build_examples().join("examples").join(name);
+    let file = tmp(&format!("{name}.webm"));
+    let out = Command::new(&exe)
         .args(["--duration", "2", "--output"])
-        .arg(&out)
+        .arg(&file)
         .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&result.stdout);
+        .unwrap_or_else(|e| panic!("run {}: {e}", exe.display()));
+    let output = text(&out);
+    let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    let decoded = (size > 0).then(|| decode(&file));
+    let _ = std::fs::remove_file(&file);
+
+    assert!(out.status.success(), "{name} failed:\n{output}");
     assert!(
-        result.status.success(),
-        "{name} failed: {stdout}{}",
-        String::from_utf8_lossy(&result.stderr)
+        output.contains("track stats: customvideosrc-stats"),
+        "{name} printed no track statistics:\n{output}"
     );
     assert!(
-        stdout.contains("track stats: customvideosrc-stats"),
-        "{stdout}"
+        output.contains(&format!("wrote {}", file.display())),
+        "{name} did not name its file:\n{output}"
     );
-    let (frames, w, h) = decode(&out);
-    let _ = std::fs::remove_file(&out);
-    // 2 s at 30 fps; a loaded machine may lose a few at the ends.
-    assert!(frames >= 45, "{name}: only {frames} frames in the file");
-    assert_eq!((w, h), (640, 360));
+    // 640x360 VP8 of a simple scene: some kB per second.
+    assert!(size > 10_000, "{name}: the file has only {size} bytes");
+    let d = decoded.expect("the file exists");
+    assert_eq!((d.width, d.height), (640, 360), "{name}: frame size");
+    // 2 s at 30 fps is 60 frames; a loaded machine may start late or lose a few.
+    assert!(
+        d.frames >= 40,
+        "{name}: only {} frames in the file",
+        d.frames
+    );
+    assert!(
+        d.distinct >= d.frames / 2,
+        "{name}: only {} different pictures in {} frames: the animation does not move",
+        d.distinct,
+        d.frames
+    );
 }
 
 #[test]
@@ -85,39 +170,101 @@ fn draw_example_writes_a_playable_file() {
     run_example("draw");
 }
 
+#[test]
+fn push_example_fails_clearly_on_a_pipeline_error() {
+    let exe = build_examples().join("examples").join("push");
+    let out = Command::new(&exe)
+        .args(["--duration", "1", "--output", "/nonexistent-dir/out.webm"])
+        .output()
+        .unwrap();
+    let output = text(&out);
+    assert!(!out.status.success(), "push succeeded:\n{output}");
+    assert!(
+        output.contains("Could not open file") && output.contains("/nonexistent-dir/out.webm"),
+        "push did not say what failed:\n{output}"
+    );
+}
+
+/// A directory that holds only the plugin library, for `GST_PLUGIN_PATH`: GStreamer scans
+/// plugin directories recursively, and `<target>/<profile>` also holds the libraries of every
+/// dependency (among them other GStreamer plugins). It lives beside the profile directories,
+/// not in one, so that `GST_PLUGIN_PATH=target/debug` does not find the plugin twice.
+fn plugin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let profile = build_examples();
+        let lib = profile.join("libgstcustomvideo.so");
+        assert!(lib.exists(), "{} was not built", lib.display());
+        let dir = profile
+            .parent()
+            .unwrap()
+            .join("plugin-path")
+            .join(profile.file_name().unwrap());
+        std::fs::create_dir_all(&dir).unwrap();
+        // Made aside and renamed into place: another test run may be doing the same.
+        let pending = dir.join(format!(".link-{}", std::process::id()));
+        let _ = std::fs::remove_file(&pending);
+        std::os::unix::fs::symlink(&lib, &pending).unwrap();
+        std::fs::rename(&pending, dir.join("libgstcustomvideo.so")).unwrap();
+        dir
+    })
+}
+
 fn python(args: &[&str]) -> (bool, String) {
-    let out = Command::new("/usr/bin/python3")
+    const PYTHON: &str = "/usr/bin/python3";
+    static CHECKED: OnceLock<()> = OnceLock::new();
+    CHECKED.get_or_init(|| {
+        let probe = Command::new(PYTHON)
+            .args([
+                "-c",
+                "import gi; gi.require_version('Gst', '1.0'); from gi.repository import Gst",
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("{PYTHON} cannot run ({e}): run scripts/setup.sh"));
+        assert!(
+            probe.status.success(),
+            "{PYTHON} lacks PyGObject for GStreamer (python3-gi, gir1.2-gstreamer-1.0): run scripts/setup.sh\n{}",
+            text(&probe)
+        );
+    });
+    let out = Command::new(PYTHON)
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/push.py"))
         .args(args)
-        .env("GST_PLUGIN_PATH", target_dir())
+        .env("GST_PLUGIN_PATH", plugin_dir())
         .output()
-        .expect("Debian's /usr/bin/python3 (python3-gi) is needed: run scripts/setup.sh");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !text.contains("No module named 'gi'"),
-        "/usr/bin/python3 lacks PyGObject: run scripts/setup.sh"
-    );
-    (out.status.success(), text)
+        .unwrap();
+    (out.status.success(), text(&out))
 }
 
 #[test]
 fn python_pushes_through_action_signals() {
-    let (ok, text) = python(&["--frames", "12"]);
-    assert!(ok, "{text}");
+    let (ok, output) = python(&["--frames", "12"]);
     assert!(
-        text.contains("PUSHED 12 OUT 12 FLOW ok COLOR-OK yes EOS yes"),
-        "{text}"
+        output.contains("PUSHED 12 OUT 12 FLOW ok COLOR-OK yes EOS yes"),
+        "{output}"
     );
+    assert!(ok, "push.py exited with an error:\n{output}");
 }
 
 #[test]
 fn python_wrong_size_is_refused_with_a_named_error() {
-    let (ok, text) = python(&["--bad-size"]);
-    assert!(ok, "{text}");
-    assert!(text.contains("BAD-SIZE flow=error"), "{text}");
-    assert!(
-        text.contains("1000 bytes") && text.contains("307200"),
-        "{text}"
+    let (ok, output) = python(&["--bad-size"]);
+    let line = output
+        .lines()
+        .find(|l| l.starts_with("BAD-SIZE "))
+        .unwrap_or_else(|| panic!("no BAD-SIZE line:\n{output}"));
+    let flow = line
+        .strip_prefix("BAD-SIZE flow=")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no flow in {line:?}"));
+    assert_ne!(
+        flow, "ok",
+        "a buffer of the wrong size was accepted: {line}"
     );
+    // 320x240 RGBA is 307200 bytes; the script pushes 1000.
+    assert!(
+        line.contains("1000 bytes") && line.contains("307200"),
+        "the error does not name both sizes: {line}"
+    );
+    assert!(ok, "push.py --bad-size exited with an error:\n{output}");
 }
