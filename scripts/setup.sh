@@ -35,10 +35,10 @@ for p in "${packages[@]}"; do
   fi
 done
 
+sudo=""
+if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
-  sudo=""
-  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
@@ -50,6 +50,18 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "setup: cargo (Rust 1.92 or newer, e.g. from rustup) is required but not found" >&2
     exit 1
   fi
+fi
+
+# Janus VideoRoom behind Meetecho's WHIP server, for the interoperability test (tests/janus.rs):
+# the shared kit beside the repository installs it (apt, and npm for the WHIP server's modules).
+kit="$(pwd)/../shared/kit/install-janus-whip.sh"
+if [ -x "$kit" ]; then
+  if ! command -v janus >/dev/null 2>&1 || [ ! -d /opt/simple-whip-server/node_modules/websocket ]; then
+    echo "setup: installing Janus and simple-whip-server ($kit)"
+    $sudo "$kit"
+  fi
+else
+  echo "setup: $kit not found: tests/janus.rs will fail" >&2
 fi
 
 cargo build --locked --all-targets

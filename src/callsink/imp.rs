@@ -259,6 +259,46 @@ fn random_ssrc() -> u32 {
     (h.finish() as u32).max(1)
 }
 
+/// The addresses of the machine's interfaces that are up, as libnice would gather on them:
+/// no loopback, no IPv6 link-local.
+fn interface_addresses() -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list that stays valid until freeifaddrs;
+    // every node and address pointer is checked before it is read.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return out;
+        }
+        let mut node = list;
+        while let Some(ifa) = node.as_ref() {
+            node = ifa.ifa_next;
+            let up = ifa.ifa_flags & libc::IFF_UP as libc::c_uint != 0;
+            let Some(sa) = ifa.ifa_addr.as_ref().filter(|_| up) else {
+                continue;
+            };
+            let address = match i32::from(sa.sa_family) {
+                libc::AF_INET => {
+                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    std::net::IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
+                }
+                libc::AF_INET6 => {
+                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                    std::net::IpAddr::from(sin6.sin6_addr.s6_addr)
+                }
+                _ => continue,
+            };
+            let link_local =
+                matches!(address, std::net::IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80);
+            if !address.is_loopback() && !link_local && !out.contains(&address) {
+                out.push(address);
+            }
+        }
+        libc::freeifaddrs(list);
+    }
+    out
+}
+
 fn is_loopback_url(url: &str) -> bool {
     url::Url::parse(url)
         .ok()
@@ -1024,10 +1064,18 @@ impl CallSink {
                 let _ = webrtcbin.emit_by_name::<bool>("add-turn-server", &[uri]);
             }
         }
-        if is_loopback_url(endpoint) {
-            // libnice gathers no loopback candidates on its own.
-            if let Some(agent) = webrtcbin.property::<Option<glib::Object>>("ice-agent") {
-                let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]);
+        if is_loopback_url(endpoint)
+            && let Some(agent) = webrtcbin.property::<Option<glib::Object>>("ice-agent")
+        {
+            // libnice gathers no loopback candidates on its own, and once an address is added
+            // it gathers on the added addresses only: add loopback and every address it would
+            // have used, so that a server on loopback that answers with candidates on another
+            // interface (Janus skips loopback) is still reachable.
+            let mut addresses = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+            addresses.extend(interface_addresses());
+            for address in addresses {
+                gst::debug!(CAT, imp = self, "ICE gathers on {address}");
+                let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&address.to_string()]);
             }
         }
         let weak = self.obj().downgrade();
