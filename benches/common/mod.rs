@@ -64,7 +64,7 @@ pub struct Peer {
     pub connected: bool,
     /// Media frames received.
     pub frames: u64,
-    /// When the first media frame arrived.
+    /// When the first keyframe (the first frame a decoder can show) arrived.
     pub first_frame: Option<Instant>,
 }
 
@@ -127,9 +127,11 @@ impl Peer {
                     let _ = self.socket.send_to(&t.contents, t.destination);
                 }
                 Output::Event(Event::Connected) => self.connected = true,
-                Output::Event(Event::MediaData(_)) => {
+                Output::Event(Event::MediaData(data)) => {
                     self.frames += 1;
-                    self.first_frame.get_or_insert_with(Instant::now);
+                    if data.is_keyframe() {
+                        self.first_frame.get_or_insert_with(Instant::now);
+                    }
                 }
                 Output::Event(_) => (),
             }

@@ -47,8 +47,11 @@ const MAX_RECONNECTS: u32 = 5;
 const FREEZE_GAP: Duration = Duration::from_millis(600);
 /// The receiver is considered gone when no RTCP came from it for this long.
 const RTCP_TIMEOUT: Duration = Duration::from_secs(6);
-/// Minimum time between two keyframes forced by the receivers' requests.
-const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+/// Minimum time between two keyframes forced by the receivers' requests; a request that
+/// comes sooner is served when the time is up.
+const KEYFRAME_MIN_SPACING: Duration = Duration::from_millis(200);
+/// A keyframe asked of the encoder and not seen after this long may be asked for again.
+const KEYFRAME_REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -153,9 +156,17 @@ struct State {
     hints: TrackHints,
     input_caps: Option<gst::Caps>,
     last_keyframe_request: Option<Instant>,
+    /// When the last keyframe entered the payloader.
+    last_keyframe: Option<Instant>,
+    /// A keyframe request waits for KEYFRAME_MIN_SPACING to pass.
+    keyframe_deferred: bool,
+    payloader: Option<gst::Element>,
     frames: u64,
     first_frame: Option<Instant>,
-    last_stats: Option<(Instant, u64)>,
+    /// RTP bytes leaving the payloader, for the send bitrate.
+    sent_bytes: crate::rate::Rate,
+    /// Frames entering the payloader, for the send frame rate.
+    sent_frames: crate::rate::Rate,
     deleted: bool,
     ssrc: u32,
     /// Elements that degrade raw input under congestion: videoscale's capsfilter, videorate.
@@ -259,6 +270,27 @@ fn random_ssrc() -> u32 {
     (h.finish() as u32).max(1)
 }
 
+/// Starts, once per process and on a thread of its own, the generation of the DTLS identity
+/// that every webrtcbin of the process shares (an RSA key made when the first `dtlsdec` is
+/// created, about a third of a second of CPU). Started when a callsink is created, it is
+/// usually ready by the time the first offer needs it instead of delaying it.
+fn prepare_dtls_identity() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let spawned = std::thread::Builder::new()
+            .name("callsink-dtls-identity".into())
+            .spawn(|| {
+                let start = std::time::Instant::now();
+                if gst::ElementFactory::make("dtlsdec").build().is_ok() {
+                    gst::debug!(CAT, "DTLS identity ready in {:?}", start.elapsed());
+                }
+            });
+        if let Err(e) = spawned {
+            gst::warning!(CAT, "cannot prepare the DTLS identity ahead: {e}");
+        }
+    });
+}
+
 /// The addresses of the machine's interfaces that are up, as libnice would gather on them:
 /// no loopback, no IPv6 link-local.
 fn interface_addresses() -> Vec<std::net::IpAddr> {
@@ -297,6 +329,38 @@ fn interface_addresses() -> Vec<std::net::IpAddr> {
         libc::freeifaddrs(list);
     }
     out
+}
+
+/// What to do with a receiver's keyframe request.
+#[derive(Debug, PartialEq)]
+enum KeyframeRequest {
+    /// Pass it to the encoder.
+    Forward,
+    /// A keyframe asked for earlier has not come out yet: it serves this request too.
+    Coming,
+    /// The last keyframe was asked for too recently: ask again after this long.
+    After(Duration),
+}
+
+/// Paces keyframe requests: at most one outstanding, at least KEYFRAME_MIN_SPACING apart,
+/// and none lost (a request inside the spacing is served when it ends).
+fn keyframe_request(
+    now: Instant,
+    last_request: Option<Instant>,
+    last_keyframe: Option<Instant>,
+) -> KeyframeRequest {
+    let Some(asked) = last_request else {
+        return KeyframeRequest::Forward;
+    };
+    let since = now.saturating_duration_since(asked);
+    let answered = last_keyframe.is_some_and(|k| k >= asked);
+    if !answered && since < KEYFRAME_REQUEST_TIMEOUT {
+        KeyframeRequest::Coming
+    } else if since < KEYFRAME_MIN_SPACING {
+        KeyframeRequest::After(KEYFRAME_MIN_SPACING - since)
+    } else {
+        KeyframeRequest::Forward
+    }
 }
 
 fn is_loopback_url(url: &str) -> bool {
@@ -351,6 +415,9 @@ impl CallSink {
             *c = new;
         }
         gst::info!(CAT, imp = self, "connection state {new:?}");
+        if new == ConnectionState::Connected {
+            self.force_keyframe();
+        }
         self.obj().notify("connection-state");
         let nick = glib::EnumValue::from_value(&new.to_value())
             .map(|(_, v)| v.nick().to_owned())
@@ -726,6 +793,7 @@ impl CallSink {
             self.watch_encoder(enc);
         }
         let mut state = self.state.lock().unwrap();
+        state.payloader = Some(pay);
         state.chain = chain;
         state.encoder = encoder;
         state.codec = Some(codec);
@@ -736,8 +804,6 @@ impl CallSink {
         Ok(())
     }
 
-    /// Counts frames entering the payloader (for stats) and rate-limits keyframe requests
-    /// travelling up from webrtcbin to the encoder.
     /// Measures the encode delay: the time between a frame entering the encoder and the
     /// encoded frame with the same timestamp leaving it (moving average).
     fn watch_encoder(&self, enc: &gst::Element) {
@@ -778,15 +844,24 @@ impl CallSink {
             });
     }
 
+    /// Counts frames entering the payloader (for stats), notes keyframes, and paces keyframe
+    /// requests travelling up from webrtcbin to the encoder.
     fn watch_frames(&self, pay: &gst::Element) {
         let weak = self.obj().downgrade();
         pay.static_pad("sink")
             .unwrap()
-            .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
                 if let Some(obj) = weak.upgrade() {
                     let mut s = obj.imp().state.lock().unwrap();
                     let now = Instant::now();
                     s.frames += 1;
+                    s.sent_frames.add(now, 1);
+                    if info
+                        .buffer()
+                        .is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT))
+                    {
+                        s.last_keyframe = Some(now);
+                    }
                     s.first_frame.get_or_insert(now);
                     // A gap of more than 600 ms between frames counts as a freeze.
                     if let Some(last) = s.last_frame
@@ -798,6 +873,22 @@ impl CallSink {
                 }
                 gst::PadProbeReturn::Ok
             });
+        let weak = self.obj().downgrade();
+        pay.static_pad("src").unwrap().add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |_, info| {
+                let bytes = match &info.data {
+                    Some(gst::PadProbeData::Buffer(b)) => b.size(),
+                    Some(gst::PadProbeData::BufferList(l)) => l.calculate_size(),
+                    _ => 0,
+                };
+                if let Some(obj) = weak.upgrade() {
+                    let mut s = obj.imp().state.lock().unwrap();
+                    s.sent_bytes.add(Instant::now(), bytes as u64);
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
         let weak = self.obj().downgrade();
         pay.static_pad("src").unwrap().add_probe(
             gst::PadProbeType::EVENT_UPSTREAM,
@@ -813,17 +904,62 @@ impl CallSink {
                 };
                 let mut s = obj.imp().state.lock().unwrap();
                 let now = Instant::now();
-                if s.last_keyframe_request
-                    .is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
-                {
-                    gst::debug!(CAT, obj = obj, "keyframe request dropped (rate limit)");
-                    return gst::PadProbeReturn::Drop;
+                match keyframe_request(now, s.last_keyframe_request, s.last_keyframe) {
+                    KeyframeRequest::Forward => {
+                        s.last_keyframe_request = Some(now);
+                        gst::debug!(CAT, obj = obj, "keyframe requested by the receiver");
+                        gst::PadProbeReturn::Ok
+                    }
+                    KeyframeRequest::Coming => {
+                        gst::debug!(CAT, obj = obj, "keyframe request: one is on its way");
+                        gst::PadProbeReturn::Drop
+                    }
+                    KeyframeRequest::After(wait) => {
+                        if !std::mem::replace(&mut s.keyframe_deferred, true) {
+                            gst::debug!(CAT, obj = obj, "keyframe request served in {wait:?}");
+                            drop(s);
+                            obj.imp().force_keyframe_after(wait);
+                        }
+                        gst::PadProbeReturn::Drop
+                    }
                 }
-                s.last_keyframe_request = Some(now);
-                gst::debug!(CAT, obj = obj, "keyframe requested by the receiver");
-                gst::PadProbeReturn::Ok
             },
         );
+    }
+
+    /// Asks the encoder (ours, or the one upstream for encoded input) for a keyframe after
+    /// `wait`, on the system clock's thread.
+    fn force_keyframe_after(&self, wait: Duration) {
+        let clock = gst::SystemClock::obtain();
+        let at = clock.time() + gst::ClockTime::from_nseconds(wait.as_nanos() as u64);
+        let weak = self.obj().downgrade();
+        let scheduled = clock.new_single_shot_id(at).wait_async(move |_, _, _| {
+            if let Some(obj) = weak.upgrade() {
+                obj.imp().state.lock().unwrap().keyframe_deferred = false;
+                obj.imp().force_keyframe();
+            }
+        });
+        if scheduled.is_err() {
+            self.state.lock().unwrap().keyframe_deferred = false;
+            self.force_keyframe();
+        }
+    }
+
+    /// Asks the encoder for a keyframe now: when the connection is up (what was encoded
+    /// before could not be sent) and for deferred requests.
+    fn force_keyframe(&self) {
+        let pay = {
+            let mut s = self.state.lock().unwrap();
+            s.last_keyframe_request = Some(Instant::now());
+            s.payloader.clone()
+        };
+        if let Some(pay) = pay {
+            gst::debug!(CAT, imp = self, "forcing a keyframe");
+            let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+                .all_headers(true)
+                .build();
+            let _ = pay.static_pad("sink").unwrap().push_event(event);
+        }
     }
 
     /// Congestion control: webrtcbin asks for an element to put in front of the network;
@@ -1064,8 +1200,20 @@ impl CallSink {
                 let _ = webrtcbin.emit_by_name::<bool>("add-turn-server", &[uri]);
             }
         }
+        let ice = webrtcbin.property::<Option<glib::Object>>("ice-agent");
+        if let Some(nice) = ice
+            .as_ref()
+            .filter(|ice| ice.find_property("agent").is_some())
+            .and_then(|ice| ice.property::<Option<glib::Object>>("agent"))
+            .filter(|nice| nice.find_property("upnp").is_some())
+        {
+            // UPnP-IGD port mapping sends SSDP multicast into the local network and holds
+            // back the end of gathering by its 200 ms timeout; WHIP servers are reached
+            // directly or through TURN.
+            nice.set_property("upnp", false);
+        }
         if is_loopback_url(endpoint)
-            && let Some(agent) = webrtcbin.property::<Option<glib::Object>>("ice-agent")
+            && let Some(agent) = ice
         {
             // libnice gathers no loopback candidates on its own, and once an address is added
             // it gathers on the added addresses only: add loopback and every address it would
@@ -1089,7 +1237,7 @@ impl CallSink {
                     "rtpgccbwe is not available: no congestion control"
                 );
             }
-            cc.map(|c| c.to_value())
+            Some(cc.to_value())
         });
         let weak = self.obj().downgrade();
         webrtcbin.connect_notify(Some("connection-state"), move |bin, _| {
@@ -1267,17 +1415,33 @@ impl CallSink {
             let s = self.state.lock().unwrap();
             (s.freeze, s.encode_delay_ms)
         };
+        let now = Instant::now();
         let (webrtcbin, codec, encoder, frames, first_frame, caps, estimate, degradation) = {
             let s = self.state.lock().unwrap();
+            // What is sent: the encoder's input (after any degradation), or the input as it
+            // comes for encoded input.
+            let caps = s
+                .encoder
+                .as_ref()
+                .and_then(|e| e.static_pad("sink"))
+                .and_then(|p| p.current_caps())
+                .or_else(|| s.input_caps.clone());
             (
                 s.webrtcbin.clone(),
                 s.codec,
                 s.encoder.clone(),
                 s.frames,
                 s.first_frame,
-                s.input_caps.clone(),
+                caps,
                 s.estimate,
                 s.degradation,
+            )
+        };
+        let (bitrate, fps) = {
+            let s = self.state.lock().unwrap();
+            (
+                s.sent_bytes.per_second(now) * 8,
+                s.sent_frames.per_second(now),
             )
         };
         let mut b = gst::Structure::builder("callsink-stats")
@@ -1289,6 +1453,8 @@ impl CallSink {
             })
             .field("codec", codec.map(|c| c.encoding_name()).unwrap_or(""))
             .field("frames-sent", frames)
+            .field("fps", fps as f64)
+            .field("bitrate", bitrate)
             .field("freeze-time-ms", freeze.as_millis() as u64)
             .field("encode-delay-ms", encode_delay)
             .field("resolution-scale", degradation.scale)
@@ -1333,7 +1499,6 @@ impl CallSink {
                     };
                     match s.name().as_str() {
                         "outbound-rtp" if s.get::<&str>("kind").ok() != Some("audio") => {
-                            let bytes = s.get::<u64>("bytes-sent").unwrap_or(0);
                             for (k, f) in [
                                 ("packets-sent", "packets-sent"),
                                 ("bytes-sent", "bytes-sent"),
@@ -1351,18 +1516,6 @@ impl CallSink {
                                     b = b.field(f, v);
                                 }
                             }
-                            let now = Instant::now();
-                            let mut state = self.state.lock().unwrap();
-                            if let Some((t, last)) = state.last_stats {
-                                let dt = now.duration_since(t).as_secs_f64();
-                                if dt > 0.05 {
-                                    b = b.field(
-                                        "bitrate",
-                                        ((bytes.saturating_sub(last)) as f64 * 8.0 / dt) as u64,
-                                    );
-                                }
-                            }
-                            state.last_stats = Some((now, bytes));
                         }
                         "remote-inbound-rtp" => {
                             if let Ok(v) = s.get::<f64>("round-trip-time") {
@@ -1390,6 +1543,39 @@ impl CallSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyframe_requests_are_paced_and_never_lost() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        // Nothing asked yet: forward.
+        assert_eq!(keyframe_request(t0, None, None), KeyframeRequest::Forward);
+        // Asked 50 ms ago and no keyframe since: the coming keyframe serves this one too.
+        assert_eq!(
+            keyframe_request(ms(50), Some(t0), None),
+            KeyframeRequest::Coming
+        );
+        assert_eq!(
+            keyframe_request(ms(900), Some(ms(100)), Some(t0)),
+            KeyframeRequest::Coming
+        );
+        // The keyframe came out 30 ms after the request; a new request 80 ms after the first
+        // (a subscriber that joined just after it) is served when the spacing is over.
+        assert_eq!(
+            keyframe_request(ms(80), Some(t0), Some(ms(30))),
+            KeyframeRequest::After(Duration::from_millis(120))
+        );
+        // Answered, and long enough ago: forward.
+        assert_eq!(
+            keyframe_request(ms(250), Some(t0), Some(ms(30))),
+            KeyframeRequest::Forward
+        );
+        // Never answered within the timeout (lost on the way): ask again.
+        assert_eq!(
+            keyframe_request(ms(1200), Some(t0), None),
+            KeyframeRequest::Forward
+        );
+    }
 
     #[test]
     fn degradation_follows_the_optimization_mode() {
@@ -1572,7 +1758,7 @@ impl ObjectImpl for CallSink {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("Send statistics: connection-state, codec, width, height, frames-sent, average-fps, encode-delay-ms, freeze-time-ms, target-bitrate, estimated-bitrate, bitrate, packets-sent, bytes-sent, nacks, plis, firs, rtt-ms, jitter-ms, packets-lost, fraction-lost, resolution-scale, frame-rate-divider, local-candidate, remote-candidate (see the README)")
+                    .blurb("Send statistics: connection-state, codec, width, height (as sent), frames-sent, fps (last second), average-fps, encode-delay-ms, freeze-time-ms, target-bitrate, estimated-bitrate, bitrate (last second), packets-sent, bytes-sent, nacks, plis, firs, rtt-ms, jitter-ms, packets-lost, fraction-lost, resolution-scale, frame-rate-divider, local-candidate, remote-candidate (see the README)")
                     .read_only()
                     .build(),
             ]
@@ -1647,6 +1833,7 @@ impl ObjectImpl for CallSink {
 
     fn constructed(&self) {
         self.parent_constructed();
+        prepare_dtls_identity();
         let obj = self.obj();
         obj.add(&self.queue).expect("add queue");
         self.ghost

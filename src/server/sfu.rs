@@ -10,7 +10,7 @@
 //! rate-limited, and a subscriber that connects mid-stream asks for one.
 
 use serde::Serialize;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -23,13 +23,15 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use super::CAT;
 use super::bitstream;
 use super::sdp::{self, OfferError};
+use crate::rate::Rate;
 
 /// Minimum time between two keyframe requests sent to one publisher.
-const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+const KEYFRAME_REQUEST_SPACING: Duration = Duration::from_millis(100);
+/// A keyframe request not answered after this long is sent again; until then, new requests
+/// wait for the keyframe already asked for.
+const KEYFRAME_REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
 /// A session that has not connected after this long is dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
-/// Window over which publisher bitrates are computed.
-const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// Why a request was refused; each maps to an HTTP status and carries a reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,30 +117,21 @@ pub struct Created {
     pub answer: String,
 }
 
-#[derive(Debug, Default)]
-struct Rate {
-    samples: VecDeque<(Instant, u64)>,
-}
-
-impl Rate {
-    fn add(&mut self, now: Instant, bytes: u64) {
-        self.samples.push_back((now, bytes));
-        while self
-            .samples
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW)
-        {
-            self.samples.pop_front();
-        }
-    }
-
-    fn bits_per_second(&self, now: Instant) -> u64 {
-        self.samples
-            .iter()
-            .filter(|(t, _)| now.duration_since(*t) <= RATE_WINDOW)
-            .map(|(_, b)| b * 8)
-            .sum()
-    }
+/// Whether a keyframe request may go to a publisher now: a keyframe arrived since the last
+/// request (a subscriber that joined just after it gets the next one at once) and the
+/// requests stay KEYFRAME_REQUEST_SPACING apart, or the last request went unanswered for
+/// KEYFRAME_REQUEST_TIMEOUT.
+fn keyframe_request_due(
+    now: Instant,
+    last_request: Option<Instant>,
+    last_keyframe: Option<Instant>,
+) -> bool {
+    let Some(asked) = last_request else {
+        return true;
+    };
+    let since = now.saturating_duration_since(asked);
+    let answered = last_keyframe.is_some_and(|k| k >= asked);
+    (answered && since >= KEYFRAME_REQUEST_SPACING) || since >= KEYFRAME_REQUEST_TIMEOUT
 }
 
 #[derive(Debug, Default)]
@@ -158,6 +151,7 @@ struct Publisher {
     last_media: Option<Instant>,
     keyframe_wanted: Option<KeyframeRequestKind>,
     last_keyframe_request: Option<Instant>,
+    last_keyframe: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -518,7 +512,7 @@ impl Sfu {
                     codec: p.codec.clone().or_else(|| p.codecs.first().cloned()),
                     width: p.size.map(|s| s.0),
                     height: p.size.map(|s| s.1),
-                    bitrate: p.rate.bits_per_second(now),
+                    bitrate: p.rate.per_second(now) * 8,
                     packets: p.packets,
                     frames: p.frames,
                     packets_lost: p.packets_lost,
@@ -541,7 +535,7 @@ impl Sfu {
                         .unwrap_or_default(),
                     state: s.state(),
                     packets: sub.packets,
-                    bitrate: sub.rate.bits_per_second(now),
+                    bitrate: sub.rate.per_second(now) * 8,
                 }),
             }
         }
@@ -729,6 +723,8 @@ impl Sfu {
         }
     }
 
+    /// Sends the keyframe requests that are due (see `keyframe_request_due`); the others stay
+    /// pending.
     fn request_keyframes(&mut self, now: Instant) {
         for s in self.sessions.values_mut() {
             let Role::Publisher(p) = &mut s.role else {
@@ -737,9 +733,7 @@ impl Sfu {
             let Some(kind) = p.keyframe_wanted else {
                 continue;
             };
-            if p.last_keyframe_request
-                .is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
-            {
+            if !keyframe_request_due(now, p.last_keyframe_request, p.last_keyframe) {
                 continue;
             }
             let Some(mid) = p
@@ -849,6 +843,7 @@ fn on_event(key: u64, s: &mut Session, now: Instant, event: Event, forwards: &mu
                     let codec = data.params.spec().codec;
                     p.codec = Some(codec_name(codec));
                     if data.is_keyframe() {
+                        p.last_keyframe = Some(now);
                         let size = match codec {
                             Codec::Vp8 => bitstream::vp8_resolution(&data.data),
                             Codec::H264 => bitstream::h264_resolution(&data.data),
@@ -1006,6 +1001,20 @@ mod tests {
     }
 
     /// A VP8 key frame of 320x240 whose payload bytes are all `n`.
+    #[test]
+    fn keyframe_requests_wait_for_the_keyframe_already_asked_for() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert!(keyframe_request_due(t0, None, None));
+        // Asked, not answered yet: wait.
+        assert!(!keyframe_request_due(ms(200), Some(t0), None));
+        // Answered at 40 ms: the next request goes at 100 ms, not before.
+        assert!(!keyframe_request_due(ms(60), Some(t0), Some(ms(40))));
+        assert!(keyframe_request_due(ms(100), Some(t0), Some(ms(40))));
+        // Unanswered for the timeout: ask again.
+        assert!(keyframe_request_due(ms(500), Some(t0), None));
+    }
+
     fn vp8_keyframe(n: u8) -> Vec<u8> {
         let mut f = vec![0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
         f.extend(std::iter::repeat_n(n, 3000));
