@@ -506,3 +506,108 @@ fn callsink_publishes_into_gst_plugins_rs_whipserversrc() {
     let _ = pipeline.set_state(gst::State::Null);
     assert!(red, "whipserversrc decoded no red frame from callsink");
 }
+
+/// Limits the namespace's loopback to `kbps` (a token bucket with 200 ms of queue): the
+/// bottleneck between callsink and a server on 127.0.0.1.
+fn limit_loopback(kbps: u32) {
+    let out = std::process::Command::new("tc")
+        .args(["qdisc", "replace", "dev", "lo", "root", "tbf", "rate"])
+        .arg(format!("{kbps}kbit"))
+        .args(["burst", "32kbit", "latency", "200ms"])
+        .output()
+        .expect("tc (iproute2) runs");
+    assert!(
+        out.status.success(),
+        "tc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Publishes moving bars at 640x360@30 (wanting 2.5 Mbit/s) over a 600 kbit/s loopback and
+/// waits for callsink to settle below it. Returns callsink's stats and the server's view.
+fn publish_through_a_bottleneck(
+    mode: &str,
+) -> (gst::Structure, gstcustomvideo::server::PublisherInfo) {
+    let server = server(None);
+    limit_loopback(600);
+    let publisher = Publisher::launch(&format!(
+        "customvideosrc producer=\"videotestsrc is-live=true pattern=smpte horizontal-speed=4\" \
+         framerate=30/1 width=640 height=360 optimization-mode={mode} ! \
+         callsink name=sink server={} channel=cc uid=cam codec=vp8 max-bitrate=2500",
+        server.url()
+    ))
+    .play();
+    let sink = publisher.pipeline.by_name("sink").unwrap();
+    wait_publisher(&server, "cc", "cam", 1);
+    let mut stats = sink.property::<gst::Structure>("stats");
+    let estimate = |s: &gst::Structure| s.get::<u64>("estimated-bitrate").unwrap_or(u64::MAX);
+    let settled = wait_for(40 * SEC, || {
+        stats = sink.property::<gst::Structure>("stats");
+        estimate(&stats) <= 600_000 && stats.get::<u64>("target-bitrate").unwrap_or(0) <= 600_000
+    });
+    assert!(
+        settled,
+        "callsink did not bring its bitrate under the 600 kbit/s bottleneck: {stats}"
+    );
+    assert!(publisher.error().is_none(), "{:?}", publisher.error());
+    // Give the encoder a few seconds at the new settings, then read what the server sees.
+    std::thread::sleep(4 * SEC);
+    let info = wait_publisher(&server, "cc", "cam", 1);
+    let stats = sink.property::<gst::Structure>("stats");
+    assert!(
+        info.bitrate < 700_000,
+        "the server still receives {} bit/s through a 600 kbit/s bottleneck ({stats})",
+        info.bitrate
+    );
+    let sent = stats.get::<u64>("bitrate").unwrap();
+    assert!(
+        sent > 0 && sent < 700_000,
+        "callsink reports sending {sent} bit/s ({stats})"
+    );
+    (stats, info)
+}
+
+#[test]
+fn congestion_scales_a_motion_track_down_and_keeps_its_frame_rate() {
+    if !netns::enter("congestion_scales_a_motion_track_down_and_keeps_its_frame_rate") {
+        return;
+    }
+    let (stats, info) = publish_through_a_bottleneck("motion");
+    assert!(
+        stats.get::<u32>("resolution-scale").unwrap() < 100
+            && stats.get::<u32>("frame-rate-divider").unwrap() == 1,
+        "motion: {stats}"
+    );
+    assert!(
+        info.width.is_some_and(|w| w < 640),
+        "the server still receives {:?}x{:?} frames",
+        info.width,
+        info.height
+    );
+    assert!(
+        stats.get::<i32>("width").unwrap() < 640,
+        "the stats do not show the smaller frames: {stats}"
+    );
+    assert!(
+        stats.get::<f64>("fps").unwrap() >= 20.0,
+        "the frame rate fell: {stats}"
+    );
+}
+
+#[test]
+fn congestion_lowers_a_detail_track_frame_rate_and_keeps_its_resolution() {
+    if !netns::enter("congestion_lowers_a_detail_track_frame_rate_and_keeps_its_resolution") {
+        return;
+    }
+    let (stats, info) = publish_through_a_bottleneck("detail");
+    assert!(
+        stats.get::<u32>("resolution-scale").unwrap() == 100
+            && stats.get::<u32>("frame-rate-divider").unwrap() > 1,
+        "detail: {stats}"
+    );
+    assert_eq!((info.width, info.height), (Some(640), Some(360)));
+    assert!(
+        stats.get::<f64>("fps").unwrap() <= 20.0,
+        "the frame rate did not fall: {stats}"
+    );
+}
