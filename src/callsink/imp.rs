@@ -912,7 +912,7 @@ impl CallSink {
                     }
                     KeyframeRequest::Coming => {
                         gst::debug!(CAT, obj = obj, "keyframe request: one is on its way");
-                        gst::PadProbeReturn::Drop
+                        gst::PadProbeReturn::Handled
                     }
                     KeyframeRequest::After(wait) => {
                         if !std::mem::replace(&mut s.keyframe_deferred, true) {
@@ -920,7 +920,7 @@ impl CallSink {
                             drop(s);
                             obj.imp().force_keyframe_after(wait);
                         }
-                        gst::PadProbeReturn::Drop
+                        gst::PadProbeReturn::Handled
                     }
                 }
             },
