@@ -19,58 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-struct Args {
-    duration: Duration,
-    output: String,
-    display: bool,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let usage = "usage: draw [--duration SECS] [--output PATH] [--display]";
-    let mut args = Args {
-        duration: Duration::from_secs(5),
-        output: "customvideo-draw.webm".to_owned(),
-        display: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or(format!("{a} needs a value\n{usage}"));
-        match a.as_str() {
-            "--duration" => {
-                let v = value()?;
-                args.duration = v
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
-                    .filter(|d| !d.is_zero())
-                    .ok_or(format!(
-                        "--duration: {v:?} is not a positive number of seconds"
-                    ))?;
-            }
-            "--output" => args.output = value()?,
-            "--display" => args.display = true,
-            "-h" | "--help" => {
-                println!("{usage}");
-                std::process::exit(0);
-            }
-            _ => return Err(format!("unknown argument {a}\n{usage}")),
-        }
-    }
-    Ok(args)
-}
-
-fn describe(msg: &gst::Message) -> Option<String> {
-    let gst::MessageView::Error(e) = msg.view() else {
-        return None;
-    };
-    let src = e.src().map(|s| s.path_string()).unwrap_or_default();
-    Some(match e.debug() {
-        Some(debug) => format!("{src}: {} ({debug})", e.error()),
-        None => format!("{src}: {}", e.error()),
-    })
-}
-
-fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+fn run(args: &common::Args) -> Result<(), Box<dyn std::error::Error>> {
     // Without a graphical session autovideosink falls back to sinks such as the DirectFB one,
     // which crash the process instead of failing.
     if args.display
@@ -155,7 +104,7 @@ fn play(
         let msg = bus.pop_filtered(&[gst::MessageType::Error]);
         return Err(msg
             .as_ref()
-            .and_then(describe)
+            .and_then(common::describe)
             .unwrap_or_else(|| "the pipeline cannot start".to_owned())
             .into());
     }
@@ -165,7 +114,7 @@ fn play(
     if let Some(msg) =
         bus.timed_pop_filtered(timeout, &[gst::MessageType::Error, gst::MessageType::Eos])
     {
-        return Err(describe(&msg)
+        return Err(common::describe(&msg)
             .unwrap_or_else(|| "the track ended early".to_owned())
             .into());
     }
@@ -177,7 +126,7 @@ fn play(
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
+    let args = match common::parse_args("draw", "customvideo-draw.webm", true) {
         Ok(args) => args,
         Err(e) => {
             eprintln!("{e}");

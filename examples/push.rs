@@ -19,55 +19,10 @@ const WIDTH: u32 = 640;
 const HEIGHT: u32 = 360;
 const FPS: u32 = 30;
 
-struct Args {
-    duration: Duration,
-    output: String,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let usage = "usage: push [--duration SECS] [--output PATH]";
-    let mut args = Args {
-        duration: Duration::from_secs(5),
-        output: "customvideo-demo.webm".to_owned(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or(format!("{a} needs a value\n{usage}"));
-        match a.as_str() {
-            "--duration" => {
-                let v = value()?;
-                args.duration = v
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
-                    .filter(|d| !d.is_zero())
-                    .ok_or(format!(
-                        "--duration: {v:?} is not a positive number of seconds"
-                    ))?;
-            }
-            "--output" => args.output = value()?,
-            "-h" | "--help" => {
-                println!("{usage}");
-                std::process::exit(0);
-            }
-            _ => return Err(format!("unknown argument {a}\n{usage}")),
-        }
-    }
-    Ok(args)
-}
-
 /// The first error the pipeline posted, if any, as a readable sentence.
 fn posted_error(pipeline: &gst::Pipeline) -> Option<String> {
-    let bus = pipeline.bus()?;
-    let msg = bus.pop_filtered(&[gst::MessageType::Error])?;
-    let gst::MessageView::Error(e) = msg.view() else {
-        return None;
-    };
-    let src = e.src().map(|s| s.path_string()).unwrap_or_default();
-    Some(match e.debug() {
-        Some(debug) => format!("{src}: {} ({debug})", e.error()),
-        None => format!("{src}: {}", e.error()),
-    })
+    let msg = pipeline.bus()?.pop_filtered(&[gst::MessageType::Error])?;
+    common::describe(&msg)
 }
 
 /// BT.601 limited range, the colorimetry GStreamer gives I420 at this size.
@@ -142,7 +97,7 @@ fn render(info: &gst_video::VideoInfo, n: u64) -> Result<gst::Buffer, Box<dyn st
     Ok(buffer)
 }
 
-fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+fn run(args: &common::Args) -> Result<(), Box<dyn std::error::Error>> {
     gst::init()?;
     gstcustomvideo::plugin_register_static()?;
 
@@ -182,7 +137,7 @@ fn push_frames(
     pipeline: &gst::Pipeline,
     src: &CustomVideoSrc,
     info: &gst_video::VideoInfo,
-    args: &Args,
+    args: &common::Args,
 ) -> Result<u64, Box<dyn std::error::Error>> {
     if pipeline.set_state(gst::State::Playing).is_err() {
         return Err(posted_error(pipeline)
@@ -213,7 +168,7 @@ fn push_frames(
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
+    let args = match common::parse_args("push", "customvideo-demo.webm", false) {
         Ok(args) => args,
         Err(e) => {
             eprintln!("{e}");

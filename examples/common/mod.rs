@@ -4,47 +4,65 @@
 #![allow(dead_code)]
 
 use gst::prelude::*;
-use gstcustomvideo::CustomVideoSrc;
 use std::time::Duration;
 
-/// `--duration SECS` (default 5) and `--output PATH` for the examples that write a file.
-pub fn file_args(name: &str, default_output: &str) -> Result<(Duration, String), String> {
-    let (mut duration, mut output) = (Duration::from_secs(5), default_output.to_owned());
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--duration" => {
-                duration = Duration::from_secs_f64(
-                    value()?.parse().map_err(|e| format!("--duration: {e}"))?,
-                )
-            }
-            "--output" => output = value()?,
-            _ => {
-                return Err(format!(
-                    "unknown argument {a}\nusage: {name} [--duration SECS] [--output PATH]"
-                ));
-            }
-        }
-    }
-    Ok((duration, output))
+/// What the examples that write a file take on their command line.
+pub struct Args {
+    pub duration: Duration,
+    pub output: String,
+    /// Show the track in a window instead of writing the file (where allowed).
+    pub display: bool,
 }
 
-/// `customvideosrc name=src <props> ! videoconvert ! vp8enc ! webmmux ! filesink`.
-pub fn file_pipeline(
-    props: &str,
-    output: &str,
-) -> Result<(gst::Pipeline, CustomVideoSrc), Box<dyn std::error::Error>> {
-    let pipeline = gst::parse::launch(&format!(
-        "customvideosrc name=src {props} ! videoconvert ! vp8enc deadline=1 ! webmmux ! filesink location=\"{output}\""
-    ))?
-    .downcast::<gst::Pipeline>()
-    .map_err(|_| "not a pipeline")?;
-    let src = pipeline
-        .by_name("src")
-        .and_then(|e| e.downcast::<CustomVideoSrc>().ok())
-        .ok_or("no customvideosrc")?;
-    Ok((pipeline, src))
+/// `--duration SECS` (default 5), `--output PATH`, and `--display` when `display` is
+/// allowed. `name` and the usage line are for the messages.
+pub fn parse_args(name: &str, default_output: &str, display: bool) -> Result<Args, String> {
+    let usage = format!(
+        "usage: {name} [--duration SECS] [--output PATH]{}",
+        if display { " [--display]" } else { "" }
+    );
+    let mut args = Args {
+        duration: Duration::from_secs(5),
+        output: default_output.to_owned(),
+        display: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or(format!("{a} needs a value\n{usage}"));
+        match a.as_str() {
+            "--duration" => {
+                let v = value()?;
+                args.duration = v
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                    .filter(|d| !d.is_zero())
+                    .ok_or(format!(
+                        "--duration: {v:?} is not a positive number of seconds"
+                    ))?;
+            }
+            "--output" => args.output = value()?,
+            "--display" if display => args.display = true,
+            "-h" | "--help" => {
+                println!("{usage}");
+                std::process::exit(0);
+            }
+            _ => return Err(format!("unknown argument {a}\n{usage}")),
+        }
+    }
+    Ok(args)
+}
+
+/// An error message from the bus as a readable sentence: the element, the error, the details.
+pub fn describe(msg: &gst::Message) -> Option<String> {
+    let gst::MessageView::Error(e) = msg.view() else {
+        return None;
+    };
+    let src = e.src().map(|s| s.path_string()).unwrap_or_default();
+    Some(match e.debug() {
+        Some(debug) => format!("{src}: {} ({debug})", e.error()),
+        None => format!("{src}: {}", e.error()),
+    })
 }
 
 /// Waits (10 s at most) for the end of the stream, or an error.
