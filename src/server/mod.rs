@@ -79,6 +79,7 @@ impl CallServer {
             }
             Err(e) => return Err(e),
         };
+        enlarge_buffers(&udp);
         let media_addr = udp.local_addr()?;
         let candidates = candidate_addresses(&config, media_addr.port());
         gst::info!(CAT, "ICE candidates: {candidates:?}");
@@ -224,4 +225,33 @@ fn candidate_addresses(config: &ServerConfig, port: u16) -> Vec<SocketAddr> {
     ips.into_iter()
         .map(|ip| SocketAddr::new(ip, port))
         .collect()
+}
+
+/// Socket buffers for the one media port every peer shares: with the defaults (about 200 KB,
+/// a hundred or so small datagrams on loopback) a burst of peers joining at once loses
+/// handshake packets while the loop is busy forwarding, and some DTLS stacks never resend
+/// their first flight. Asks for 4 MB each way; the kernel caps it at `net.core.rmem_max` /
+/// `wmem_max`.
+fn enlarge_buffers(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    const SIZE: libc::c_int = 4 << 20;
+    for option in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        // SAFETY: setsockopt on an open socket with a c_int option value of the right size.
+        let r = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&SIZE as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            gst::debug!(
+                CAT,
+                "cannot enlarge the media socket buffer: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
