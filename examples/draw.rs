@@ -126,18 +126,5 @@ fn play(
 }
 
 fn main() -> ExitCode {
-    let args = match common::parse_args("draw", "customvideo-draw.webm", true) {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("draw: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main("draw", "customvideo-draw.webm", true, run)
 }

@@ -168,18 +168,5 @@ fn push_frames(
 }
 
 fn main() -> ExitCode {
-    let args = match common::parse_args("push", "customvideo-demo.webm", false) {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("push: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main("push", "customvideo-demo.webm", false, run)
 }

@@ -65,6 +65,17 @@ impl Janus {
                 + &String::from_utf8_lossy(&out.stderr),
         )
     }
+
+    /// Janus reports `publisher`'s media arriving, in `codec`, within 15 s.
+    fn assert_receives(&self, publisher: &Publisher, codec: &str) {
+        let (ok, report) = self.check(Duration::from_secs(15));
+        assert!(
+            ok && report.contains(&format!("codec={codec}")),
+            "Janus received no {codec} media from callsink (callsink {}, error {:?}):\n{report}",
+            publisher.state(),
+            publisher.error()
+        );
+    }
 }
 
 impl Drop for Janus {
@@ -173,13 +184,7 @@ fn callsink_publishes_into_janus_videoroom_through_whip() {
         0xffff0000,
         &format!("callsink name=sink whip-url={ENDPOINT}-rtp codec=vp8"),
     );
-    let (ok, report) = janus.check(Duration::from_secs(15));
-    assert!(
-        ok && report.contains("codec=vp8"),
-        "Janus received no VP8 media from callsink (callsink {}, error {:?}):\n{report}",
-        publisher.state(),
-        publisher.error()
-    );
+    janus.assert_receives(&publisher, "vp8");
     assert_eq!(publisher.state(), "connected");
     let px = receiver.join().unwrap();
     assert!(
@@ -204,13 +209,7 @@ fn callsink_publishes_into_janus_videoroom_through_whip() {
         0xff0000ff,
         &format!("callsink name=sink whip-url={ENDPOINT} codec=h264"),
     );
-    let (ok, report) = janus.check(Duration::from_secs(15));
-    assert!(
-        ok && report.contains("codec=h264"),
-        "Janus received no H264 media from callsink (callsink {}, error {:?}):\n{report}",
-        publisher.state(),
-        publisher.error()
-    );
+    janus.assert_receives(&publisher, "h264");
     assert!(
         wait_for(Duration::from_secs(5), || publisher.state() == "connected"),
         "callsink is {}",

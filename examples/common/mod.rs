@@ -53,6 +53,30 @@ pub fn parse_args(name: &str, default_output: &str, display: bool) -> Result<Arg
     Ok(args)
 }
 
+/// The examples' `main`: parses the arguments (exit code 2 and the usage on a bad one), runs
+/// `run`, and prints what went wrong (exit code 1).
+pub fn main(
+    name: &str,
+    default_output: &str,
+    display: bool,
+    run: impl FnOnce(&Args) -> Result<(), Box<dyn std::error::Error>>,
+) -> std::process::ExitCode {
+    let args = match parse_args(name, default_output, display) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match run(&args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// An error message from the bus as a readable sentence: the element, the error, the details.
 pub fn describe(msg: &gst::Message) -> Option<String> {
     let gst::MessageView::Error(e) = msg.view() else {

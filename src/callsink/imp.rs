@@ -1411,39 +1411,23 @@ impl CallSink {
     }
 
     fn stats(&self) -> gst::Structure {
-        let (freeze, encode_delay) = {
-            let s = self.state.lock().unwrap();
-            (s.freeze, s.encode_delay_ms)
-        };
         let now = Instant::now();
-        let (webrtcbin, codec, encoder, frames, first_frame, caps, estimate, degradation) = {
-            let s = self.state.lock().unwrap();
-            // What is sent: the encoder's input (after any degradation), or the input as it
-            // comes for encoded input.
-            let caps = s
-                .encoder
-                .as_ref()
-                .and_then(|e| e.static_pad("sink"))
-                .and_then(|p| p.current_caps())
-                .or_else(|| s.input_caps.clone());
-            (
-                s.webrtcbin.clone(),
-                s.codec,
-                s.encoder.clone(),
-                s.frames,
-                s.first_frame,
-                caps,
-                s.estimate,
-                s.degradation,
-            )
-        };
-        let (bitrate, fps) = {
-            let s = self.state.lock().unwrap();
-            (
-                s.sent_bytes.per_second(now) * 8,
-                s.sent_frames.per_second(now),
-            )
-        };
+        let s = self.state.lock().unwrap();
+        // What is sent: the encoder's input (after any degradation), or the input as it comes
+        // for encoded input.
+        let caps = s
+            .encoder
+            .as_ref()
+            .and_then(|e| e.static_pad("sink"))
+            .and_then(|p| p.current_caps())
+            .or_else(|| s.input_caps.clone());
+        let (freeze, encode_delay) = (s.freeze, s.encode_delay_ms);
+        let (webrtcbin, codec, encoder) = (s.webrtcbin.clone(), s.codec, s.encoder.clone());
+        let (frames, first_frame, estimate, degradation) =
+            (s.frames, s.first_frame, s.estimate, s.degradation);
+        let bitrate = s.sent_bytes.per_second(now) * 8;
+        let fps = s.sent_frames.per_second(now);
+        drop(s);
         let mut b = gst::Structure::builder("callsink-stats")
             .field("connection-state", {
                 let c = *self.connection.lock().unwrap();
