@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! callserver [--port 8080] [--bind 127.0.0.1] [--media-port N] [--token T]
-//!            [--candidate IP]... [--publisher-timeout SECS]
+//!            [--candidate IP]... [--peer-timeout SECS] [--rejoin-grace SECS]
 //! ```
 
 use gstcustomvideo::server::{CallServer, ServerConfig};
@@ -11,7 +11,19 @@ use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage: callserver [--port 8080] [--bind 127.0.0.1] [--media-port N] [--token T] [--candidate IP]... [--publisher-timeout SECS]";
+const USAGE: &str = "usage: callserver [--port 8080] [--bind 127.0.0.1] [--media-port N] [--token T] [--candidate IP]... [--peer-timeout SECS] [--rejoin-grace SECS]";
+
+/// A duration in seconds (fractions allowed) from the value of option `name`.
+fn seconds(
+    name: &str,
+    mut value: impl FnMut(&str) -> Result<String, String>,
+) -> Result<Duration, String> {
+    let secs: f64 = value(name)?.parse().map_err(|e| format!("{name}: {e}"))?;
+    if !(secs.is_finite() && secs >= 0.0) {
+        return Err(format!("{name}: {secs} is not a number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
 
 fn parse(args: &[String]) -> Result<ServerConfig, String> {
     let mut config = ServerConfig::default();
@@ -46,12 +58,8 @@ fn parse(args: &[String]) -> Result<ServerConfig, String> {
                     .parse()
                     .map_err(|e| format!("--candidate: {e}"))?,
             ),
-            "--publisher-timeout" => {
-                let secs: f64 = value("--publisher-timeout")?
-                    .parse()
-                    .map_err(|e| format!("--publisher-timeout: {e}"))?;
-                config.publisher_timeout = Duration::from_secs_f64(secs.max(0.1));
-            }
+            "--peer-timeout" => config.peer_timeout = seconds("--peer-timeout", value)?,
+            "--rejoin-grace" => config.rejoin_grace = seconds("--rejoin-grace", value)?,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }

@@ -177,7 +177,7 @@ fn handle(sfu: &mut Sfu, now: Instant, cmd: Command) {
             let _ = reply.send(sfu.trickle(&id, &fragment));
         }
         Command::Leave { id, reply } => {
-            let _ = reply.send(sfu.leave(&id));
+            let _ = reply.send(sfu.leave(&id, now));
         }
         Command::Channels { reply } => {
             let _ = reply.send(sfu.channels(now));

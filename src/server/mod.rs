@@ -39,8 +39,12 @@ pub struct ServerConfig {
     pub token: Option<String>,
     /// Addresses advertised as ICE host candidates; empty: derived from `bind`.
     pub candidates: Vec<IpAddr>,
-    /// A publisher whose media stops for this long is dropped. Default 10 s.
-    pub publisher_timeout: Duration,
+    /// A peer from which nothing arrives for this long (healthy peers answer the server's
+    /// connectivity checks every 3 s) is dropped. Default 10 s.
+    pub peer_timeout: Duration,
+    /// How long the subscribers of a publisher that went away wait for a publisher with the
+    /// same uid, which they then continue with. Default 30 s.
+    pub rejoin_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -51,7 +55,8 @@ impl Default for ServerConfig {
             media_port: None,
             token: None,
             candidates: vec![],
-            publisher_timeout: Duration::from_secs(10),
+            peer_timeout: sfu::DEFAULT_PEER_TIMEOUT,
+            rejoin_grace: sfu::DEFAULT_REJOIN_GRACE,
         }
     }
 }
@@ -85,7 +90,8 @@ impl CallServer {
         gst::info!(CAT, "ICE candidates: {candidates:?}");
         let sfu = sfu::Sfu::new(sfu::SfuConfig {
             candidates,
-            publisher_timeout: config.publisher_timeout,
+            peer_timeout: config.peer_timeout,
+            rejoin_grace: config.rejoin_grace,
         });
         let (driver, media_thread) = driver::spawn(udp, sfu)?;
 

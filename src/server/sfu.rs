@@ -8,6 +8,19 @@
 //! written to each subscriber's `Rtc`, which packetizes, encrypts and retransmits (NACK/RTX)
 //! on its own leg. Keyframe requests (PLI/FIR) from subscribers go to the publisher,
 //! rate-limited, and a subscriber that connects mid-stream asks for one.
+//!
+//! Liveness: every session runs full ICE (not ICE-lite), so the server itself checks each
+//! peer's candidate pair with a STUN binding request every 3 s, which every ICE stack
+//! answers. An ICE-lite server would depend on the peer's own requests instead, and libnice
+//! (webrtcbin, whipclientsink, whepclientsrc) sends none once connected: it keeps the pair
+//! up with binding *indications* every 25 s, which str0m's lite agent does not count, so
+//! such peers were dropped 15 s into every call. A peer from which nothing at all (STUN
+//! answer, media, RTCP) arrives for [`SfuConfig::peer_timeout`] is dropped.
+//!
+//! Subscribers watch a publisher by its uid, not by its session: when a publisher goes away
+//! (it left, lost its connection, or reconnects with the same uid) its subscribers wait for
+//! a publisher with that uid for [`SfuConfig::rejoin_grace`] and continue with it, their
+//! media timeline unbroken.
 
 use serde::Serialize;
 use std::collections::HashMap;
@@ -16,7 +29,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
-use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid};
 use str0m::net::Receive;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
@@ -32,6 +45,10 @@ const KEYFRAME_REQUEST_SPACING: Duration = Duration::from_millis(100);
 const KEYFRAME_REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
 /// A session that has not connected after this long is dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default of [`SfuConfig::peer_timeout`]: three connectivity checks unanswered.
+pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`SfuConfig::rejoin_grace`].
+pub const DEFAULT_REJOIN_GRACE: Duration = Duration::from_secs(30);
 
 /// Why a request was refused; each maps to an HTTP status and carries a reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,7 +165,6 @@ struct Publisher {
     nacks: u64,
     plis: u64,
     rate: Rate,
-    last_media: Option<Instant>,
     keyframe_wanted: Option<KeyframeRequestKind>,
     last_keyframe_request: Option<Instant>,
     last_keyframe: Option<Instant>,
@@ -156,13 +172,57 @@ struct Publisher {
 
 #[derive(Debug, Default)]
 struct Subscriber {
-    publisher: u64,
+    /// The uid of the publisher it watches, in the session's channel.
+    publisher_uid: String,
+    /// The publisher's current session; `None` while the publisher is away.
+    publisher: Option<u64>,
+    /// Since when the publisher is away.
+    waiting_since: Option<Instant>,
+    /// Video codecs of the subscriber's answer.
+    codecs: Vec<String>,
+    /// Keeps the subscriber's media time continuous across publisher sessions.
+    timeline: Timeline,
     /// Payload types of the answer's media sections.
     answered_pts: Vec<u8>,
     /// Media sections the subscriber receives (mid, kind).
     outs: Vec<(Mid, MediaKind)>,
     packets: u64,
     rate: Rate,
+}
+
+/// Maps the media time of the publisher sessions a subscriber is fed from onto one
+/// continuous timeline: when the source session changes (the publisher reconnected), the
+/// next frame is placed after the last one sent by the wall-clock time in between, so the
+/// receiver sees a pause rather than a jump of the RTP timestamps.
+#[derive(Debug, Default)]
+struct Timeline {
+    source: Option<u64>,
+    /// Added to the source's time, in ticks of its clock.
+    offset: i128,
+    /// The last time written, and when.
+    last: Option<(MediaTime, Instant)>,
+}
+
+impl Timeline {
+    fn map(&mut self, source: u64, time: MediaTime, now: Instant) -> MediaTime {
+        if self.source != Some(source) {
+            self.source = Some(source);
+            self.offset = match self.last {
+                Some((last, at)) if last.frequency() == time.frequency() => {
+                    let elapsed = MediaTime::from(now.saturating_duration_since(at))
+                        .rebase(time.frequency())
+                        .numer()
+                        .max(1);
+                    last.numer() as i128 + elapsed as i128 - time.numer() as i128
+                }
+                _ => 0,
+            };
+        }
+        let numer = (time.numer() as i128 + self.offset).clamp(0, u64::MAX as i128) as u64;
+        let out = MediaTime::new(numer, time.frequency());
+        self.last = Some((out, now));
+        out
+    }
 }
 
 #[derive(Debug)]
@@ -178,7 +238,11 @@ struct Session {
     rtc: Rtc,
     role: Role,
     created: Instant,
+    /// When the peer last sent anything (STUN, DTLS, media, RTCP).
+    last_heard: Instant,
     connected: bool,
+    /// ICE lost every candidate pair (it may find one again).
+    ice_disconnected: bool,
     /// When the `Rtc` wants time to advance next.
     next_timeout: Instant,
     /// Polled since it last got input.
@@ -189,10 +253,11 @@ struct Session {
 
 impl Session {
     fn state(&self) -> &'static str {
-        match (self.rtc.is_alive(), self.connected) {
-            (false, _) => "closed",
-            (true, true) => "connected",
-            (true, false) => "connecting",
+        match (self.rtc.is_alive(), self.connected, self.ice_disconnected) {
+            (false, _, _) => "closed",
+            (true, true, false) => "connected",
+            (true, true, true) => "disconnected",
+            (true, false, _) => "connecting",
         }
     }
 
@@ -202,6 +267,13 @@ impl Session {
             Role::Subscriber(_) => None,
         }
     }
+
+    fn subscriber_mut(&mut self) -> Option<&mut Subscriber> {
+        match &mut self.role {
+            Role::Subscriber(s) => Some(s),
+            Role::Publisher(_) => None,
+        }
+    }
 }
 
 /// Configuration of the forwarding core.
@@ -209,8 +281,22 @@ impl Session {
 pub struct SfuConfig {
     /// Host candidates every peer is given (the server's one UDP socket).
     pub candidates: Vec<SocketAddr>,
-    /// A publisher whose media stops for this long is dropped.
-    pub publisher_timeout: Duration,
+    /// A peer from which nothing arrives for this long is dropped. Healthy peers answer the
+    /// server's connectivity checks (every 3 s) even when they send no media.
+    pub peer_timeout: Duration,
+    /// How long the subscribers of a publisher that went away wait for a publisher with the
+    /// same uid before their sessions end.
+    pub rejoin_grace: Duration,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        SfuConfig {
+            candidates: vec![],
+            peer_timeout: DEFAULT_PEER_TIMEOUT,
+            rejoin_grace: DEFAULT_REJOIN_GRACE,
+        }
+    }
 }
 
 /// A request that forwards work between sessions, collected while polling.
@@ -264,7 +350,7 @@ impl Sfu {
             .enable_h264(true)
             .enable_av1(true)
             .enable_opus(true, false)
-            .set_ice_lite(true)
+            .set_ice_lite(false)
             .set_stats_interval(Some(Duration::from_secs(1)))
             .build(now);
         for addr in &self.config.candidates {
@@ -333,7 +419,7 @@ impl Sfu {
                 CAT,
                 "publisher {uid} in {channel} reconnected, replacing its old session"
             );
-            self.close(old);
+            self.close(old, now);
         }
         gst::info!(
             CAT,
@@ -353,6 +439,7 @@ impl Sfu {
             now,
             offer,
         );
+        self.attach_waiting(key);
         Ok(Created { id, answer })
     }
 
@@ -398,7 +485,9 @@ impl Sfu {
         gst::info!(CAT, "subscriber {id} joins {channel} for {uid}");
         gst::trace!(CAT, "subscriber offer:\n{offer}\nanswer:\n{answer}");
         let role = Role::Subscriber(Subscriber {
-            publisher: pub_key,
+            publisher_uid: uid.to_owned(),
+            publisher: Some(pub_key),
+            codecs: sdp::offered_video_codecs(&answer),
             answered_pts: sdp::payload_types(&answer),
             ..Default::default()
         });
@@ -427,7 +516,9 @@ impl Sfu {
                 rtc,
                 role,
                 created: now,
+                last_heard: now,
                 connected: false,
+                ice_disconnected: false,
                 next_timeout: now,
                 dirty: true,
                 remote_ufrag: sdp::ice_ufrag(offer),
@@ -464,27 +555,65 @@ impl Sfu {
         Ok(())
     }
 
-    /// Ends session `id` (a DELETE). A publisher takes its subscribers with it.
-    pub fn leave(&mut self, id: &str) -> Result<(), SfuError> {
+    /// Ends session `id` (a DELETE). The subscribers of a publisher wait for it to come
+    /// back (see [`SfuConfig::rejoin_grace`]).
+    pub fn leave(&mut self, id: &str, now: Instant) -> Result<(), SfuError> {
         let key = self.key_of(id)?;
-        self.close(key);
+        self.close(key, now);
         Ok(())
     }
 
-    fn close(&mut self, key: u64) {
-        let subs: Vec<u64> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| matches!(&s.role, Role::Subscriber(sub) if sub.publisher == key))
-            .map(|(k, _)| *k)
-            .collect();
-        for k in subs.into_iter().chain([key]) {
-            if let Some(mut s) = self.sessions.remove(&k) {
-                gst::info!(CAT, "session {} ({} in {}) closed", s.id, s.uid, s.channel);
+    fn close(&mut self, key: u64, now: Instant) {
+        let Some(mut s) = self.sessions.remove(&key) else {
+            return;
+        };
+        gst::info!(CAT, "session {} ({} in {}) closed", s.id, s.uid, s.channel);
+        s.rtc.disconnect();
+        self.by_source.retain(|_, k| *k != key);
+        if matches!(s.role, Role::Publisher(_)) {
+            for sub in self
+                .sessions
+                .values_mut()
+                .filter_map(Session::subscriber_mut)
+            {
+                if sub.publisher == Some(key) {
+                    sub.publisher = None;
+                    sub.waiting_since = Some(now);
+                }
+            }
+        }
+    }
+
+    /// Gives the subscribers waiting for the uid of publisher `key` back their publisher;
+    /// those whose answer has none of its codecs end.
+    fn attach_waiting(&mut self, key: u64) {
+        let Some((channel, uid, codecs)) = self.sessions.get(&key).and_then(|s| match &s.role {
+            Role::Publisher(p) => Some((s.channel.clone(), s.uid.clone(), p.codecs.clone())),
+            Role::Subscriber(_) => None,
+        }) else {
+            return;
+        };
+        for s in self.sessions.values_mut() {
+            let Role::Subscriber(sub) = &mut s.role else {
+                continue;
+            };
+            if s.channel != channel || sub.publisher_uid != uid || sub.publisher.is_some() {
+                continue;
+            }
+            if sub.codecs.iter().any(|c| codecs.contains(c)) {
+                gst::info!(CAT, "subscriber {} continues with the new {uid}", s.id);
+                sub.publisher = Some(key);
+                sub.waiting_since = None;
+            } else {
+                gst::info!(
+                    CAT,
+                    "subscriber {} cannot take the new {uid}'s {}: ending it",
+                    s.id,
+                    codecs.join("/")
+                );
                 s.rtc.disconnect();
             }
         }
-        self.by_source.retain(|_, k| self.sessions.contains_key(k));
     }
 
     /// Channels with their publishers and subscribers, sorted by name.
@@ -521,19 +650,19 @@ impl Sfu {
                     subscribers: self
                         .sessions
                         .values()
-                        .filter(
-                            |o| matches!(&o.role, Role::Subscriber(sub) if sub.publisher == *key),
-                        )
+                        .filter(|o| {
+                            matches!(&o.role, Role::Subscriber(sub) if sub.publisher == Some(*key))
+                        })
                         .count(),
                 }),
                 Role::Subscriber(sub) => channels[idx].subscribers.push(SubscriberInfo {
                     id: s.id.clone(),
-                    publisher: self
-                        .sessions
-                        .get(&sub.publisher)
-                        .map(|p| p.uid.clone())
-                        .unwrap_or_default(),
-                    state: s.state(),
+                    publisher: sub.publisher_uid.clone(),
+                    state: if sub.publisher.is_none() && s.rtc.is_alive() {
+                        "waiting"
+                    } else {
+                        s.state()
+                    },
                     packets: sub.packets,
                     bitrate: sub.rate.per_second(now) * 8,
                 }),
@@ -567,6 +696,7 @@ impl Sfu {
         };
         self.by_source.insert(source, key);
         let session = self.sessions.get_mut(&key).expect("key exists");
+        session.last_heard = now;
         if let Err(e) = session.rtc.handle_input(input) {
             gst::warning!(
                 CAT,
@@ -579,9 +709,10 @@ impl Sfu {
         true
     }
 
-    /// Advances time for the peers that asked for it, and drops silent publishers.
+    /// Advances time for the peers that asked for it, and drops silent peers and the
+    /// subscribers that waited too long for their publisher.
     pub fn timeout(&mut self, now: Instant) {
-        let timeout = self.config.publisher_timeout;
+        let (silence, grace) = (self.config.peer_timeout, self.config.rejoin_grace);
         for s in self.sessions.values_mut() {
             if !s.connected && now.duration_since(s.created) > CONNECT_TIMEOUT && s.rtc.is_alive() {
                 gst::info!(
@@ -591,17 +722,29 @@ impl Sfu {
                 );
                 s.rtc.disconnect();
             }
-            if let Role::Publisher(p) = &s.role {
-                let since = p.last_media.unwrap_or(s.created);
-                if now.duration_since(since) > timeout {
-                    gst::info!(
-                        CAT,
-                        "publisher {} in {} sent no media for {timeout:?}, dropping it",
-                        s.uid,
-                        s.channel
-                    );
-                    s.rtc.disconnect();
-                }
+            if s.connected && now.duration_since(s.last_heard) > silence && s.rtc.is_alive() {
+                gst::info!(
+                    CAT,
+                    "session {} ({} in {}) sent nothing for {silence:?}, dropping it",
+                    s.id,
+                    s.uid,
+                    s.channel
+                );
+                s.rtc.disconnect();
+            }
+            if let Role::Subscriber(sub) = &s.role
+                && sub
+                    .waiting_since
+                    .is_some_and(|t| now.duration_since(t) > grace)
+                && s.rtc.is_alive()
+            {
+                gst::info!(
+                    CAT,
+                    "subscriber {}: {} did not come back within {grace:?}, ending it",
+                    s.id,
+                    sub.publisher_uid
+                );
+                s.rtc.disconnect();
             }
             if s.next_timeout <= now {
                 if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
@@ -661,7 +804,7 @@ impl Sfu {
             .map(|(k, _)| *k)
             .collect();
         for k in dead {
-            self.close(k);
+            self.close(k, now);
         }
         self.sessions
             .values()
@@ -685,7 +828,7 @@ impl Sfu {
             let Role::Subscriber(sub) = &mut s.role else {
                 continue;
             };
-            if sub.publisher != from || !s.connected {
+            if sub.publisher != Some(from) || !s.connected {
                 continue;
             }
             let Some(mid) = sub.outs.iter().find(|(_, k)| *k == kind).map(|(m, _)| *m) else {
@@ -712,7 +855,8 @@ impl Sfu {
                 continue;
             };
             let len = data.data.len() as u64;
-            if let Err(e) = writer.write(pt, data.network_time, data.time, data.data.clone()) {
+            let time = sub.timeline.map(from, data.time, now);
+            if let Err(e) = writer.write(pt, data.network_time, time, data.data.clone()) {
                 gst::warning!(CAT, "subscriber {} failed, disconnecting: {e}", s.id);
                 s.rtc.disconnect();
                 continue;
@@ -818,14 +962,22 @@ fn on_event(key: u64, s: &mut Session, now: Instant, event: Event, forwards: &mu
                 s.channel
             );
             s.connected = true;
-            if let Role::Subscriber(sub) = &s.role {
+            match &s.role {
                 // A subscriber joining mid-stream needs a keyframe to start from.
-                forwards.push(Forward::Keyframe(sub.publisher, KeyframeRequestKind::Fir));
+                Role::Subscriber(Subscriber {
+                    publisher: Some(p), ..
+                }) => forwards.push(Forward::Keyframe(*p, KeyframeRequestKind::Fir)),
+                // So do the subscribers waiting for a publisher that comes back.
+                Role::Publisher(_) => {
+                    forwards.push(Forward::Keyframe(key, KeyframeRequestKind::Fir))
+                }
+                Role::Subscriber(_) => (),
             }
         }
-        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-            gst::info!(CAT, "session {} lost its connection", s.id);
-            s.rtc.disconnect();
+        Event::IceConnectionStateChange(state) => {
+            // A pair can fail and recover; the session ends when the peer falls silent.
+            gst::debug!(CAT, "session {} ICE {state:?}", s.id);
+            s.ice_disconnected = state == IceConnectionState::Disconnected;
         }
         Event::MediaAdded(m) => match &mut s.role {
             Role::Publisher(p) => p.tracks.push((m.mid, m.kind)),
@@ -833,7 +985,6 @@ fn on_event(key: u64, s: &mut Session, now: Instant, event: Event, forwards: &mu
         },
         Event::MediaData(data) => {
             if let Role::Publisher(p) = &mut s.role {
-                p.last_media = Some(now);
                 p.rate.add(now, data.data.len() as u64);
                 if p.tracks
                     .iter()
@@ -876,8 +1027,11 @@ fn on_event(key: u64, s: &mut Session, now: Instant, event: Event, forwards: &mu
             }
         }
         Event::KeyframeRequest(req) => {
-            if let Role::Subscriber(sub) = &s.role {
-                forwards.push(Forward::Keyframe(sub.publisher, req.kind));
+            if let Role::Subscriber(Subscriber {
+                publisher: Some(p), ..
+            }) = &s.role
+            {
+                forwards.push(Forward::Keyframe(*p, req.kind));
             }
         }
         _ => (),
@@ -896,7 +1050,7 @@ mod tests {
     fn sfu() -> Sfu {
         Sfu::new(SfuConfig {
             candidates: vec![SERVER],
-            publisher_timeout: Duration::from_secs(10),
+            ..Default::default()
         })
     }
 
@@ -908,6 +1062,16 @@ mod tests {
         received: Vec<MediaData>,
         keyframe_requests: usize,
         connected: bool,
+        /// Once connected, sends no STUN binding requests of its own (as libnice does: it
+        /// keeps a pair up with binding indications, which need no answer).
+        quiet_ice: bool,
+        /// Sends nothing at all (the peer is gone).
+        mute: bool,
+    }
+
+    /// Whether a datagram is a STUN binding request.
+    fn is_binding_request(b: &[u8]) -> bool {
+        b.len() >= 20 && b[0..2] == [0x00, 0x01] && b[4..8] == [0x21, 0x12, 0xa4, 0x42]
     }
 
     impl Peer {
@@ -922,6 +1086,8 @@ mod tests {
                 received: vec![],
                 keyframe_requests: 0,
                 connected: false,
+                quiet_ice: false,
+                mute: false,
             }
         }
 
@@ -946,7 +1112,12 @@ mod tests {
             loop {
                 match p.rtc.poll_output().unwrap() {
                     Output::Timeout(_) => break,
-                    Output::Transmit(t) => to_server.push((t.source, t.contents.to_vec())),
+                    Output::Transmit(t) => {
+                        let quiet = p.quiet_ice && p.connected && is_binding_request(&t.contents);
+                        if !quiet && !p.mute {
+                            to_server.push((t.source, t.contents.to_vec()))
+                        }
+                    }
                     Output::Event(Event::Connected) => p.connected = true,
                     Output::Event(Event::MediaData(d)) => p.received.push(d),
                     Output::Event(Event::KeyframeRequest(_)) => p.keyframe_requests += 1,
@@ -1102,30 +1273,180 @@ mod tests {
         assert!(err.to_string().contains("nowhere"));
     }
 
-    #[test]
-    fn leave_removes_publisher_and_subscribers() {
-        let mut now = Instant::now();
-        let mut sfu = sfu();
-        let (_publisher, created) = connected_publisher(&mut sfu, &mut now, 50003);
-        let mut viewer = Peer::new(now, 50004);
-        let (offer, _) = viewer.offer(Direction::RecvOnly);
-        sfu.subscribe(now, "room", "alice", &offer).unwrap();
-        assert_eq!(sfu.len(), 2);
-        sfu.leave(&created.id).unwrap();
-        assert!(sfu.is_empty());
-        assert!(sfu.channels(now).is_empty());
-        assert_eq!(sfu.leave(&created.id).unwrap_err().status(), 404);
+    /// Writes VP8 key frame `n` (payload bytes all `n`) from `publisher`.
+    fn write_frame(publisher: &mut Peer, now: Instant, n: u8, time: u64) {
+        let writer = publisher.rtc.writer(publisher.mid.unwrap()).unwrap();
+        let pt = writer
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .unwrap()
+            .pt();
+        writer
+            .write(pt, now, MediaTime::from_90khz(time), vp8_keyframe(n))
+            .unwrap();
+    }
+
+    fn connected_viewer(sfu: &mut Sfu, publisher: &mut Peer, now: &mut Instant) -> (Peer, Created) {
+        let mut viewer = Peer::new(*now, 50100);
+        let (offer, pending) = viewer.offer(Direction::RecvOnly);
+        let sub = sfu.subscribe(*now, "room", "alice", &offer).unwrap();
+        viewer.answer(pending, &sub.answer);
+        run(sfu, &mut [publisher, &mut viewer], now, 400, |p| {
+            p[1].connected
+        });
+        (viewer, sub)
+    }
+
+    fn publisher_state(sfu: &Sfu, now: Instant) -> Option<&'static str> {
+        sfu.channels(now)
+            .first()
+            .and_then(|c| c.publishers.first().map(|p| p.state))
     }
 
     #[test]
-    fn silent_publisher_times_out() {
+    fn a_peer_that_sends_no_binding_requests_stays_connected() {
+        // libnice, once connected, sends STUN binding indications every 25 s and no binding
+        // requests. The server checks the pair itself; the call lasts.
+        let mut now = Instant::now();
+        let mut sfu = sfu();
+        let (mut publisher, _) = connected_publisher(&mut sfu, &mut now, 50010);
+        publisher.quiet_ice = true;
+        let (mut viewer, _) = connected_viewer(&mut sfu, &mut publisher, &mut now);
+        viewer.quiet_ice = true;
+        let start = now;
+        let mut n = 0u8;
+        while now.duration_since(start) < Duration::from_secs(60) {
+            // A frame every 100 ms, time passing in 5 ms steps.
+            write_frame(&mut publisher, now, n, 9000 * n as u64);
+            n = n.wrapping_add(1);
+            for _ in 0..20 {
+                step(&mut sfu, &mut [&mut publisher, &mut viewer], &mut now);
+            }
+            assert_eq!(
+                publisher_state(&sfu, now),
+                Some("connected"),
+                "publisher dropped after {:?}",
+                now.duration_since(start)
+            );
+        }
+        assert_eq!(sfu.len(), 2);
+        assert!(viewer.received.len() >= 590, "{}", viewer.received.len());
+    }
+
+    #[test]
+    fn a_silent_peer_is_dropped() {
+        let mut now = Instant::now();
+        let mut sfu = sfu();
+        let (mut publisher, _) = connected_publisher(&mut sfu, &mut now, 50011);
+        publisher.mute = true;
+        let start = now;
+        while sfu.len() == 1 && now.duration_since(start) < Duration::from_secs(30) {
+            step(&mut sfu, &mut [&mut publisher], &mut now);
+        }
+        let gone_after = now.duration_since(start);
+        assert!(sfu.is_empty(), "still there after {gone_after:?}");
+        assert!(
+            gone_after >= DEFAULT_PEER_TIMEOUT
+                && gone_after < DEFAULT_PEER_TIMEOUT + Duration::from_secs(1),
+            "dropped after {gone_after:?}"
+        );
+    }
+
+    #[test]
+    fn subscribers_wait_for_their_publisher_and_continue_with_its_new_session() {
+        let mut now = Instant::now();
+        let mut sfu = sfu();
+        let (mut first, created) = connected_publisher(&mut sfu, &mut now, 50012);
+        let (mut viewer, sub) = connected_viewer(&mut sfu, &mut first, &mut now);
+        write_frame(&mut first, now, 1, 90_000);
+        run(
+            &mut sfu,
+            &mut [&mut first, &mut viewer],
+            &mut now,
+            100,
+            |p| p[1].received.len() == 1,
+        );
+        // The publisher leaves: the viewer stays, waiting.
+        sfu.leave(&created.id, now).unwrap();
+        let info = sfu.channels(now);
+        assert!(info[0].publishers.is_empty());
+        assert_eq!(info[0].subscribers[0].id, sub.id);
+        assert_eq!(info[0].subscribers[0].state, "waiting");
+        assert_eq!(info[0].subscribers[0].publisher, "alice");
+        for _ in 0..200 {
+            step(&mut sfu, &mut [&mut viewer], &mut now);
+        }
+        // The same uid publishes again, with a timeline of its own: the viewer gets its
+        // frames, one second later on the viewer's timeline, and the new publisher is asked
+        // for a keyframe.
+        let (mut second, _) = connected_publisher(&mut sfu, &mut now, 50013);
+        run(
+            &mut sfu,
+            &mut [&mut second, &mut viewer],
+            &mut now,
+            200,
+            |p| p[0].keyframe_requests > 0,
+        );
+        let info = sfu.channels(now);
+        assert_eq!(info[0].subscribers[0].state, "connected");
+        assert_eq!(info[0].publishers[0].subscribers, 1);
+        let gap = now;
+        write_frame(&mut second, now, 2, 5_000_000);
+        run(
+            &mut sfu,
+            &mut [&mut second, &mut viewer],
+            &mut now,
+            100,
+            |p| p[1].received.len() == 2,
+        );
+        assert_eq!(&viewer.received[1].data[..], &vp8_keyframe(2)[..]);
+        let step_ticks =
+            viewer.received[1].time.numer() as i64 - viewer.received[0].time.numer() as i64;
+        let wall_ticks = (gap
+            .duration_since(start_of(&viewer.received[0]))
+            .as_secs_f64()
+            * 90_000.0) as i64;
+        assert!(
+            (step_ticks - wall_ticks).abs() < 9_000,
+            "media time moved by {step_ticks} ticks over {wall_ticks} ticks of wall clock"
+        );
+    }
+
+    fn start_of(d: &MediaData) -> Instant {
+        d.network_time
+    }
+
+    #[test]
+    fn waiting_subscribers_end_after_the_grace() {
+        let mut now = Instant::now();
+        let mut sfu = sfu();
+        let (mut publisher, created) = connected_publisher(&mut sfu, &mut now, 50014);
+        let (mut viewer, _) = connected_viewer(&mut sfu, &mut publisher, &mut now);
+        sfu.leave(&created.id, now).unwrap();
+        assert_eq!(sfu.len(), 1);
+        let left = now;
+        while sfu.len() == 1 && now.duration_since(left) < Duration::from_secs(60) {
+            step(&mut sfu, &mut [&mut viewer], &mut now);
+        }
+        let ended = now.duration_since(left);
+        assert!(sfu.is_empty());
+        assert!(
+            ended >= DEFAULT_REJOIN_GRACE && ended < DEFAULT_REJOIN_GRACE + Duration::from_secs(1),
+            "{ended:?}"
+        );
+        assert!(sfu.channels(now).is_empty());
+        assert_eq!(sfu.leave(&created.id, now).unwrap_err().status(), 404);
+    }
+
+    #[test]
+    fn a_publisher_that_never_connects_is_dropped() {
         let mut now = Instant::now();
         let mut sfu = sfu();
         let mut publisher = Peer::new(now, 50005);
         let (offer, _) = publisher.offer(Direction::SendOnly);
         sfu.publish(now, "room", None, &offer).unwrap();
         assert_eq!(sfu.channels(now)[0].publishers[0].uid, "publisher-1");
-        now += Duration::from_secs(11);
+        now += CONNECT_TIMEOUT + Duration::from_secs(1);
         sfu.timeout(now);
         sfu.poll(now, &mut |_, _, _| ());
         assert!(sfu.is_empty());
