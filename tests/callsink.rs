@@ -8,7 +8,6 @@ mod common;
 use common::{netns, wait_for};
 use gst::prelude::*;
 use gstcustomvideo::server::{CallServer, ServerConfig};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -30,67 +29,13 @@ fn server(token: Option<&str>) -> CallServer {
     .expect("server starts")
 }
 
-/// A running publishing pipeline and its bus messages.
-struct Publisher {
-    pipeline: gst::Pipeline,
-    messages: Arc<Mutex<Vec<gst::Message>>>,
-}
+/// A publishing pipeline and its bus messages.
+type Publisher = common::Launched;
 
-impl Publisher {
+impl common::Launched {
     fn launch(desc: &str) -> Publisher {
         init();
-        let pipeline = gst::parse::launch(desc)
-            .unwrap()
-            .downcast::<gst::Pipeline>()
-            .unwrap();
-        let messages: Arc<Mutex<Vec<gst::Message>>> = Arc::default();
-        let m = messages.clone();
-        pipeline.bus().unwrap().set_sync_handler(move |_, msg| {
-            m.lock().unwrap().push(msg.clone());
-            gst::BusSyncReply::Drop
-        });
-        Publisher { pipeline, messages }
-    }
-
-    fn play(self) -> Publisher {
-        let _ = self.pipeline.set_state(gst::State::Playing);
-        self
-    }
-
-    fn error(&self) -> Option<String> {
-        self.messages
-            .lock()
-            .unwrap()
-            .iter()
-            .find_map(|m| match m.view() {
-                gst::MessageView::Error(e) => Some(e.error().message().to_string()),
-                _ => None,
-            })
-    }
-
-    fn wait_error(&self, timeout: Duration) -> Option<String> {
-        wait_for(timeout, || self.error().is_some());
-        self.error()
-    }
-
-    fn element_message(&self, name: &str) -> Option<gst::Structure> {
-        self.messages
-            .lock()
-            .unwrap()
-            .iter()
-            .find_map(|m| match m.view() {
-                gst::MessageView::Element(e) => e
-                    .structure()
-                    .filter(|s| s.name() == name)
-                    .map(|s| s.to_owned()),
-                _ => None,
-            })
-    }
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
+        common::Launched::new(desc)
     }
 }
 
@@ -420,19 +365,7 @@ fn publisher_reconnects_when_the_server_restarts() {
     // The sink notices the silence, leaves, and publishes again with the same uid.
     let info = wait_publisher(&second, "r", "back", 5);
     assert_eq!(info.codec.as_deref(), Some("VP8"));
-    let states: Vec<String> = p
-        .messages
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|m| match m.view() {
-            gst::MessageView::Element(e) => e
-                .structure()
-                .filter(|s| s.name() == "callsink-connection-state")
-                .and_then(|s| s.get::<String>("state").ok()),
-            _ => None,
-        })
-        .collect();
+    let states: Vec<String> = p.connection_states().into_iter().map(|(_, s)| s).collect();
     assert!(states.iter().any(|s| s == "reconnecting"), "{states:?}");
     assert_eq!(
         states.last().map(String::as_str),

@@ -14,17 +14,19 @@
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
-use gst_webrtc::{WebRTCICEGatheringState, WebRTCPeerConnectionState, WebRTCSDPType};
+use gst_webrtc::WebRTCPeerConnectionState;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::ConnectionState;
 use super::codec::Codec;
+use super::connection::{Msg, Supervisor};
+use super::liveness::Liveness;
 use super::whip;
 use crate::OptimizationMode;
 use crate::server::{CallServer, ServerConfig};
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "callsink",
         gst::DebugColorFlags::empty(),
@@ -39,14 +41,10 @@ const DEFAULT_MAX_BITRATE: u32 = 2500;
 const DEFAULT_MIN_BITRATE: u32 = 100;
 const DEFAULT_KEYFRAME_INTERVAL: u32 = 2;
 const DEFAULT_TIMEOUT: u32 = 10;
-/// Longest wait for ICE gathering before the offer goes out with what was gathered.
-const GATHERING_TIMEOUT: Duration = Duration::from_secs(3);
-/// Attempts to restore a lost connection before giving up (backoff 0.5, 1, 2, 4, 8 s).
-const MAX_RECONNECTS: u32 = 5;
+/// Keep trying to restore a lost call for as long as the pipeline runs.
+const DEFAULT_RECONNECT_TIMEOUT: i32 = -1;
 /// A pause between frames longer than this counts as a freeze.
 const FREEZE_GAP: Duration = Duration::from_millis(600);
-/// The receiver is considered gone when no RTCP came from it for this long.
-const RTCP_TIMEOUT: Duration = Duration::from_secs(6);
 /// Minimum time between two keyframes forced by the receivers' requests; a request that
 /// comes sooner is served when the time is up.
 const KEYFRAME_MIN_SPACING: Duration = Duration::from_millis(200);
@@ -54,7 +52,7 @@ const KEYFRAME_MIN_SPACING: Duration = Duration::from_millis(200);
 const KEYFRAME_REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
 
 #[derive(Debug, Clone)]
-struct Settings {
+pub(super) struct Settings {
     server: Option<String>,
     channel: String,
     uid: Option<String>,
@@ -66,9 +64,10 @@ struct Settings {
     min_bitrate: u32,
     max_bitrate: u32,
     keyframe_interval: u32,
-    ice_servers: Vec<String>,
+    pub(super) ice_servers: Vec<String>,
     ice_transport_policy: String,
-    timeout: u32,
+    pub(super) timeout: u32,
+    pub(super) reconnect_timeout: i32,
 }
 
 impl Default for Settings {
@@ -88,6 +87,7 @@ impl Default for Settings {
             ice_servers: vec![],
             ice_transport_policy: "all".into(),
             timeout: DEFAULT_TIMEOUT,
+            reconnect_timeout: DEFAULT_RECONNECT_TIMEOUT,
         }
     }
 }
@@ -142,19 +142,23 @@ fn degradation(mode: OptimizationMode, ratio: f64) -> Degradation {
 }
 
 #[derive(Default)]
-struct State {
-    webrtcbin: Option<gst::Element>,
-    client: Option<Arc<whip::Client>>,
-    resource: Option<String>,
+pub(super) struct State {
+    pub(super) webrtcbin: Option<gst::Element>,
+    /// Identifies the current webrtcbin and publishing attempt: bumped for each new one and
+    /// when the call is left, so that late news from an older one is recognised.
+    pub(super) generation: u64,
+    pub(super) client: Option<Arc<whip::Client>>,
+    /// The WHIP session resource of the current call.
+    pub(super) resource: Option<String>,
     server: Option<Arc<CallServer>>,
-    endpoint: Option<String>,
-    started: bool,
-    chain: Vec<gst::Element>,
+    pub(super) endpoint: Option<String>,
+    caps_seen: bool,
+    pub(super) chain: Vec<gst::Element>,
     encoder: Option<gst::Element>,
-    codec: Option<Codec>,
+    pub(super) codec: Option<Codec>,
     block: Option<gst::PadProbeId>,
     hints: TrackHints,
-    input_caps: Option<gst::Caps>,
+    pub(super) input_caps: Option<gst::Caps>,
     last_keyframe_request: Option<Instant>,
     /// When the last keyframe entered the payloader.
     last_keyframe: Option<Instant>,
@@ -167,32 +171,33 @@ struct State {
     sent_bytes: crate::rate::Rate,
     /// Frames entering the payloader, for the send frame rate.
     sent_frames: crate::rate::Rate,
-    deleted: bool,
-    ssrc: u32,
+    pub(super) ssrc: u32,
     /// Elements that degrade raw input under congestion: videoscale's capsfilter, videorate.
     degrade: Option<(gst::Element, gst::Element)>,
     degradation: Degradation,
     estimate: Option<u32>,
     cc: Option<gst::Element>,
-    /// ICE servers from the WHIP server's Link headers (used when reconnecting).
-    link_ice_servers: Vec<String>,
-    reconnecting: bool,
+    /// ICE servers from the WHIP server's Link headers (used when publishing again).
+    pub(super) link_ice_servers: Vec<String>,
     last_frame: Option<Instant>,
     freeze: Duration,
     /// Frames inside the encoder: (timestamp, when it entered).
     encoding: std::collections::VecDeque<(gst::ClockTime, Instant)>,
     encode_delay_ms: f64,
-    /// When RTCP last came from the receiver (reports, TWCC feedback).
-    last_rtcp: Option<Instant>,
-    watchdog: bool,
-    /// Drops buffers between the chain and webrtcbin while reconnecting.
-    hold: Option<gst::PadProbeId>,
+    /// Drops buffers between the chain and webrtcbin while the call is down.
+    pub(super) hold: Option<gst::PadProbeId>,
 }
 
+/// Lock order: `supervisor`, then `settings`, then `state`, then `liveness`; `connection`
+/// on its own. No lock is held while calling into elements or posting messages.
 pub struct CallSink {
-    settings: Mutex<Settings>,
-    state: Mutex<State>,
+    pub(super) settings: Mutex<Settings>,
+    pub(super) state: Mutex<State>,
     connection: Mutex<ConnectionState>,
+    /// The connection supervisor of the current run (see `connection.rs`).
+    pub(super) supervisor: Mutex<Option<Supervisor>>,
+    /// Whether the receiver still answers, while connected.
+    pub(super) liveness: Mutex<Option<Liveness>>,
     queue: gst::Element,
     ghost: gst::GhostPad,
 }
@@ -375,7 +380,7 @@ fn is_loopback_url(url: &str) -> bool {
 }
 
 /// The payload type and codec the answer chose for the video section.
-fn answered_codec(answer: &gst_sdp::SDPMessageRef) -> Result<(Codec, u32), String> {
+pub(super) fn answered_codec(answer: &gst_sdp::SDPMessageRef) -> Result<(Codec, u32), String> {
     let media = answer
         .medias()
         .find(|m| m.media() == Some("video"))
@@ -406,7 +411,7 @@ fn answered_codec(answer: &gst_sdp::SDPMessageRef) -> Result<(Codec, u32), Strin
 }
 
 impl CallSink {
-    fn set_connection_state(&self, new: ConnectionState) {
+    pub(super) fn set_connection_state(&self, new: ConnectionState) {
         {
             let mut c = self.connection.lock().unwrap();
             if *c == new {
@@ -430,13 +435,13 @@ impl CallSink {
             .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
     }
 
-    fn fail(&self, msg: String) {
+    pub(super) fn fail(&self, msg: String) {
         self.set_connection_state(ConnectionState::Failed);
         gst::element_imp_error!(self, gst::ResourceError::OpenWrite, ("{}", msg));
     }
 
     /// The codecs to offer for input `caps`.
-    fn codecs_for(&self, caps: &gst::CapsRef) -> Result<Vec<Codec>, String> {
+    pub(super) fn codecs_for(&self, caps: &gst::CapsRef) -> Result<Vec<Codec>, String> {
         if let Some(c) = Codec::from_caps(caps) {
             if !c.can_payload() {
                 return Err(format!(
@@ -468,179 +473,6 @@ impl CallSink {
         Ok(vec![c])
     }
 
-    /// Runs on the publishing thread: offer, WHIP, answer, chain.
-    fn publish(&self, caps: gst::Caps) {
-        if let Err(e) = self.try_publish(caps) {
-            gst::error!(CAT, imp = self, "{e}");
-            self.fail(e);
-        }
-    }
-
-    fn try_publish(&self, caps: gst::Caps) -> Result<(), String> {
-        let codecs = self.codecs_for(&caps)?;
-        let (webrtcbin, client) = {
-            let state = self.state.lock().unwrap();
-            (
-                state.webrtcbin.clone().ok_or("not started")?,
-                state.client.clone().ok_or("not started")?,
-            )
-        };
-        self.set_connection_state(ConnectionState::Connecting);
-        let (codec, pt) = self.negotiate(&webrtcbin, &client, &codecs)?;
-        self.build_chain(&webrtcbin, &caps, codec, pt)
-    }
-
-    /// Offers `codecs` on a new sendonly transceiver of `webrtcbin`, POSTs the offer and
-    /// applies the answer. Returns the codec and payload type the answer chose.
-    fn negotiate(
-        &self,
-        webrtcbin: &gst::Element,
-        client: &whip::Client,
-        codecs: &[Codec],
-    ) -> Result<(Codec, u32), String> {
-        let ssrc = self.state.lock().unwrap().ssrc;
-        let mut prefs = gst::Caps::new_empty();
-        for c in codecs {
-            prefs
-                .get_mut()
-                .unwrap()
-                .append_structure(c.offer_caps(ssrc));
-        }
-        let trans = webrtcbin.emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>(
-            "add-transceiver",
-            &[&gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly, &prefs],
-        );
-        trans.set_property("do-nack", true);
-
-        let promise = gst::Promise::new();
-        webrtcbin.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
-        let offer = match promise.wait() {
-            gst::PromiseResult::Replied => promise
-                .get_reply()
-                .and_then(|r| r.get::<gst_webrtc::WebRTCSessionDescription>("offer").ok())
-                .ok_or("webrtcbin made no offer")?,
-            other => return Err(format!("webrtcbin made no offer ({other:?})")),
-        };
-        let promise = gst::Promise::new();
-        webrtcbin.emit_by_name::<()>("set-local-description", &[&offer, &promise]);
-        promise.wait();
-
-        let deadline = Instant::now() + GATHERING_TIMEOUT;
-        while webrtcbin.property::<WebRTCICEGatheringState>("ice-gathering-state")
-            != WebRTCICEGatheringState::Complete
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let local = webrtcbin
-            .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
-            .ok_or("webrtcbin has no local description")?;
-        let sdp = local.sdp().as_text().map_err(|e| e.to_string())?;
-        gst::debug!(CAT, imp = self, "offer:\n{sdp}");
-
-        let session = client.publish(&sdp).map_err(|e| e.to_string())?;
-        gst::info!(CAT, imp = self, "published, session {}", session.resource);
-        {
-            let mut state = self.state.lock().unwrap();
-            state.resource = Some(session.resource.clone());
-            if !session.ice_servers.is_empty() {
-                gst::info!(
-                    CAT,
-                    imp = self,
-                    "server announced ICE servers {:?} (used when reconnecting)",
-                    session.ice_servers
-                );
-                state.link_ice_servers =
-                    session.ice_servers.iter().map(|s| s.to_gst_uri()).collect();
-            }
-        }
-
-        gst::debug!(CAT, imp = self, "answer:\n{}", session.answer);
-        let answer = gst_sdp::SDPMessage::parse_buffer(session.answer.as_bytes())
-            .map_err(|_| "the server's answer is not valid SDP".to_string())?;
-        let (codec, pt) = answered_codec(&answer)?;
-        gst::info!(
-            CAT,
-            imp = self,
-            "the answer chose {} (payload {pt})",
-            codec.encoding_name()
-        );
-        let desc = gst_webrtc::WebRTCSessionDescription::new(WebRTCSDPType::Answer, answer);
-        let promise = gst::Promise::new();
-        webrtcbin.emit_by_name::<()>("set-remote-description", &[&desc, &promise]);
-        promise.wait();
-
-        self.watch_rtcp(webrtcbin);
-        Ok((codec, pt))
-    }
-
-    /// Notes the arrival of every RTCP packet from the receiver, and starts the watchdog that
-    /// reconnects when they stop (the server went away, the network changed).
-    fn watch_rtcp(&self, webrtcbin: &gst::Element) {
-        let pad = webrtcbin
-            .downcast_ref::<gst::Bin>()
-            .and_then(|b| b.by_name("rtpbin"))
-            .and_then(|r| r.static_pad("recv_rtcp_sink_0"));
-        let Some(pad) = pad else {
-            gst::warning!(
-                CAT,
-                imp = self,
-                "cannot watch RTCP: no reconnection on silent receivers"
-            );
-            return;
-        };
-        self.state.lock().unwrap().last_rtcp = Some(Instant::now());
-        let weak = self.obj().downgrade();
-        pad.add_probe(
-            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-            move |_, _| {
-                if let Some(obj) = weak.upgrade() {
-                    obj.imp().state.lock().unwrap().last_rtcp = Some(Instant::now());
-                }
-                gst::PadProbeReturn::Ok
-            },
-        );
-        {
-            let mut state = self.state.lock().unwrap();
-            if state.watchdog {
-                return;
-            }
-            state.watchdog = true;
-        }
-        let weak = self.obj().downgrade();
-        let _ = std::thread::Builder::new()
-            .name("callsink-watchdog".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(Duration::from_millis(500));
-                    let Some(obj) = weak.upgrade() else { return };
-                    let imp = obj.imp();
-                    let (bin, silent) = {
-                        let state = imp.state.lock().unwrap();
-                        if state.deleted {
-                            return;
-                        }
-                        (
-                            state.webrtcbin.clone(),
-                            state.last_rtcp.is_some_and(|t| t.elapsed() > RTCP_TIMEOUT),
-                        )
-                    };
-                    let connected = *imp.connection.lock().unwrap() == ConnectionState::Connected;
-                    if silent
-                        && connected
-                        && let Some(bin) = bin
-                    {
-                        gst::warning!(
-                            CAT,
-                            imp = imp,
-                            "no RTCP from the receiver for {RTCP_TIMEOUT:?}: connection lost"
-                        );
-                        imp.connection_lost(&bin);
-                    }
-                }
-            });
-    }
-
     fn bitrates(&self) -> (u32, u32, u32) {
         let s = self.settings.lock().unwrap().clone();
         let hints = self.state.lock().unwrap().hints;
@@ -663,7 +495,7 @@ impl CallSink {
         (start, min, max)
     }
 
-    fn build_chain(
+    pub(super) fn build_chain(
         &self,
         webrtcbin: &gst::Element,
         caps: &gst::Caps,
@@ -775,13 +607,27 @@ impl CallSink {
             .find(|p| !p.is_linked())
             .or_else(|| webrtcbin.request_pad_simple("sink_%u"))
             .ok_or("webrtcbin gave no sink pad for the video transceiver")?;
-        chain
+        let end = chain
             .last()
-            .unwrap()
-            .static_pad("src")
-            .unwrap()
-            .link(&sinkpad)
+            .and_then(|e| e.static_pad("src"))
+            .ok_or("the encoding chain has no end")?;
+        end.link(&sinkpad)
             .map_err(|e| format!("cannot link to webrtcbin: {e:?}"))?;
+        // EOS stops at the end of the chain (webrtcbin has nothing to do with it): once it
+        // is there, every frame before it went out, and the call can be left.
+        let weak = self.obj().downgrade();
+        end.add_probe(
+            gst::PadProbeType::EVENT_DOWNSTREAM,
+            move |_, info| match &info.data {
+                Some(gst::PadProbeData::Event(e)) if e.type_() == gst::EventType::Eos => {
+                    if let Some(obj) = weak.upgrade() {
+                        obj.imp().send(Msg::Drained);
+                    }
+                    gst::PadProbeReturn::Drop
+                }
+                _ => gst::PadProbeReturn::Ok,
+            },
+        );
         self.queue
             .link(&chain[0])
             .map_err(|e| format!("cannot link the queue: {e}"))?;
@@ -883,8 +729,16 @@ impl CallSink {
                     _ => 0,
                 };
                 if let Some(obj) = weak.upgrade() {
-                    let mut s = obj.imp().state.lock().unwrap();
-                    s.sent_bytes.add(Instant::now(), bytes as u64);
+                    let now = Instant::now();
+                    obj.imp()
+                        .state
+                        .lock()
+                        .unwrap()
+                        .sent_bytes
+                        .add(now, bytes as u64);
+                    if let Some(l) = obj.imp().liveness.lock().unwrap().as_mut() {
+                        l.rtp_sent(now);
+                    }
                 }
                 gst::PadProbeReturn::Ok
             },
@@ -1060,131 +914,15 @@ impl CallSink {
         ))
     }
 
-    /// The connection of `bin` was lost: reconnect in the background (once at a time).
-    fn connection_lost(&self, bin: &gst::Element) {
-        {
-            let mut state = self.state.lock().unwrap();
-            if state.webrtcbin.as_ref() != Some(bin)
-                || state.reconnecting
-                || state.deleted
-                || state.chain.is_empty()
-            {
-                return;
-            }
-            state.reconnecting = true;
-        }
-        self.set_connection_state(ConnectionState::Reconnecting);
-        let weak = self.obj().downgrade();
-        let spawned = std::thread::Builder::new()
-            .name("callsink-reconnect".into())
-            .spawn(move || {
-                if let Some(obj) = weak.upgrade() {
-                    obj.imp().reconnect();
-                }
-            });
-        if let Err(e) = spawned {
-            self.fail(format!("cannot reconnect: {e}"));
-        }
-    }
-
-    fn reconnect(&self) {
-        let mut last_error = String::new();
-        for attempt in 0..MAX_RECONNECTS {
-            std::thread::sleep(Duration::from_millis(500 << attempt));
-            if self.state.lock().unwrap().deleted {
-                return;
-            }
-            gst::info!(CAT, imp = self, "reconnecting (attempt {})", attempt + 1);
-            match self.try_reconnect() {
-                Ok(()) => {
-                    self.state.lock().unwrap().reconnecting = false;
-                    return;
-                }
-                Err(e) => {
-                    gst::warning!(CAT, imp = self, "reconnection failed: {e}");
-                    last_error = e;
-                }
-            }
-        }
-        self.fail(format!(
-            "the connection to the call was lost and could not be restored after {MAX_RECONNECTS} attempts: {last_error}"
-        ));
-    }
-
-    /// Leaves the old session, sets up a new webrtcbin and publishes again with the codec in
-    /// use; the encoding chain is kept.
-    fn try_reconnect(&self) -> Result<(), String> {
-        let settings = self.settings.lock().unwrap().clone();
-        let (old, client, resource, codec, last, endpoint, link_servers) = {
-            let mut state = self.state.lock().unwrap();
-            (
-                state.webrtcbin.take(),
-                state.client.clone().ok_or("not started")?,
-                state.resource.take(),
-                state.codec.ok_or("not publishing")?,
-                state.chain.last().cloned().ok_or("not publishing")?,
-                state.endpoint.clone().ok_or("not started")?,
-                state.link_ice_servers.clone(),
-            )
-        };
-        if let Some(r) = resource {
-            let _ = client.delete(&r);
-        }
-        let src = last
-            .static_pad("src")
-            .expect("chain elements have a src pad");
-        {
-            let mut state = self.state.lock().unwrap();
-            if state.hold.is_none() {
-                state.hold =
-                    src.add_probe(gst::PadProbeType::BUFFER, |_, _| gst::PadProbeReturn::Drop);
-            }
-        }
-        if let Some(peer) = src.peer() {
-            let _ = src.unlink(&peer);
-        }
-        if let Some(old) = old {
-            let _ = old.set_state(gst::State::Null);
-            let _ = self.obj().remove(&old);
-        }
-        let mut settings = settings;
-        settings.ice_servers.extend(link_servers);
-        let webrtcbin = self.make_webrtcbin(&settings, &endpoint)?;
-        self.obj().add(&webrtcbin).map_err(|e| e.to_string())?;
-        webrtcbin
-            .sync_state_with_parent()
-            .map_err(|e| e.to_string())?;
-        self.state.lock().unwrap().webrtcbin = Some(webrtcbin.clone());
-        let (answered, pt) = self.negotiate(&webrtcbin, &client, &[codec])?;
-        if answered != codec {
-            return Err(format!(
-                "the server now answers {} instead of {}",
-                answered.encoding_name(),
-                codec.encoding_name()
-            ));
-        }
-        let sinkpad = webrtcbin
-            .sink_pads()
-            .into_iter()
-            .find(|p| !p.is_linked())
-            .ok_or("webrtcbin gave no sink pad")?;
-        if pt != codec.payload_type() as u32 {
-            return Err(format!(
-                "the server now answers payload type {pt} instead of {}",
-                codec.payload_type()
-            ));
-        }
-        src.link(&sinkpad)
-            .map_err(|e| format!("cannot link to webrtcbin: {e:?}"))?;
-        if let Some(id) = self.state.lock().unwrap().hold.take() {
-            src.remove_probe(id);
-        }
-        gst::info!(CAT, imp = self, "reconnected");
-        Ok(())
-    }
-
     /// A webrtcbin set up for publishing to `endpoint`.
-    fn make_webrtcbin(&self, settings: &Settings, endpoint: &str) -> Result<gst::Element, String> {
+    /// A webrtcbin set up for publishing to `endpoint`, reporting its connection state to
+    /// the supervisor as `generation`.
+    pub(super) fn make_webrtcbin(
+        &self,
+        settings: &Settings,
+        endpoint: &str,
+        generation: u64,
+    ) -> Result<gst::Element, String> {
         let webrtcbin = gst::ElementFactory::make("webrtcbin")
             .property_from_str("bundle-policy", "max-bundle")
             .build()
@@ -1242,22 +980,8 @@ impl CallSink {
         let weak = self.obj().downgrade();
         webrtcbin.connect_notify(Some("connection-state"), move |bin, _| {
             let Some(obj) = weak.upgrade() else { return };
-            let st = bin.property::<WebRTCPeerConnectionState>("connection-state");
-            let mapped = match st {
-                WebRTCPeerConnectionState::Connected => ConnectionState::Connected,
-                WebRTCPeerConnectionState::Failed => ConnectionState::Failed,
-                WebRTCPeerConnectionState::Disconnected => ConnectionState::Reconnecting,
-                WebRTCPeerConnectionState::Closed => ConnectionState::Closed,
-                _ => return,
-            };
-            if matches!(
-                mapped,
-                ConnectionState::Failed | ConnectionState::Reconnecting
-            ) {
-                obj.imp().connection_lost(bin);
-            } else {
-                obj.imp().set_connection_state(mapped);
-            }
+            let state = bin.property::<WebRTCPeerConnectionState>("connection-state");
+            obj.imp().send(Msg::Peer { generation, state });
         });
         Ok(webrtcbin)
     }
@@ -1277,15 +1001,12 @@ impl CallSink {
         let (endpoint, server) = self
             .endpoint(&settings)
             .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("{}", e)))?;
-        let client = whip::Client::new(
-            &endpoint,
-            settings.token.clone(),
-            Duration::from_secs(settings.timeout.max(1) as u64),
-        )
-        .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ("{}", e)))?;
+        let client = whip::Client::new(&endpoint, settings.token.clone())
+            .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ("{}", e)))?;
 
+        let generation = self.state.lock().unwrap().generation + 1;
         let webrtcbin = self
-            .make_webrtcbin(&settings, &endpoint)
+            .make_webrtcbin(&settings, &endpoint, generation)
             .map_err(|e| gst::error_msg!(gst::CoreError::MissingPlugin, ("{}", e)))?;
         self.obj()
             .add(&webrtcbin)
@@ -1304,6 +1025,7 @@ impl CallSink {
                 .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
         }
         let mut state = self.state.lock().unwrap();
+        state.generation = generation;
         state.ssrc = random_ssrc();
         state.webrtcbin = Some(webrtcbin);
         state.client = Some(Arc::new(client));
@@ -1314,30 +1036,26 @@ impl CallSink {
             |_, _| gst::PadProbeReturn::Ok,
         );
         state.block = id;
-        Ok(())
+        drop(state);
+        self.start_supervisor()
+            .map_err(|e| gst::error_msg!(gst::CoreError::Failed, ("{}", e)))
     }
 
-    /// Ends the WHIP session (once).
-    fn delete_session(&self) {
-        let (client, resource) = {
-            let mut state = self.state.lock().unwrap();
-            if state.deleted {
-                return;
-            }
-            state.deleted = true;
-            (state.client.clone(), state.resource.clone())
-        };
-        if let (Some(client), Some(resource)) = (client, resource) {
-            match client.delete(&resource) {
-                Ok(()) => gst::info!(CAT, imp = self, "session {resource} ended"),
-                Err(e) => gst::warning!(CAT, imp = self, "DELETE {resource}: {e}"),
-            }
-        }
-    }
-
+    /// Removes what the run added (the supervisor has stopped and left the call).
     fn stop(&self) {
-        self.delete_session();
-        let state = std::mem::take(&mut *self.state.lock().unwrap());
+        let state = {
+            let mut state = self.state.lock().unwrap();
+            // Generations keep counting across runs: news from an old run stays old.
+            let generation = state.generation + 1;
+            std::mem::replace(
+                &mut *state,
+                State {
+                    generation,
+                    ..Default::default()
+                },
+            )
+        };
+        *self.liveness.lock().unwrap() = None;
         let obj = self.obj();
         if let Some(id) = state.block {
             self.queue.static_pad("src").unwrap().remove_probe(id);
@@ -1355,23 +1073,13 @@ impl CallSink {
                 let caps = c.caps_owned();
                 let first = {
                     let mut state = self.state.lock().unwrap();
-                    let first = !state.started;
-                    state.started = true;
+                    let first = !state.caps_seen;
+                    state.caps_seen = true;
                     state.input_caps = Some(caps.clone());
                     first
                 };
                 if first {
-                    let weak = self.obj().downgrade();
-                    let spawned = std::thread::Builder::new()
-                        .name("callsink-publish".into())
-                        .spawn(move || {
-                            if let Some(obj) = weak.upgrade() {
-                                obj.imp().publish(caps);
-                            }
-                        });
-                    if let Err(e) = spawned {
-                        self.fail(format!("cannot start publishing: {e}"));
-                    }
+                    self.send(Msg::Caps(caps));
                 }
             }
             gst::EventView::Tag(t) => {
@@ -1398,14 +1106,9 @@ impl CallSink {
                     self.adapt();
                 }
             }
-            gst::EventView::Eos(_) => {
-                let weak = self.obj().downgrade();
-                std::thread::spawn(move || {
-                    if let Some(obj) = weak.upgrade() {
-                        obj.imp().delete_session();
-                    }
-                });
-            }
+            // The frames before it still go out; the supervisor leaves the call once they
+            // did (or at once when the call is not up) and posts EOS.
+            gst::EventView::Eos(_) => self.send(Msg::Eos(event.seqnum())),
             _ => (),
         }
     }
@@ -1640,6 +1343,8 @@ impl ObjectSubclass for CallSink {
             settings: Mutex::default(),
             state: Mutex::default(),
             connection: Mutex::new(ConnectionState::New),
+            supervisor: Mutex::default(),
+            liveness: Mutex::default(),
             queue,
             ghost,
         }
@@ -1735,6 +1440,13 @@ impl ObjectImpl for CallSink {
                     .default_value(DEFAULT_TIMEOUT)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecInt::builder("reconnect-timeout")
+                    .nick("Reconnect timeout")
+                    .blurb("Seconds to keep trying to publish again after the call was lost (server restarted or gone, network change): -1 keeps trying for as long as the pipeline runs, 0 fails at once")
+                    .minimum(-1)
+                    .default_value(DEFAULT_RECONNECT_TIMEOUT)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecEnum::builder::<ConnectionState>("connection-state")
                     .nick("Connection state")
                     .blurb("State of the connection to the call (also posted on the bus as callsink-connection-state element messages)")
@@ -1783,6 +1495,9 @@ impl ObjectImpl for CallSink {
                 s.ice_transport_policy = string().unwrap_or_else(|| "all".into())
             }
             "timeout" => s.timeout = value.get().expect("type checked upstream"),
+            "reconnect-timeout" => {
+                s.reconnect_timeout = value.get().expect("type checked upstream")
+            }
             name => unimplemented!("property {name}"),
         }
     }
@@ -1811,6 +1526,7 @@ impl ObjectImpl for CallSink {
             }
             "ice-transport-policy" => s.ice_transport_policy.to_value(),
             "timeout" => s.timeout.to_value(),
+            "reconnect-timeout" => s.reconnect_timeout.to_value(),
             name => unimplemented!("property {name}"),
         }
     }
@@ -1885,8 +1601,8 @@ impl ElementImpl for CallSink {
             self.set_connection_state(ConnectionState::New);
         }
         if transition == gst::StateChange::PausedToReady {
-            // Leave the call before the elements stop.
-            self.delete_session();
+            // Leave the call (bounded) before the elements stop.
+            self.stop_supervisor();
         }
         let ret = self.parent_change_state(transition);
         if transition == gst::StateChange::PausedToReady {

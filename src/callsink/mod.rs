@@ -10,7 +10,9 @@ use gst::glib;
 use gst::prelude::*;
 
 mod codec;
+mod connection;
 mod imp;
+pub mod liveness;
 pub mod whip;
 
 pub use codec::Codec;

@@ -128,6 +128,20 @@ impl WhipError {
             _ => None,
         }
     }
+
+    /// Whether asking again cannot help: a bad URL, or a server that refuses this offer or
+    /// this client (a bad request, a refused token, no WHIP here). A server that is down,
+    /// slow, overloaded (5xx, 429) or restarting (404 until its endpoints exist again) may
+    /// answer later.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            WhipError::BadUrl(_) => true,
+            WhipError::Status { status, .. } => {
+                matches!(status, 400 | 401 | 403 | 405 | 406 | 413 | 415)
+            }
+            WhipError::Unreachable { .. } | WhipError::Protocol(_) => false,
+        }
+    }
 }
 
 impl fmt::Display for WhipError {
@@ -180,30 +194,18 @@ pub fn parse_endpoint(url: &str) -> Result<Url, WhipError> {
     Ok(u)
 }
 
-/// The WHIP client for one endpoint.
+/// The WHIP client for one endpoint. Every request is bounded by the timeout it is given.
 pub struct Client {
     endpoint: Url,
     token: Option<String>,
-    agent: ureq::Agent,
 }
 
 impl Client {
-    pub fn new(
-        endpoint: &str,
-        token: Option<String>,
-        timeout: Duration,
-    ) -> Result<Client, WhipError> {
+    pub fn new(endpoint: &str, token: Option<String>) -> Result<Client, WhipError> {
         let endpoint = parse_endpoint(endpoint)?;
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .max_redirects(0)
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
         Ok(Client {
             endpoint,
             token: token.filter(|t| !t.is_empty()),
-            agent,
         })
     }
 
@@ -217,6 +219,7 @@ impl Client {
         url: &Url,
         content_type: Option<&str>,
         body: &str,
+        timeout: Duration,
     ) -> Result<ureq::http::Response<ureq::Body>, WhipError> {
         let mut builder = ureq::http::Request::builder()
             .method(method)
@@ -230,17 +233,23 @@ impl Client {
         let request = builder
             .body(body.to_owned())
             .map_err(|e| WhipError::BadUrl(format!("cannot build a request for {url}: {e}")))?;
-        self.agent.run(request).map_err(|e| WhipError::Unreachable {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        agent.run(request).map_err(|e| WhipError::Unreachable {
             url: url.to_string(),
             reason: e.to_string(),
         })
     }
 
     /// POSTs `offer`, following 307/308 redirects. Returns the session.
-    pub fn publish(&self, offer: &str) -> Result<Session, WhipError> {
+    pub fn publish(&self, offer: &str, timeout: Duration) -> Result<Session, WhipError> {
         let mut url = self.endpoint.clone();
         for _ in 0..=MAX_REDIRECTS {
-            let mut res = self.send("POST", &url, Some("application/sdp"), offer)?;
+            let mut res = self.send("POST", &url, Some("application/sdp"), offer, timeout)?;
             let status = res.status().as_u16();
             let header = |name: &str| {
                 res.headers()
@@ -305,21 +314,27 @@ impl Client {
     }
 
     /// Sends a trickle-ICE fragment to the session resource.
-    pub fn trickle(&self, resource: &str, fragment: &str) -> Result<(), WhipError> {
+    pub fn trickle(
+        &self,
+        resource: &str,
+        fragment: &str,
+        timeout: Duration,
+    ) -> Result<(), WhipError> {
         let url = parse_endpoint(resource)?;
         let res = self.send(
             "PATCH",
             &url,
             Some("application/trickle-ice-sdpfrag"),
             fragment,
+            timeout,
         )?;
         success(&url, res)
     }
 
     /// Ends the session (DELETE on the resource).
-    pub fn delete(&self, resource: &str) -> Result<(), WhipError> {
+    pub fn delete(&self, resource: &str, timeout: Duration) -> Result<(), WhipError> {
         let url = parse_endpoint(resource)?;
-        let res = self.send("DELETE", &url, None, "")?;
+        let res = self.send("DELETE", &url, None, "", timeout)?;
         success(&url, res)
     }
 }

@@ -3,7 +3,9 @@
 //! the track outputs, and frame makers.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod netns;
+pub mod peers;
 
 use gst::prelude::*;
 use gstcustomvideo::CustomVideoSrc;
@@ -336,3 +338,125 @@ pub fn near(px: [u8; 4], want: [u8; 3], tol: u8) -> bool {
 pub const RED: [u8; 4] = [255, 0, 0, 255];
 pub const GREEN: [u8; 4] = [0, 255, 0, 255];
 pub const BLUE: [u8; 4] = [0, 0, 255, 255];
+
+/// A pipeline made from a gst-launch description that records every bus message with the
+/// time it was posted.
+pub struct Launched {
+    pub pipeline: gst::Pipeline,
+    pub messages: Arc<Mutex<Vec<(Instant, gst::Message)>>>,
+}
+
+impl Launched {
+    pub fn new(desc: &str) -> Launched {
+        init();
+        let pipeline = gst::parse::launch(desc)
+            .unwrap_or_else(|e| panic!("{desc}: {e}"))
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+        let messages: Arc<Mutex<Vec<(Instant, gst::Message)>>> = Arc::default();
+        let m = messages.clone();
+        pipeline.bus().unwrap().set_sync_handler(move |_, msg| {
+            m.lock().unwrap().push((Instant::now(), msg.clone()));
+            gst::BusSyncReply::Drop
+        });
+        Launched { pipeline, messages }
+    }
+
+    pub fn play(self) -> Launched {
+        let _ = self.pipeline.set_state(gst::State::Playing);
+        self
+    }
+
+    /// The first error message, if any.
+    pub fn error(&self) -> Option<String> {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|(_, m)| match m.view() {
+                gst::MessageView::Error(e) => Some(e.error().message().to_string()),
+                _ => None,
+            })
+    }
+
+    pub fn wait_error(&self, timeout: Duration) -> Option<String> {
+        wait_for(timeout, || self.error().is_some());
+        self.error()
+    }
+
+    /// Element messages named `name`, with their times.
+    pub fn element_messages(&self, name: &str) -> Vec<(Instant, gst::Structure)> {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(t, m)| match m.view() {
+                gst::MessageView::Element(e) => e
+                    .structure()
+                    .filter(|s| s.name() == name)
+                    .map(|s| (*t, s.to_owned())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn element_message(&self, name: &str) -> Option<gst::Structure> {
+        self.element_messages(name)
+            .into_iter()
+            .next()
+            .map(|(_, s)| s)
+    }
+
+    /// callsink's connection states, in order, with their times.
+    pub fn connection_states(&self) -> Vec<(Instant, String)> {
+        self.element_messages("callsink-connection-state")
+            .into_iter()
+            .filter_map(|(t, s)| s.get::<String>("state").ok().map(|st| (t, st)))
+            .collect()
+    }
+
+    /// Waits (bounded) for callsink to report `state`; returns when it first did.
+    pub fn wait_state(&self, state: &str, timeout: Duration) -> Option<Instant> {
+        let find = || {
+            self.connection_states()
+                .into_iter()
+                .find(|(_, s)| s == state)
+                .map(|(t, _)| t)
+        };
+        wait_for(timeout, || find().is_some());
+        find()
+    }
+
+    /// When EOS reached the application's bus.
+    pub fn eos(&self) -> Option<Instant> {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, m)| matches!(m.view(), gst::MessageView::Eos(_)))
+            .map(|(t, _)| *t)
+    }
+
+    /// The states the pipeline itself went through.
+    pub fn pipeline_states(&self) -> Vec<gst::State> {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, m)| match m.view() {
+                gst::MessageView::StateChanged(s)
+                    if s.src() == Some(self.pipeline.upcast_ref::<gst::Object>()) =>
+                {
+                    Some(s.current())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}

@@ -21,7 +21,12 @@ pub fn enter(name: &str) -> bool {
         .env(MARK, "1")
         .output()
         .unwrap_or_else(|e| panic!("cannot run {script} (root and unshare are needed): {e}"));
-    // The inner run's report is shown only when it failed: one test, one result line.
+    // What the test printed is passed on (cargo shows it with --nocapture, or when the test
+    // fails); the inner run's own report only when it failed: one test, one result line.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in stderr.lines().filter(|l| !l.starts_with("test ")) {
+        eprintln!("{line}");
+    }
     assert!(
         out.status.success(),
         "{name} failed inside its network namespace:\n{}{}",
