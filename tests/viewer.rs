@@ -14,10 +14,14 @@ use std::time::Duration;
 
 const SEC: Duration = Duration::from_secs(1);
 
+/// How long the server keeps the subscribers of a publisher that left.
+const GRACE: Duration = Duration::from_secs(3);
+
 fn server() -> CallServer {
     common::init();
     CallServer::start(ServerConfig {
         port: 0,
+        rejoin_grace: GRACE,
         ..Default::default()
     })
     .expect("server starts")
@@ -78,11 +82,22 @@ fn viewer_shows_vp8_and_h264_callsinks_with_their_colours() {
     assert_eq!(size, json!([640, 360]));
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("viewer-two-publishers.png");
     browser.screenshot(&shot);
-    // A publisher that leaves disappears from the page without a reload.
+    // A publisher that leaves is shown as away, its tile kept while the server keeps the
+    // subscription waiting for it (the rejoin grace), then removed; all without a reload.
     red.set_state(gst::State::Null).unwrap();
+    let away = browser.wait(
+        "const p = window.viewerState.publishers; return p['red'] && p['red'].away && p['blue'] && !p['blue'].away",
+        2 * SEC,
+    );
+    assert_eq!(
+        away,
+        json!(true),
+        "{}",
+        browser.eval("return window.viewerState")
+    );
     let gone = browser.wait(
         "return !window.viewerState.publishers['red'] && !!window.viewerState.publishers['blue']",
-        10 * SEC,
+        GRACE + 3 * SEC,
     );
     assert_eq!(gone, json!(true));
     blue.set_state(gst::State::Null).unwrap();

@@ -67,6 +67,19 @@ pub enum Msg {
     Stop,
 }
 
+impl Msg {
+    fn name(&self) -> &'static str {
+        match self {
+            Msg::Caps(_) => "caps",
+            Msg::Answered { .. } => "answered",
+            Msg::Peer { .. } => "peer",
+            Msg::Eos(_) => "eos",
+            Msg::Drained => "drained",
+            Msg::Stop => "stop",
+        }
+    }
+}
+
 /// What a successful attempt brings back.
 pub struct Answer {
     codec: Codec,
@@ -123,6 +136,8 @@ struct Conn {
     /// The call was up once: later failures are retried instead of failing the element.
     was_connected: bool,
     eos_seqnum: Option<gst::Seqnum>,
+    /// The liveness check learnt the receiver's pace (logged once per connection).
+    pace_known: bool,
 }
 
 impl Conn {
@@ -189,6 +204,13 @@ impl CallSink {
     }
 
     fn handle(&self, conn: &mut Conn, msg: Msg) {
+        gst::trace!(
+            CAT,
+            imp = self,
+            "message {} in {:?}",
+            msg.name(),
+            conn.phase
+        );
         match msg {
             Msg::Caps(caps) => {
                 if conn.phase != Phase::Idle {
@@ -265,6 +287,29 @@ impl CallSink {
         let now = Instant::now();
         match conn.phase {
             Phase::Connected => {
+                gst::trace!(
+                    CAT,
+                    imp = self,
+                    "liveness {:?}",
+                    self.liveness.lock().unwrap()
+                );
+                if !conn.pace_known
+                    && let Some(allowed) = self
+                        .liveness
+                        .lock()
+                        .unwrap()
+                        .as_ref()
+                        .filter(|l| l.learned())
+                        .map(Liveness::allowed_silence)
+                {
+                    conn.pace_known = true;
+                    gst::debug!(
+                        CAT,
+                        imp = self,
+                        "the receiver's RTCP pace is known: silence over {} ms while sending means it is gone",
+                        allowed.as_millis()
+                    );
+                }
                 let silence = self
                     .liveness
                     .lock()
@@ -417,6 +462,7 @@ impl CallSink {
         let now = Instant::now();
         conn.phase = Phase::Connected;
         conn.was_connected = true;
+        conn.pace_known = false;
         conn.backoff = Backoff::new();
         if let Some(lost) = conn.lost_at.take() {
             gst::info!(
@@ -672,10 +718,11 @@ impl CallSink {
         pad.add_probe(
             gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
             move |_, _| {
-                if let Some(obj) = weak.upgrade()
-                    && let Some(l) = obj.imp().liveness.lock().unwrap().as_mut()
-                {
-                    l.rtcp_received(Instant::now());
+                if let Some(obj) = weak.upgrade() {
+                    gst::trace!(CAT, obj = obj, "RTCP from the receiver");
+                    if let Some(l) = obj.imp().liveness.lock().unwrap().as_mut() {
+                        l.rtcp_received(Instant::now());
+                    }
                 }
                 gst::PadProbeReturn::Ok
             },
@@ -767,6 +814,7 @@ fn supervise(weak: glib::WeakRef<super::CallSink>, rx: mpsc::Receiver<Msg>) {
         lost_at: None,
         was_connected: false,
         eos_seqnum: None,
+        pace_known: false,
     };
     loop {
         let msg = match conn.wait(Instant::now()) {

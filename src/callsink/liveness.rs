@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 
 /// Silence after which the receiver is gone, once its usual pace is known.
 const MIN_SILENCE: Duration = Duration::from_millis(1200);
-/// Silence after which the receiver is gone while its pace is not known yet, and at most.
-const MAX_SILENCE: Duration = Duration::from_secs(6);
+/// Silence after which the receiver is gone while its pace is not known yet (the first
+/// 100–200 ms of a call with a WebRTC receiver), and at most: receivers that send nothing but
+/// RTP/AVP receiver reports send them every 2.5 to 7.5 s.
+const MAX_SILENCE: Duration = Duration::from_secs(10);
 /// RTCP packets seen while sending before their pace is trusted.
-const LEARNING_SAMPLES: u32 = 5;
+const LEARNING_SAMPLES: u32 = 3;
 /// A pause in sending longer than this ends a sending streak.
 const SENDING_PAUSE: Duration = Duration::from_millis(500);
 /// The largest gap between two RTCP packets decays by this factor with every packet, so
@@ -74,6 +76,11 @@ impl Liveness {
             self.samples = self.samples.saturating_add(1);
         }
         self.last_rtcp = Some(now);
+    }
+
+    /// Whether the receiver's pace is known.
+    pub fn learned(&self) -> bool {
+        self.samples >= LEARNING_SAMPLES
     }
 
     /// How long the receiver may stay silent while we send.
@@ -237,6 +244,23 @@ mod tests {
     }
 
     #[test]
+    fn a_receiver_that_reports_every_few_seconds_is_given_time() {
+        // RTP/AVP receiver reports: every 5 s on average, randomised over 2.5 to 7.5 s.
+        let t0 = Instant::now();
+        let mut l = Liveness::new(t0);
+        let reports = [
+            2_600u64, 9_900, 12_600, 20_000, 23_000, 30_400, 33_000, 40_000,
+        ];
+        for t in (0..40_000u64).step_by(33) {
+            l.rtp_sent(t0 + ms(t));
+            if let Some(r) = reports.iter().find(|&&r| r >= t && r < t + 33) {
+                l.rtcp_received(t0 + ms(*r));
+            }
+            assert_eq!(l.lost(t0 + ms(t)), None, "false alarm at {t} ms");
+        }
+    }
+
+    #[test]
     fn a_slow_receiver_is_given_time() {
         // A receiver that only sends a report every second (no congestion feedback) is
         // learnt, and not taken for gone between its reports.
@@ -258,12 +282,12 @@ mod tests {
     fn before_the_pace_is_known_the_receiver_gets_the_longest_silence() {
         let t0 = Instant::now();
         let mut l = Liveness::new(t0);
-        for t in (0..5_900).step_by(33) {
+        for t in (0..9_900).step_by(33) {
             l.rtp_sent(t0 + ms(t));
             assert_eq!(l.lost(t0 + ms(t)), None);
         }
-        l.rtp_sent(t0 + ms(6_100));
-        assert!(l.lost(t0 + ms(6_100)).is_some());
+        l.rtp_sent(t0 + ms(10_100));
+        assert!(l.lost(t0 + ms(10_100)).is_some());
     }
 
     #[test]

@@ -165,7 +165,10 @@ struct Publisher {
     nacks: u64,
     plis: u64,
     rate: Rate,
-    keyframe_wanted: Option<KeyframeRequestKind>,
+    /// A subscriber needs a keyframe.
+    keyframe_wanted: bool,
+    /// Subscribers were waiting for it when it joined.
+    has_subscribers: bool,
     last_keyframe_request: Option<Instant>,
     last_keyframe: Option<Instant>,
 }
@@ -302,7 +305,7 @@ impl Default for SfuConfig {
 /// A request that forwards work between sessions, collected while polling.
 enum Forward {
     Media(u64, Box<MediaData>),
-    Keyframe(u64, KeyframeRequestKind),
+    Keyframe(u64),
 }
 
 /// The forwarding core. See the module documentation.
@@ -593,6 +596,7 @@ impl Sfu {
         }) else {
             return;
         };
+        let mut attached = false;
         for s in self.sessions.values_mut() {
             let Role::Subscriber(sub) = &mut s.role else {
                 continue;
@@ -604,6 +608,7 @@ impl Sfu {
                 gst::info!(CAT, "subscriber {} continues with the new {uid}", s.id);
                 sub.publisher = Some(key);
                 sub.waiting_since = None;
+                attached = true;
             } else {
                 gst::info!(
                     CAT,
@@ -613,6 +618,9 @@ impl Sfu {
                 );
                 s.rtc.disconnect();
             }
+        }
+        if let Some(p) = self.sessions.get_mut(&key).and_then(Session::publisher_mut) {
+            p.has_subscribers = attached;
         }
     }
 
@@ -783,13 +791,13 @@ impl Sfu {
             for f in forwards.drain(..) {
                 match f {
                     Forward::Media(from, data) => self.forward_media(now, from, *data),
-                    Forward::Keyframe(publisher, kind) => {
+                    Forward::Keyframe(publisher) => {
                         if let Some(p) = self
                             .sessions
                             .get_mut(&publisher)
                             .and_then(Session::publisher_mut)
                         {
-                            p.keyframe_wanted.get_or_insert(kind);
+                            p.keyframe_wanted = true;
                         }
                     }
                 }
@@ -874,9 +882,9 @@ impl Sfu {
             let Role::Publisher(p) = &mut s.role else {
                 continue;
             };
-            let Some(kind) = p.keyframe_wanted else {
+            if !p.keyframe_wanted {
                 continue;
-            };
+            }
             if !keyframe_request_due(now, p.last_keyframe_request, p.last_keyframe) {
                 continue;
             }
@@ -889,10 +897,17 @@ impl Sfu {
                 continue;
             };
             if let Some(mut w) = s.rtc.writer(mid) {
-                if let Err(e) = w.request_keyframe(None, kind) {
-                    gst::debug!(CAT, "keyframe request to {} failed: {e}", s.uid);
+                // PLI, which every sender takes: webrtcbin ignores a FIR from a peer it has
+                // had no RTCP from yet (the first seconds of a session). FIR for senders that
+                // only negotiated FIR.
+                let asked = w
+                    .request_keyframe(None, KeyframeRequestKind::Pli)
+                    .or_else(|_| w.request_keyframe(None, KeyframeRequestKind::Fir));
+                match asked {
+                    Ok(()) => gst::debug!(CAT, "asked {} for a keyframe", s.uid),
+                    Err(e) => gst::debug!(CAT, "keyframe request to {} failed: {e}", s.uid),
                 }
-                p.keyframe_wanted = None;
+                p.keyframe_wanted = false;
                 p.last_keyframe_request = Some(now);
                 s.dirty = true;
             }
@@ -966,11 +981,12 @@ fn on_event(key: u64, s: &mut Session, now: Instant, event: Event, forwards: &mu
                 // A subscriber joining mid-stream needs a keyframe to start from.
                 Role::Subscriber(Subscriber {
                     publisher: Some(p), ..
-                }) => forwards.push(Forward::Keyframe(*p, KeyframeRequestKind::Fir)),
-                // So do the subscribers waiting for a publisher that comes back.
-                Role::Publisher(_) => {
-                    forwards.push(Forward::Keyframe(key, KeyframeRequestKind::Fir))
-                }
+                }) => forwards.push(Forward::Keyframe(*p)),
+                // So do the subscribers that waited for a publisher that comes back. (Not
+                // without subscribers: webrtcbin ignores a request that comes within two
+                // round trips of the previous one, and a viewer may join right after.)
+                Role::Publisher(p) if p.has_subscribers => forwards.push(Forward::Keyframe(key)),
+                Role::Publisher(_) => (),
                 Role::Subscriber(_) => (),
             }
         }
@@ -994,6 +1010,7 @@ fn on_event(key: u64, s: &mut Session, now: Instant, event: Event, forwards: &mu
                     let codec = data.params.spec().codec;
                     p.codec = Some(codec_name(codec));
                     if data.is_keyframe() {
+                        gst::debug!(CAT, "keyframe from {}", s.uid);
                         p.last_keyframe = Some(now);
                         let size = match codec {
                             Codec::Vp8 => bitstream::vp8_resolution(&data.data),
@@ -1005,7 +1022,7 @@ fn on_event(key: u64, s: &mut Session, now: Instant, event: Event, forwards: &mu
                         }
                     }
                     if !data.contiguous {
-                        p.keyframe_wanted.get_or_insert(KeyframeRequestKind::Pli);
+                        p.keyframe_wanted = true;
                     }
                 }
                 forwards.push(Forward::Media(key, Box::new(data)));
@@ -1026,12 +1043,12 @@ fn on_event(key: u64, s: &mut Session, now: Instant, event: Event, forwards: &mu
                     .unwrap_or(p.packets_lost);
             }
         }
-        Event::KeyframeRequest(req) => {
+        Event::KeyframeRequest(_) => {
             if let Role::Subscriber(Subscriber {
                 publisher: Some(p), ..
             }) = &s.role
             {
-                forwards.push(Forward::Keyframe(*p, req.kind));
+                forwards.push(Forward::Keyframe(*p));
             }
         }
         _ => (),

@@ -209,7 +209,9 @@ impl Browser {
              if (!p) return null; \
              return {{ joins: s.joins[{uid:?}] || 0, connected: p.connected, \
                       framesPresented: p.framesPresented, maxGapMs: p.maxGapMs, \
-                      firstFrameAt: p.firstFrameAt, colour: window.sampleColor({uid:?}) }};"
+                      firstFrameAt: p.firstFrameAt, resumedAt: p.resumedAt, away: p.away, \
+                      timeline: p.timeline, \
+                      colour: window.sampleColor({uid:?}) }};"
         ))
     }
 

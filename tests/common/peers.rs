@@ -34,9 +34,19 @@ pub struct FrameLog {
     pub centre: Option<[u8; 4]>,
     pub width: u32,
     pub height: u32,
+    /// When the colour at the centre changed, and to what.
+    pub changes: Vec<(Instant, [u8; 4])>,
 }
 
 impl FrameLog {
+    /// When the centre first turned near `rgb` after `after`.
+    pub fn turned(&self, rgb: [u8; 3], after: Instant) -> Option<Instant> {
+        self.changes
+            .iter()
+            .find(|(t, px)| *t >= after && (0..3).all(|i| px[i].abs_diff(rgb[i]) <= 60))
+            .map(|(t, _)| *t)
+    }
+
     fn add(&mut self, now: Instant, centre: [u8; 4], width: u32, height: u32) {
         if let Some(last) = self.last {
             self.max_gap = self.max_gap.max(now.duration_since(last));
@@ -44,6 +54,12 @@ impl FrameLog {
         self.first.get_or_insert(now);
         self.last = Some(now);
         self.frames += 1;
+        let changed = self
+            .centre
+            .is_none_or(|c| (0..3).any(|i| c[i].abs_diff(centre[i]) > 60));
+        if changed {
+            self.changes.push((now, centre));
+        }
         self.centre = Some(centre);
         (self.width, self.height) = (width, height);
     }
