@@ -5,10 +5,12 @@
 
 mod common;
 
+use common::callserver::{ServerProcess, free_port};
 use common::{netns, wait_for};
 use gst::prelude::*;
 use gstcustomvideo::server::{CallServer, ServerConfig};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -543,4 +545,286 @@ fn congestion_lowers_a_detail_track_frame_rate_and_keeps_its_resolution() {
         stats.get::<f64>("fps").unwrap() <= 20.0,
         "the frame rate did not fall: {stats}"
     );
+}
+
+// ----- end of stream -------------------------------------------------------------------------
+
+/// When the last buffer reached callsink `name`.
+fn last_input(p: &Publisher, name: &str) -> Arc<Mutex<Option<Instant>>> {
+    let last: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let l = last.clone();
+    p.pipeline
+        .by_name(name)
+        .expect("callsink by name")
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            *l.lock().unwrap() = Some(Instant::now());
+            gst::PadProbeReturn::Ok
+        });
+    last
+}
+
+fn listed(server: &CallServer, channel: &str, uid: &str) -> bool {
+    server
+        .channels()
+        .iter()
+        .filter(|c| c.name == channel)
+        .any(|c| c.publishers.iter().any(|p| p.uid == uid))
+}
+
+/// A publisher whose stream ends by itself: EOS reaches the bus within a second of the last
+/// frame, after the call was left.
+fn ends_by_itself(server: &CallServer, desc: &str, uid: &str) {
+    let p = Publisher::launch(desc);
+    let last = last_input(&p, "sink");
+    let p = p.play();
+    assert!(wait_for(20 * SEC, || listed(server, "eos", uid)));
+    assert!(wait_for(20 * SEC, || p.eos().is_some()), "no EOS");
+    let eos = p.eos().unwrap();
+    let after = eos.duration_since(last.lock().unwrap().expect("frames reached callsink"));
+    eprintln!("{uid}: EOS {} ms after the last frame", after.as_millis());
+    assert!(after <= SEC, "EOS {after:?} after the last frame");
+    assert!(!listed(server, "eos", uid), "still in the call at EOS");
+    let states: Vec<String> = p.connection_states().into_iter().map(|(_, s)| s).collect();
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("closed"),
+        "{states:?}"
+    );
+    assert_eq!(p.error(), None);
+}
+
+#[test]
+fn a_finite_producer_ends_the_call_and_the_pipeline() {
+    if !netns::enter("a_finite_producer_ends_the_call_and_the_pipeline") {
+        return;
+    }
+    let server = server(None);
+    ends_by_itself(
+        &server,
+        &format!(
+            "customvideosrc producer=\"videotestsrc is-live=true num-buffers=45\" framerate=30/1 width=320 height=240 \
+             ! callsink name=sink server={} channel=eos uid=track",
+            server.url()
+        ),
+        "track",
+    );
+    ends_by_itself(
+        &server,
+        &format!(
+            "videotestsrc is-live=true num-buffers=45 ! video/x-raw,width=320,height=240,framerate=30/1 \
+             ! callsink name=sink server={} channel=eos uid=plain",
+            server.url()
+        ),
+        "plain",
+    );
+}
+
+/// A running call on `server_url` ended by the application with EOS, once `ready` holds:
+/// returns how long EOS took to reach the bus.
+fn application_eos(
+    server_url: &str,
+    uid: &str,
+    mut ready: impl FnMut() -> bool,
+) -> (Publisher, Duration) {
+    let p = Publisher::launch(&format!(
+        "customvideosrc producer=\"videotestsrc is-live=true\" framerate=30/1 width=320 height=240 \
+         ! callsink name=sink server={server_url} channel=eos uid={uid}"
+    ))
+    .play();
+    assert!(wait_for(20 * SEC, &mut ready), "the call did not start");
+    let sent = Instant::now();
+    assert!(p.pipeline.send_event(gst::event::Eos::new()));
+    assert!(wait_for(10 * SEC, || p.eos().is_some()), "no EOS");
+    let took = p.eos().unwrap().duration_since(sent);
+    eprintln!(
+        "{uid}: EOS {} ms after the application sent it",
+        took.as_millis()
+    );
+    (p, took)
+}
+
+#[test]
+fn application_eos_leaves_the_call_even_when_the_server_is_gone_or_silent() {
+    if !netns::enter("application_eos_leaves_the_call_even_when_the_server_is_gone_or_silent") {
+        return;
+    }
+    // Healthy server: the call is left (DELETE) before EOS is posted.
+    let s = server(None);
+    let (_, took) = application_eos(&s.url(), "app", || listed(&s, "eos", "app"));
+    assert!(took <= SEC, "{took:?}");
+    assert!(!listed(&s, "eos", "app"));
+
+    // A server that does not answer any more (frozen): the DELETE gives up after a second.
+    let frozen = ServerProcess::start("127.0.0.1", free_port("127.0.0.1"));
+    let (p, took) = application_eos(&frozen.url(), "frozen", || {
+        frozen.frames("eos", "frozen") > 30 && {
+            frozen.freeze(true);
+            true
+        }
+    });
+    assert!(took <= 2 * SEC, "{took:?}");
+    assert_eq!(p.error(), None);
+
+    // A server that is gone (killed): the DELETE is refused at once.
+    let mut killed = ServerProcess::start("127.0.0.1", free_port("127.0.0.1"));
+    let (p, took) = application_eos(&killed.url(), "killed", || {
+        killed.frames("eos", "killed") > 30 && {
+            killed.kill();
+            true
+        }
+    });
+    assert!(took <= SEC, "{took:?}");
+    assert_eq!(p.error(), None);
+}
+
+#[test]
+fn eos_before_the_call_is_up_ends_at_once_and_stopping_does_not_wait() {
+    if !netns::enter("eos_before_the_call_is_up_ends_at_once_and_stopping_does_not_wait") {
+        return;
+    }
+    // The server takes the connection but never answers the offer.
+    let frozen = ServerProcess::start("127.0.0.1", free_port("127.0.0.1"));
+    frozen.freeze(true);
+    let p = Publisher::launch(&format!(
+        "customvideosrc producer=\"videotestsrc is-live=true\" framerate=30/1 ! callsink server={} channel=eos uid=early",
+        frozen.url()
+    ))
+    .play();
+    assert!(p.wait_state("connecting", 10 * SEC).is_some());
+    std::thread::sleep(SEC / 2);
+    let sent = Instant::now();
+    assert!(p.pipeline.send_event(gst::event::Eos::new()));
+    assert!(wait_for(5 * SEC, || p.eos().is_some()), "no EOS");
+    let took = p.eos().unwrap().duration_since(sent);
+    assert!(took <= SEC, "{took:?}");
+    let stop = Instant::now();
+    p.pipeline.set_state(gst::State::Null).unwrap();
+    assert!(stop.elapsed() <= SEC, "stopping took {:?}", stop.elapsed());
+    assert_eq!(p.error(), None);
+}
+
+/// Runs `gst-launch-1.0 ARGS` with this build of the plugin.
+fn gst_launch(args: &[&str]) -> std::process::Child {
+    std::process::Command::new("gst-launch-1.0")
+        .args(args)
+        .env("GST_PLUGIN_PATH", common::build::plugin_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("gst-launch-1.0 (gstreamer1.0-tools) runs")
+}
+
+fn finish(child: std::process::Child, timeout: Duration) -> (bool, String, Duration) {
+    let start = Instant::now();
+    let pid = child.id();
+    let waiter = std::thread::spawn(move || child.wait_with_output());
+    while !waiter.is_finished() && start.elapsed() < timeout {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !waiter.is_finished() {
+        // SAFETY: kill(2) on the pid of our own child, which has not been reaped.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    let took = start.elapsed();
+    let out = waiter.join().unwrap().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success() && took < timeout, text, took)
+}
+
+#[test]
+fn gst_launch_exits_at_the_end_of_the_stream_and_on_ctrl_c() {
+    if !netns::enter("gst_launch_exits_at_the_end_of_the_stream_and_on_ctrl_c") {
+        return;
+    }
+    init();
+    let s = server(None);
+    // One argument per token, as a shell passes them.
+    let server_arg = format!("server={}", s.url());
+    // A finite producer: 45 frames at 30 fps, and the process ends on its own.
+    let child = gst_launch(&[
+        "customvideosrc",
+        "producer=videotestsrc is-live=true num-buffers=45",
+        "framerate=30/1",
+        "!",
+        "callsink",
+        &server_arg,
+        "channel=eos",
+        "uid=file",
+    ]);
+    let (ok, out, took) = finish(child, 20 * SEC);
+    assert!(
+        ok,
+        "gst-launch-1.0 did not end by itself ({took:?}):\n{out}"
+    );
+    assert!(out.contains("Got EOS"), "{out}");
+    eprintln!(
+        "gst-launch-1.0 with 1.5 s of frames ran {} ms",
+        took.as_millis()
+    );
+    assert!(took <= 4 * SEC, "{took:?}");
+
+    // The README's "a file as a live track": a 1 s WebM file, played in real time.
+    let clip = std::env::temp_dir().join(format!("customvideo-clip-{}.webm", std::process::id()));
+    let made = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=30 ! video/x-raw,width=320,height=240,framerate=30/1 ! vp8enc ! webmmux ! filesink location={}",
+        clip.display()
+    ))
+    .unwrap();
+    made.set_state(gst::State::Playing).unwrap();
+    let bus = made.bus().unwrap();
+    bus.timed_pop_filtered(gst::ClockTime::from_seconds(20), &[gst::MessageType::Eos]);
+    made.set_state(gst::State::Null).unwrap();
+    let producer = format!("producer=filesrc location={} ! decodebin", clip.display());
+    let child = gst_launch(&[
+        "customvideosrc",
+        &producer,
+        "!",
+        "callsink",
+        &server_arg,
+        "channel=eos",
+        "uid=clip",
+    ]);
+    let (ok, out, took) = finish(child, 20 * SEC);
+    let _ = std::fs::remove_file(&clip);
+    assert!(
+        ok,
+        "gst-launch-1.0 did not end at the end of the file ({took:?}):\n{out}"
+    );
+    eprintln!("gst-launch-1.0 with a 1 s file ran {} ms", took.as_millis());
+    assert!(took <= 4 * SEC, "{took:?}");
+
+    // Ctrl-C with -e: EOS, the call is left, the process ends.
+    let child = gst_launch(&[
+        "-e",
+        "customvideosrc",
+        "producer=videotestsrc is-live=true",
+        "framerate=30/1",
+        "!",
+        "callsink",
+        &server_arg,
+        "channel=eos",
+        "uid=live",
+    ]);
+    assert!(wait_for(20 * SEC, || s
+        .channels()
+        .iter()
+        .flat_map(|c| c.publishers.iter())
+        .any(|p| p.uid == "live" && p.frames > 30)));
+    // SAFETY: kill(2) on the pid of our own running child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let (ok, out, took) = finish(child, 5 * SEC);
+    assert!(
+        ok,
+        "gst-launch-1.0 -e did not end on Ctrl-C ({took:?}):\n{out}"
+    );
+    assert!(out.contains("Got EOS"), "{out}");
+    eprintln!(
+        "gst-launch-1.0 -e ended {} ms after Ctrl-C",
+        took.as_millis()
+    );
+    assert!(took <= 2 * SEC, "{took:?}");
+    assert!(!listed(&s, "eos", "live"), "still in the call after Ctrl-C");
 }

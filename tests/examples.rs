@@ -12,51 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// `<target>/<profile>`: tests run from `<target>/<profile>/deps`.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("tests run from <target>/<profile>/deps")
-        .to_path_buf()
-}
+mod common;
 
-/// Builds the examples (and with them the plugin library) once per test run.
-fn build_examples() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = profile_dir();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args([
-                "build",
-                "--example",
-                "push",
-                "--example",
-                "draw",
-                "--target-dir",
-            ])
-            .arg(dir.parent().expect("target directory"));
-        match dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => (),
-            Some("release") => {
-                cmd.arg("--release");
-            }
-            Some(profile) => {
-                cmd.args(["--profile", profile]);
-            }
-            None => panic!("unexpected target layout {}", dir.display()),
-        }
-        let out = cmd.output().expect("run cargo");
-        assert!(
-            out.status.success(),
-            "building the examples failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
-    })
-}
+use common::build::{build_examples, plugin_dir};
 
 /// A file name in the temporary directory, unique to this test process.
 fn tmp(name: &str) -> PathBuf {
@@ -183,31 +141,6 @@ fn push_example_fails_clearly_on_a_pipeline_error() {
         output.contains("Could not open file") && output.contains("/nonexistent-dir/out.webm"),
         "push did not say what failed:\n{output}"
     );
-}
-
-/// A directory that holds only the plugin library, for `GST_PLUGIN_PATH`: GStreamer scans
-/// plugin directories recursively, and `<target>/<profile>` also holds the libraries of every
-/// dependency (among them other GStreamer plugins). It lives beside the profile directories,
-/// not in one, so that `GST_PLUGIN_PATH=target/debug` does not find the plugin twice.
-fn plugin_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let profile = build_examples();
-        let lib = profile.join("libgstcustomvideo.so");
-        assert!(lib.exists(), "{} was not built", lib.display());
-        let dir = profile
-            .parent()
-            .unwrap()
-            .join("plugin-path")
-            .join(profile.file_name().unwrap());
-        std::fs::create_dir_all(&dir).unwrap();
-        // Made aside and renamed into place: another test run may be doing the same.
-        let pending = dir.join(format!(".link-{}", std::process::id()));
-        let _ = std::fs::remove_file(&pending);
-        std::os::unix::fs::symlink(&lib, &pending).unwrap();
-        std::fs::rename(&pending, dir.join("libgstcustomvideo.so")).unwrap();
-        dir
-    })
 }
 
 fn python(args: &[&str]) -> (bool, String) {

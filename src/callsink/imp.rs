@@ -172,8 +172,9 @@ pub(super) struct State {
     /// Frames entering the payloader, for the send frame rate.
     sent_frames: crate::rate::Rate,
     pub(super) ssrc: u32,
-    /// Elements that degrade raw input under congestion: videoscale's capsfilter, videorate.
-    degrade: Option<(gst::Element, gst::Element)>,
+    /// Elements that degrade raw input under congestion: videoscale's capsfilter, and
+    /// videorate when the input has a frame rate.
+    degrade: Option<(gst::Element, Option<gst::Element>)>,
     degradation: Degradation,
     estimate: Option<u32>,
     cc: Option<gst::Element>,
@@ -532,10 +533,11 @@ impl CallSink {
                 }
             }
         } else {
-            let fps = caps
+            let rate = caps
                 .structure(0)
                 .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
-                .filter(|f| f.numer() > 0)
+                .filter(|f| f.numer() > 0);
+            let fps = rate
                 .map(|f| f.numer() as f64 / f.denom() as f64)
                 .unwrap_or(30.0);
             let kf_frames =
@@ -550,14 +552,29 @@ impl CallSink {
             chain.push(make("videoconvert")?);
             // Congestion control may lower the resolution (videoscale + capsfilter) or the
             // frame rate (videorate) following the track's optimization mode.
+            // Frames of a variable-rate input (framerate 0/1) carry no duration for videorate
+            // to work with: such input is only scaled.
             let scale_caps = make("capsfilter")?;
-            let rate = make("videorate")?;
-            rate.set_property("drop-only", true);
-            rate.set_property("skip-to-first", true);
             chain.push(make("videoscale")?);
             chain.push(scale_caps.clone());
-            chain.push(rate.clone());
-            self.state.lock().unwrap().degrade = Some((scale_caps, rate));
+            let videorate = match rate {
+                Some(_) => {
+                    let r = make("videorate")?;
+                    r.set_property("drop-only", true);
+                    r.set_property("skip-to-first", true);
+                    chain.push(r.clone());
+                    Some(r)
+                }
+                None => {
+                    gst::info!(
+                        CAT,
+                        imp = self,
+                        "variable frame rate input: congestion lowers its resolution only"
+                    );
+                    None
+                }
+            };
+            self.state.lock().unwrap().degrade = Some((scale_caps, videorate));
             chain.push(
                 gst::ElementFactory::make("capsfilter")
                     .property(
@@ -845,13 +862,17 @@ impl CallSink {
         if let Some(enc) = &state.encoder {
             Codec::set_bitrate(enc, target);
         }
-        let wanted = degradation(state.hints.mode, target as f64 / max.max(1) as f64);
-        if wanted == state.degradation {
-            return;
-        }
         let Some((scale_caps, rate)) = state.degrade.clone() else {
             return;
         };
+        let mut wanted = degradation(state.hints.mode, target as f64 / max.max(1) as f64);
+        if rate.is_none() {
+            // No frame rate to lower (variable-rate input).
+            wanted.fps_divider = 1;
+        }
+        if wanted == state.degradation {
+            return;
+        }
         let Some(s) = state
             .input_caps
             .as_ref()
@@ -882,7 +903,9 @@ impl CallSink {
             .filter(|f| f.numer() > 0)
             .map(|f| (f.numer() / f.denom()).max(1))
             .unwrap_or(30);
-        rate.set_property("max-rate", (fps / wanted.fps_divider as i32).max(1));
+        if let Some(rate) = rate {
+            rate.set_property("max-rate", (fps / wanted.fps_divider as i32).max(1));
+        }
     }
 
     fn endpoint(&self, settings: &Settings) -> Result<(String, Option<Arc<CallServer>>), String> {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod build;
 pub mod callserver;
 pub mod netns;
 pub mod peers;
