@@ -13,7 +13,6 @@ mod common;
 use common::browser::Browser;
 use common::peers::{Publisher, Viewer};
 use common::{Launched, netns, wait_for};
-use gstcustomvideo::server::{CallServer, ServerConfig};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -45,16 +44,7 @@ fn every_publisher_kind_holds_a_long_call_watched_by_every_viewer_kind() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(65);
-    common::init();
-    // On the namespace's veth address, which every WebRTC stack here gathers on (libnice
-    // gathers no loopback candidates on its own, and whipclientsink's webrtcbin is out of
-    // reach for adding one).
-    let server = CallServer::start(ServerConfig {
-        bind: "10.255.0.1".parse().unwrap(),
-        port: 0,
-        ..Default::default()
-    })
-    .expect("server starts on the private veth address");
+    let server = common::server_on_veth();
     let whip = |uid: &str| format!("{}?uid={uid}", server.whip_url(CHANNEL));
 
     let callsink = Launched::new(&format!(

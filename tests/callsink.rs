@@ -6,6 +6,7 @@
 mod common;
 
 use common::callserver::{ServerProcess, free_port};
+use common::peers::Viewer;
 use common::{netns, wait_for};
 use gst::prelude::*;
 use gstcustomvideo::server::{CallServer, ServerConfig};
@@ -15,11 +16,7 @@ use std::time::{Duration, Instant};
 const SEC: Duration = Duration::from_secs(1);
 
 fn init() {
-    common::init();
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        gstrswebrtc::plugin_register_static().expect("register gst-plugins-rs webrtc")
-    });
+    common::peers::register_gst_plugins_rs();
 }
 
 fn server(token: Option<&str>) -> CallServer {
@@ -69,67 +66,16 @@ const RED: &str = "videotestsrc is-live=true pattern=solid-color foreground-colo
 const BLUE: &str = "videotestsrc is-live=true pattern=solid-color foreground-color=0xff0000ff";
 
 /// Subscribes to `url` with gst-plugins-rs whepclientsrc and returns the centre pixel (RGBA)
-/// of the first decoded frame that has colour `want`, or of the last frame of the first
-/// 150 (a decoder shows garbage until the keyframe the subscription asks for arrives).
+/// of the first decoded frame that has colour `want`, or of the last one after 20 s (a decoder
+/// shows garbage until the keyframe the subscription asks for arrives).
 fn whep_colour(url: &str, want: [u8; 3]) -> [u8; 4] {
     init();
-    let pipeline = gst::Pipeline::new();
-    let src = gst::ElementFactory::make("whepclientsrc").build().unwrap();
-    src.set_property("stun-server", None::<String>);
-    let signaller = src.property::<gst::glib::Object>("signaller");
-    signaller.set_property("whep-endpoint", url);
-    // libnice gathers no loopback candidates on its own.
-    src.downcast_ref::<gst::Bin>()
-        .unwrap()
-        .connect_deep_element_added(|_, _, e| {
-            if e.factory().is_some_and(|f| f.name() == "webrtcbin") {
-                let agent = e.property::<gst::glib::Object>("ice-agent");
-                let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]);
-            }
-        });
-    let sink = gst_app::AppSink::builder()
-        .caps(
-            &gst::Caps::builder("video/x-raw")
-                .field("format", "RGBA")
-                .build(),
-        )
-        .sync(false)
-        .build();
-    let convert = gst::ElementFactory::make("videoconvert").build().unwrap();
-    pipeline
-        .add_many([&src, &convert, sink.upcast_ref()])
-        .unwrap();
-    convert.link(&sink).unwrap();
-    let convert_weak = convert.downgrade();
-    src.connect_pad_added(move |_, pad| {
-        if pad.name().starts_with("video")
-            && let Some(convert) = convert_weak.upgrade()
-        {
-            let _ = pad.link(&convert.static_pad("sink").unwrap());
-        }
-    });
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let mut colour = None;
-    for _ in 0..150 {
-        let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(20)) else {
-            break;
-        };
-        let caps = sample.caps().unwrap();
-        let s = caps.structure(0).unwrap();
-        let (w, h) = (
-            s.get::<i32>("width").unwrap() as usize,
-            s.get::<i32>("height").unwrap() as usize,
-        );
-        let map = sample.buffer().unwrap().map_readable().unwrap();
-        let o = (h / 2) * w * 4 + (w / 2) * 4;
-        let px: [u8; 4] = map[o..o + 4].try_into().unwrap();
-        colour = Some(px);
-        if near(px, want) {
-            break;
-        }
-    }
-    let _ = pipeline.set_state(gst::State::Null);
-    colour.expect("no frame decoded from the WHEP subscription")
+    let viewer = Viewer::whepclientsrc(url);
+    viewer.wait_colour(want, 20 * SEC);
+    viewer
+        .log()
+        .centre
+        .expect("no frame decoded from the WHEP subscription")
 }
 
 fn near(px: [u8; 4], want: [u8; 3]) -> bool {
@@ -390,33 +336,7 @@ fn callsink_publishes_into_gst_plugins_rs_whipserversrc() {
         .local_addr()
         .unwrap()
         .port();
-    let pipeline = gst::Pipeline::new();
-    let src = gst::ElementFactory::make("whipserversrc").build().unwrap();
-    src.set_property("stun-server", None::<String>);
-    let signaller = src.property::<gst::glib::Object>("signaller");
-    signaller.set_property("host-addr", format!("http://10.255.0.1:{port}"));
-    let convert = gst::ElementFactory::make("videoconvert").build().unwrap();
-    let sink = gst_app::AppSink::builder()
-        .caps(
-            &gst::Caps::builder("video/x-raw")
-                .field("format", "RGBA")
-                .build(),
-        )
-        .sync(false)
-        .build();
-    pipeline
-        .add_many([&src, &convert, sink.upcast_ref()])
-        .unwrap();
-    convert.link(&sink).unwrap();
-    let convert_weak = convert.downgrade();
-    src.connect_pad_added(move |_, pad| {
-        if pad.name().starts_with("video")
-            && let Some(convert) = convert_weak.upgrade()
-        {
-            let _ = pad.link(&convert.static_pad("sink").unwrap());
-        }
-    });
-    pipeline.set_state(gst::State::Playing).unwrap();
+    let server = Viewer::whipserversrc(&format!("http://10.255.0.1:{port}"));
     assert!(wait_for(10 * SEC, || std::net::TcpStream::connect((
         "10.255.0.1",
         port
@@ -426,20 +346,12 @@ fn callsink_publishes_into_gst_plugins_rs_whipserversrc() {
         "customvideosrc producer=\"{RED}\" framerate=30/1 width=320 height=240 ! callsink whip-url=http://10.255.0.1:{port}/whip/endpoint codec=vp8"
     ))
     .play();
-    let mut red = false;
-    for _ in 0..150 {
-        let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(20)) else {
-            break;
-        };
-        let map = sample.buffer().unwrap().map_readable().unwrap();
-        let o = (120 * 320 + 160) * 4;
-        if near(map[o..o + 4].try_into().unwrap(), [255, 0, 0]) {
-            red = true;
-            break;
-        }
-    }
-    let _ = pipeline.set_state(gst::State::Null);
-    assert!(red, "whipserversrc decoded no red frame from callsink");
+    assert!(
+        server.wait_colour([255, 0, 0], 20 * SEC),
+        "whipserversrc decoded no red frame from callsink: {:?} {:?}",
+        server.log(),
+        server.error()
+    );
 }
 
 /// Limits the namespace's loopback to `kbps` (a token bucket with 200 ms of queue): the

@@ -11,10 +11,10 @@ mod common;
 use common::browser::Browser;
 use common::callserver::{ServerProcess, free_port};
 use common::peers::Viewer;
-use common::{Launched, netns, wait_for};
+use common::{Launched, epoch_ms, netns, wait_for};
 use gst::prelude::*;
 use serde_json::Value;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const SEC: Duration = Duration::from_secs(1);
 const RED: [u8; 3] = [255, 0, 0];
@@ -27,16 +27,6 @@ fn publisher(server: &str, uid: &str, rgb: [u8; 3], extra: &str) -> Launched {
          framerate=30/1 width=320 height=240 ! callsink name=sink server={server} channel=r uid={uid} {extra}"
     ))
     .play()
-}
-
-/// `t` as milliseconds since the epoch (the clock the browser's `Date.now()` reads).
-fn epoch_ms(t: Instant) -> f64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        * 1000.0;
-    now - t.elapsed().as_secs_f64() * 1000.0
 }
 
 /// The states callsink reported after `after`.

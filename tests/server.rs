@@ -6,8 +6,8 @@
 
 mod common;
 
+use common::peers::Publisher;
 use common::{netns, wait_for};
-use gst::prelude::*;
 use gstcustomvideo::server::{CallServer, PublisherInfo, ServerConfig};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -322,46 +322,18 @@ fn whipclientsink_publishes_into_the_server() {
     }
     // whipclientsink runs its webrtcbin in a pipeline of its own, out of reach for adding a
     // loopback candidate: serve on the namespace's private veth address instead.
-    common::init();
-    let server = CallServer::start(ServerConfig {
-        bind: "10.255.0.1".parse().unwrap(),
-        port: 0,
-        ..Default::default()
-    })
-    .expect("server starts on the private veth address");
-    gstrswebrtc::plugin_register_static().expect("gst-plugins-rs webrtc");
-    let pipeline = gst::Pipeline::new();
-    let src = gst::ElementFactory::make("videotestsrc")
-        .property("is-live", true)
-        .build()
-        .unwrap();
-    let caps = gst::ElementFactory::make("capsfilter")
-        .property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("width", 320)
-                .field("height", 240)
-                .field("framerate", gst::Fraction::new(30, 1))
-                .build(),
-        )
-        .build()
-        .unwrap();
-    let sink = gst::ElementFactory::make("whipclientsink").build().unwrap();
-    // No public STUN server, no congestion controller (not installed), VP8 only.
-    sink.set_property("stun-server", None::<String>);
-    sink.set_property_from_str("congestion-control", "disabled");
-    sink.set_property("video-caps", gst::Caps::builder("video/x-vp8").build());
-    let signaller = sink.property::<gst::glib::Object>("signaller");
-    signaller.set_property("whip-endpoint", format!("{}?uid=rs", server.whip_url("rs")));
-    pipeline.add_many([&src, &caps, &sink]).unwrap();
-    gst::Element::link_many([&src, &caps, &sink]).unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
+    let server = common::server_on_veth();
+    let publisher =
+        Publisher::whipclientsink(&format!("{}?uid=rs", server.whip_url("rs")), 0xff80_8080);
     let ok = wait_for(30 * SEC, || {
         find(&server, "rs").is_some_and(|p| p.frames > 30)
     });
     let info = find(&server, "rs");
-    pipeline.set_state(gst::State::Null).unwrap();
-    assert!(ok, "whipclientsink never streamed: {info:?}");
+    assert!(
+        ok,
+        "whipclientsink never streamed: {info:?} {:?}",
+        publisher.error()
+    );
     assert_eq!(info.unwrap().codec.as_deref(), Some("VP8"));
 }
 

@@ -22,6 +22,7 @@ pub fn in_private_netns() -> bool {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/netns-run.sh");
     let status = Command::new(script)
         .arg(std::env::current_exe().unwrap())
+        .args(std::env::args_os().skip(1))
         .env(MARK, "1")
         .status()
         .expect("scripts/netns-run.sh (root) runs the benchmark in a private namespace");
@@ -43,6 +44,22 @@ pub fn cpu_seconds(pid: u32) -> f64 {
         .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
         .unwrap_or(0.0);
     ticks / 100.0
+}
+
+/// What process `pid` holds now: resident memory (MB), threads, open file descriptors.
+pub fn resources(pid: u32) -> (f64, u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count() as u64)
+        .unwrap_or(0);
+    (field("VmRSS:") / 1024.0, field("Threads:") as u64, fds)
 }
 
 /// Peak resident memory of process `pid`, in MB.

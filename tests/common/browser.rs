@@ -175,14 +175,7 @@ fn base64_decode(s: &str) -> Vec<u8> {
 
 /// Percent-encodes a query parameter value.
 fn query_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 impl Browser {
@@ -210,6 +203,7 @@ impl Browser {
              return {{ joins: s.joins[{uid:?}] || 0, connected: p.connected, \
                       framesPresented: p.framesPresented, maxGapMs: p.maxGapMs, \
                       firstFrameAt: p.firstFrameAt, resumedAt: p.resumedAt, away: p.away, \
+                      freezes: p.freezes, \
                       timeline: p.timeline, \
                       colour: window.sampleColor({uid:?}) }};"
         ))

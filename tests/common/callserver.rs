@@ -77,6 +77,11 @@ impl ServerProcess {
         }
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}:{}", self.bind, self.port)
     }

@@ -462,3 +462,26 @@ impl Drop for Launched {
         let _ = self.pipeline.set_state(gst::State::Null);
     }
 }
+
+/// A call server on the network namespace's private veth address (10.255.0.1), where every
+/// WebRTC stack gathers candidates (libnice gathers no loopback candidates on its own, and the
+/// webrtcbin inside whipclientsink is out of reach for adding one).
+pub fn server_on_veth() -> gstcustomvideo::server::CallServer {
+    init();
+    gstcustomvideo::server::CallServer::start(gstcustomvideo::server::ServerConfig {
+        bind: "10.255.0.1".parse().unwrap(),
+        port: 0,
+        ..Default::default()
+    })
+    .expect("server starts on the private veth address (run inside netns::enter)")
+}
+
+/// `t` as milliseconds since the epoch (the clock a browser's `Date.now()` reads).
+pub fn epoch_ms(t: Instant) -> f64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0;
+    now - t.elapsed().as_secs_f64() * 1000.0
+}

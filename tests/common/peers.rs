@@ -36,6 +36,8 @@ pub struct FrameLog {
     pub height: u32,
     /// When the colour at the centre changed, and to what.
     pub changes: Vec<(Instant, [u8; 4])>,
+    /// Pauses over a second between two frames (freezes).
+    pub freezes: u32,
 }
 
 impl FrameLog {
@@ -49,7 +51,11 @@ impl FrameLog {
 
     fn add(&mut self, now: Instant, centre: [u8; 4], width: u32, height: u32) {
         if let Some(last) = self.last {
-            self.max_gap = self.max_gap.max(now.duration_since(last));
+            let gap = now.duration_since(last);
+            self.max_gap = self.max_gap.max(gap);
+            if gap > Duration::from_secs(1) {
+                self.freezes += 1;
+            }
         }
         self.first.get_or_insert(now);
         self.last = Some(now);
@@ -206,6 +212,24 @@ fn signal(webrtcbin: &gst::Element, url: &str) -> Result<String, String> {
     Ok(resource)
 }
 
+/// The first error on `pipeline`'s bus, if any.
+fn bus_error(pipeline: &gst::Pipeline) -> Option<String> {
+    let bus = pipeline.bus().unwrap();
+    bus.pop_filtered(&[gst::MessageType::Error])
+        .map(|m| match m.view() {
+            gst::MessageView::Error(e) => format!("{} ({:?})", e.error(), e.debug()),
+            _ => unreachable!(),
+        })
+}
+
+/// Ends a WHIP / WHEP session (if the peer made one itself) and stops its pipeline.
+fn leave(resource: Option<&str>, pipeline: &gst::Pipeline) {
+    if let Some(r) = resource {
+        let _ = http().delete(r).call();
+    }
+    let _ = pipeline.set_state(gst::State::Null);
+}
+
 /// The connection state of a webrtcbin, as its nick (`connected`, `failed`, ...).
 pub fn peer_state(webrtcbin: &gst::Element) -> String {
     let state = webrtcbin.property::<gst_webrtc::WebRTCPeerConnectionState>("connection-state");
@@ -227,7 +251,6 @@ impl Viewer {
     /// gst-plugins-rs `whepclientsrc` on WHEP endpoint `url`.
     pub fn whepclientsrc(url: &str) -> Viewer {
         register_gst_plugins_rs();
-        let pipeline = gst::Pipeline::new();
         let src = gst::ElementFactory::make("whepclientsrc").build().unwrap();
         src.set_property("stun-server", None::<String>);
         let signaller = src.property::<gst::glib::Object>("signaller");
@@ -240,8 +263,25 @@ impl Viewer {
                     add_loopback_candidates(e, &loopback);
                 }
             });
+        Viewer::decoded(src, "whepclientsrc")
+    }
+
+    /// gst-plugins-rs `whipserversrc`: a WHIP server of its own at `host_addr`
+    /// (`http://ip:port`, endpoint `/whip/endpoint`) that decodes what is published to it.
+    pub fn whipserversrc(host_addr: &str) -> Viewer {
+        register_gst_plugins_rs();
+        let src = gst::ElementFactory::make("whipserversrc").build().unwrap();
+        src.set_property("stun-server", None::<String>);
+        let signaller = src.property::<gst::glib::Object>("signaller");
+        signaller.set_property("host-addr", host_addr);
+        Viewer::decoded(src, "whipserversrc")
+    }
+
+    /// `src ! videoconvert ! appsink`, for gst-plugins-rs sources that output decoded
+    /// video on pads of their own.
+    fn decoded(src: gst::Element, kind: &'static str) -> Viewer {
+        let pipeline = gst::Pipeline::new();
         let log = Arc::default();
-        // whepclientsrc outputs decoded video on its pads.
         let sink = logging_sink(Arc::clone(&log));
         let convert = gst::ElementFactory::make("videoconvert").build().unwrap();
         pipeline
@@ -258,7 +298,7 @@ impl Viewer {
         });
         pipeline.set_state(gst::State::Playing).unwrap();
         Viewer {
-            kind: "whepclientsrc",
+            kind,
             pipeline,
             log,
             webrtcbin: None,
@@ -327,12 +367,7 @@ impl Viewer {
 
     /// The first error on the viewer's bus, if any.
     pub fn error(&self) -> Option<String> {
-        let bus = self.pipeline.bus().unwrap();
-        bus.pop_filtered(&[gst::MessageType::Error])
-            .map(|m| match m.view() {
-                gst::MessageView::Error(e) => format!("{} ({:?})", e.error(), e.debug()),
-                _ => unreachable!(),
-            })
+        bus_error(&self.pipeline)
     }
 
     /// The webrtcbin viewer's connection state.
@@ -343,10 +378,7 @@ impl Viewer {
 
 impl Drop for Viewer {
     fn drop(&mut self) {
-        if let Some(r) = &self.resource {
-            let _ = http().delete(r).call();
-        }
-        let _ = self.pipeline.set_state(gst::State::Null);
+        leave(self.resource.as_deref(), &self.pipeline);
     }
 }
 
@@ -431,12 +463,7 @@ impl Publisher {
     }
 
     pub fn error(&self) -> Option<String> {
-        let bus = self.pipeline.bus().unwrap();
-        bus.pop_filtered(&[gst::MessageType::Error])
-            .map(|m| match m.view() {
-                gst::MessageView::Error(e) => format!("{} ({:?})", e.error(), e.debug()),
-                _ => unreachable!(),
-            })
+        bus_error(&self.pipeline)
     }
 
     /// The webrtcbin publisher's connection state.
@@ -447,9 +474,6 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
-        if let Some(r) = &self.resource {
-            let _ = http().delete(r).call();
-        }
-        let _ = self.pipeline.set_state(gst::State::Null);
+        leave(self.resource.as_deref(), &self.pipeline);
     }
 }
