@@ -201,7 +201,8 @@ fn main() {
         .map(|v| (-(v.log().frames as i64), 0))
         .collect();
     let mut kills = 0;
-    let mut page_freezes_before = 0u64;
+    // The page's counts from subscriptions it replaced after a kill.
+    let (mut page_freezes_before, mut page_frames_before) = (0u64, 0u64);
     while start.elapsed() < duration {
         std::thread::sleep(SEC / 2);
         if first_reading.is_none() && start.elapsed() >= WARM_UP.min(duration / 2) {
@@ -211,7 +212,9 @@ fn main() {
             kills += 1;
             server.kill();
             let frames_before = page.viewer_state(UID)["joins"].as_u64().unwrap_or(0);
-            page_freezes_before += page.viewer_state(UID)["freezes"].as_u64().unwrap_or(0);
+            let st = page.viewer_state(UID);
+            page_freezes_before += st["freezes"].as_u64().unwrap_or(0);
+            page_frames_before += st["framesPresented"].as_u64().unwrap_or(0);
             std::thread::sleep(SEC);
             let back = Instant::now();
             server.restart();
@@ -293,8 +296,7 @@ fn main() {
     println!(
         "{:<26}{:>10}{:>16}{:>15} ms  (frames presented; joins {})",
         "viewer page (Chromium)",
-        page_state["framesPresented"].as_u64().unwrap_or(0)
-            - if kills == 0 { page_frames0 } else { 0 },
+        page_state["framesPresented"].as_u64().unwrap_or(0) + page_frames_before - page_frames0,
         page_freezes,
         page_state["maxGapMs"].as_f64().unwrap_or(0.0).round(),
         page_state["joins"]
@@ -323,17 +325,17 @@ fn main() {
     if kills > 0 {
         println!();
         println!("server killed {kills} times");
-        for (what, v) in [
-            ("callsink published again", &mut republish),
-            ("viewer page showed the publisher again", &mut page_back),
-            ("new WHEP viewers' first frame", &mut whep_back),
+        for (what, v, per_kill) in [
+            ("callsink published again", &mut republish, 1),
+            ("viewer page showed the publisher again", &mut page_back, 1),
+            ("new WHEP viewers' first frame", &mut whep_back, 2),
         ] {
             println!(
-                "  {what}: p50 {:.0} ms, max {:.0} ms after the restart ({} of {kills})",
+                "  {what}: p50 {:.0} ms, max {:.0} ms after the restart ({} of {})",
                 percentile(v, 0.5),
                 percentile(v, 1.0),
-                v.len()
-                    .min(kills * if what.starts_with("new") { 2 } else { 1 })
+                v.len(),
+                kills * per_kill
             );
         }
     } else {
