@@ -9,7 +9,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-G_DEBUG=fatal-criticals cargo test --locked -- --test-threads=2 2>&1 | tee "$log" || status=$?
+G_DEBUG=fatal-criticals cargo test --locked --no-fail-fast -- --test-threads=2 2>&1 | tee "$log" || status=$?
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

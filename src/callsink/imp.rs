@@ -640,7 +640,9 @@ impl CallSink {
                     if let Some(obj) = weak.upgrade() {
                         obj.imp().send(Msg::Drained);
                     }
-                    gst::PadProbeReturn::Drop
+                    // Handled, not Drop: a dropped event makes GStreamer 1.22 unref the
+                    // pointer gstreamer-rs took (NULL), a critical warning.
+                    gst::PadProbeReturn::Handled
                 }
                 _ => gst::PadProbeReturn::Ok,
             },
