@@ -14,6 +14,7 @@ use gst::glib;
 pub mod callsink;
 pub mod customvideosrc;
 pub mod events;
+mod random;
 mod rate;
 pub mod server;
 

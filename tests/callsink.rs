@@ -354,6 +354,8 @@ fn callsink_publishes_into_gst_plugins_rs_whipserversrc() {
     );
 }
 
+const MOVING_BARS: &str = "pattern=smpte horizontal-speed=4";
+
 /// Limits the namespace's loopback to `kbps` (a token bucket with 200 ms of queue): the
 /// bottleneck between callsink and a server on 127.0.0.1.
 fn limit_loopback(kbps: u32) {
@@ -374,13 +376,15 @@ fn limit_loopback(kbps: u32) {
 /// waits for callsink to settle below it. Returns callsink's stats and the server's view.
 fn publish_through_a_bottleneck(
     mode: &str,
+    codec: &str,
+    pattern: &str,
 ) -> (gst::Structure, gstcustomvideo::server::PublisherInfo) {
     let server = server(None);
     limit_loopback(600);
     let publisher = Publisher::launch(&format!(
-        "customvideosrc producer=\"videotestsrc is-live=true pattern=smpte horizontal-speed=4\" \
+        "customvideosrc producer=\"videotestsrc is-live=true {pattern}\" \
          framerate=30/1 width=640 height=360 optimization-mode={mode} ! \
-         callsink name=sink server={} channel=cc uid=cam codec=vp8 max-bitrate=2500",
+         callsink name=sink server={} channel=cc uid=cam codec={codec} max-bitrate=2500",
         server.url()
     ))
     .play();
@@ -419,7 +423,7 @@ fn congestion_scales_a_motion_track_down_and_keeps_its_frame_rate() {
     if !netns::enter("congestion_scales_a_motion_track_down_and_keeps_its_frame_rate") {
         return;
     }
-    let (stats, info) = publish_through_a_bottleneck("motion");
+    let (stats, info) = publish_through_a_bottleneck("motion", "vp8", MOVING_BARS);
     assert!(
         stats.get::<u32>("resolution-scale").unwrap() < 100
             && stats.get::<u32>("frame-rate-divider").unwrap() == 1,
@@ -446,7 +450,7 @@ fn congestion_lowers_a_detail_track_frame_rate_and_keeps_its_resolution() {
     if !netns::enter("congestion_lowers_a_detail_track_frame_rate_and_keeps_its_resolution") {
         return;
     }
-    let (stats, info) = publish_through_a_bottleneck("detail");
+    let (stats, info) = publish_through_a_bottleneck("detail", "vp8", MOVING_BARS);
     assert!(
         stats.get::<u32>("resolution-scale").unwrap() == 100
             && stats.get::<u32>("frame-rate-divider").unwrap() > 1,
@@ -739,4 +743,182 @@ fn gst_launch_exits_at_the_end_of_the_stream_and_on_ctrl_c() {
     );
     assert!(took <= 2 * SEC, "{took:?}");
     assert!(!listed(&s, "eos", "live"), "still in the call after Ctrl-C");
+}
+
+// ----- encoders --------------------------------------------------------------------------------
+
+/// Runs test `name` of this binary again in a process that sees every installed GStreamer
+/// plugin but `hidden` (a plugin directory of links, a registry of its own) and returns
+/// false; returns true in that process.
+fn without_plugins(name: &str, hidden: &[&str]) -> bool {
+    const MARK: &str = "CUSTOMVIDEO_HIDDEN_PLUGINS";
+    if std::env::var_os(MARK).is_some() {
+        return true;
+    }
+    init();
+    let system = gst::ElementFactory::find("videotestsrc")
+        .and_then(|f| f.plugin())
+        .and_then(|p| p.filename())
+        .and_then(|f| f.parent().map(|d| d.to_path_buf()))
+        .expect("the system plugin directory");
+    let dir = std::env::temp_dir().join(format!("customvideo-plugins-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(&system).unwrap().flatten() {
+        let file = entry.file_name();
+        if !hidden.iter().any(|h| file == *h) {
+            std::os::unix::fs::symlink(entry.path(), dir.join(&file)).unwrap();
+        }
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(MARK, "1")
+        .env("GST_PLUGIN_SYSTEM_PATH_1_0", &dir)
+        .env("GST_REGISTRY_1_0", dir.join("registry.bin"))
+        .output()
+        .expect("run the test again");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in stderr.lines().filter(|l| !l.starts_with("test ")) {
+        eprintln!("{line}");
+    }
+    assert!(
+        out.status.success(),
+        "{name} failed without {hidden:?}:\n{}{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    false
+}
+
+#[test]
+fn h264_through_openh264_keeps_its_bitrate_and_follows_congestion_control() {
+    const NAME: &str = "h264_through_openh264_keeps_its_bitrate_and_follows_congestion_control";
+    if !netns::enter(NAME) || !without_plugins(NAME, &["libgstx264.so"]) {
+        return;
+    }
+    init();
+    assert!(
+        gst::ElementFactory::find("x264enc").is_none(),
+        "x264enc is still there"
+    );
+    assert!(
+        gst::ElementFactory::find("openh264enc").is_some(),
+        "openh264enc (gstreamer1.0-plugins-bad) is not installed"
+    );
+    // Incompressible input (snow), 2.5 Mbit/s at most, through a 600 kbit/s bottleneck:
+    // congestion control lowers the encoder's bitrate (set on openh264enc's own property,
+    // without a panic) and the server receives less than the bottleneck.
+    let (stats, info) = publish_through_a_bottleneck("motion", "h264", "pattern=snow");
+    eprintln!(
+        "openh264enc through 600 kbit/s: {stats}; the server receives {} bit/s",
+        info.bitrate
+    );
+    assert_eq!(info.codec.as_deref(), Some("H264"));
+}
+
+#[test]
+fn h264_through_openh264_stays_within_max_bitrate() {
+    const NAME: &str = "h264_through_openh264_stays_within_max_bitrate";
+    if !netns::enter(NAME) || !without_plugins(NAME, &["libgstx264.so"]) {
+        return;
+    }
+    init();
+    let server = server(None);
+    let publisher = Publisher::launch(&format!(
+        "customvideosrc producer=\"videotestsrc is-live=true pattern=snow\" framerate=30/1 width=640 height=360 \
+         ! callsink name=sink server={} channel=o uid=snow codec=h264 max-bitrate=2500",
+        server.url()
+    ))
+    .play();
+    wait_publisher(&server, "o", "snow", 30);
+    let sink = publisher.pipeline.by_name("sink").unwrap();
+    // Five seconds in, the rate has settled.
+    std::thread::sleep(5 * SEC);
+    let mut worst = 0;
+    for _ in 0..5 {
+        worst = worst.max(wait_publisher(&server, "o", "snow", 1).bitrate);
+        std::thread::sleep(SEC);
+    }
+    let stats = sink.property::<gst::Structure>("stats");
+    eprintln!("openh264enc on snow: the server receives up to {worst} bit/s; {stats}");
+    assert!(
+        worst <= 2_500_000 * 6 / 5,
+        "{worst} bit/s against a 2.5 Mbit/s maximum"
+    );
+    assert_eq!(
+        stats.get::<u64>("target-bitrate").unwrap(),
+        2_500_000,
+        "{stats}"
+    );
+    assert_eq!(publisher.error(), None);
+}
+
+#[test]
+fn stats_report_the_target_bitrate_of_every_installed_encoder() {
+    if !netns::enter("stats_report_the_target_bitrate_of_every_installed_encoder") {
+        return;
+    }
+    let server = server(None);
+    let mut seen = vec![];
+    for codec in ["vp8", "vp9", "h264", "av1"] {
+        init();
+        let installed = gst::ElementFactory::find(match codec {
+            "vp8" => "vp8enc",
+            "vp9" => "vp9enc",
+            "h264" => "x264enc",
+            _ => "av1enc",
+        })
+        .is_some();
+        if !installed {
+            continue;
+        }
+        let p = Publisher::launch(&format!(
+            "customvideosrc producer=\"videotestsrc is-live=true\" framerate=15/1 width=320 height=240 \
+             ! callsink name=sink server={} channel=enc uid={codec} codec={codec} start-bitrate=700 max-bitrate=900",
+            server.url()
+        ))
+        .play();
+        wait_publisher(&server, "enc", codec, 5);
+        let stats = p
+            .pipeline
+            .by_name("sink")
+            .unwrap()
+            .property::<gst::Structure>("stats");
+        let target = stats.get::<u64>("target-bitrate").unwrap_or(0);
+        // Congestion control may have moved it from the start, within the bounds.
+        assert!((100_000..=900_000).contains(&target), "{codec}: {stats}");
+        seen.push(codec);
+    }
+    assert!(seen.len() >= 3, "only {seen:?} could be tried");
+}
+
+#[test]
+fn callsinks_with_port_0_share_one_embedded_server() {
+    if !netns::enter("callsinks_with_port_0_share_one_embedded_server") {
+        return;
+    }
+    let launch = |uid: &str| {
+        Publisher::launch(&format!(
+            "customvideosrc producer=\"{BLUE}\" framerate=30/1 width=160 height=120 ! callsink port=0 channel=shared uid={uid}"
+        ))
+        .play()
+    };
+    let (a, b) = (launch("a"), launch("b"));
+    let url = |p: &Publisher| {
+        assert!(wait_for(10 * SEC, || p
+            .element_message("callsink-viewer")
+            .is_some()));
+        p.element_message("callsink-viewer")
+            .unwrap()
+            .get::<String>("url")
+            .unwrap()
+    };
+    assert_eq!(url(&a), url(&b), "two embedded servers were started");
+    for p in [&a, &b] {
+        assert!(
+            p.wait_state("connected", 20 * SEC).is_some(),
+            "{:?}",
+            p.error()
+        );
+    }
 }

@@ -59,16 +59,6 @@ impl Codec {
         }
     }
 
-    /// Encoder elements to try, best first.
-    fn encoders(self) -> &'static [&'static str] {
-        match self {
-            Codec::Vp8 => &["vp8enc"],
-            Codec::Vp9 => &["vp9enc"],
-            Codec::H264 => &["x264enc", "openh264enc"],
-            Codec::Av1 => &["av1enc"],
-        }
-    }
-
     fn payloader(self) -> &'static str {
         match self {
             Codec::Vp8 => "rtpvp8pay",
@@ -89,10 +79,7 @@ impl Codec {
 
     /// Whether GStreamer has what it takes to publish this codec from raw video.
     pub fn can_encode(self) -> bool {
-        self.encoders()
-            .iter()
-            .any(|e| gst::ElementFactory::find(e).is_some())
-            && gst::ElementFactory::find(self.payloader()).is_some()
+        Encoder::installed(self).is_some() && gst::ElementFactory::find(self.payloader()).is_some()
     }
 
     /// Whether encoded input of this codec can be published.
@@ -127,91 +114,8 @@ impl Codec {
         s
     }
 
-    /// Creates the encoder with real-time settings; `kbps` is the starting bitrate and
-    /// `keyframe_frames` the maximum distance between keyframes in frames.
-    pub fn make_encoder(self, kbps: u32, keyframe_frames: u32) -> Result<gst::Element, String> {
-        let name = self
-            .encoders()
-            .iter()
-            .find(|e| gst::ElementFactory::find(e).is_some())
-            .ok_or_else(|| {
-                format!(
-                    "no {} encoder is installed (looked for {})",
-                    self.encoding_name(),
-                    self.encoders().join(", ")
-                )
-            })?;
-        let enc = gst::ElementFactory::make(name)
-            .build()
-            .map_err(|e| format!("cannot create {name}: {e}"))?;
-        let set = |k: &str, v: &str| {
-            if enc.find_property(k).is_some() {
-                enc.set_property_from_str(k, v);
-            }
-        };
-        let bps = (kbps as u64 * 1000).to_string();
-        let kf = keyframe_frames.max(1).to_string();
-        match *name {
-            "vp8enc" | "vp9enc" => {
-                set("deadline", "1");
-                set("cpu-used", if self == Codec::Vp8 { "4" } else { "8" });
-                set("end-usage", "cbr");
-                set("lag-in-frames", "0");
-                set("target-bitrate", &bps);
-                set("keyframe-max-dist", &kf);
-                set("error-resilient", "default");
-                set("buffer-size", "1000");
-                set("buffer-initial-size", "500");
-                set("buffer-optimal-size", "600");
-                if self == Codec::Vp9 {
-                    set("row-mt", "true");
-                }
-            }
-            "x264enc" => {
-                set("tune", "zerolatency");
-                set("speed-preset", "ultrafast");
-                set("bitrate", &kbps.to_string());
-                set("key-int-max", &kf);
-                set("bframes", "0");
-                set("b-adapt", "false");
-                set("threads", "2");
-            }
-            "openh264enc" => {
-                set("bitrate", &bps);
-                set("gop-size", &kf);
-                set("usage-type", "screen");
-            }
-            "av1enc" => {
-                set("usage-profile", "realtime");
-                set("cpu-used", "10");
-                set("end-usage", "cbr");
-                set("target-bitrate", &kbps.to_string());
-                set("keyframe-max-dist", &kf);
-                set("lag-in-frames", "0");
-                set("threads", "2");
-            }
-            _ => (),
-        }
-        Ok(enc)
-    }
-
-    /// Sets the encoder's bitrate while it runs.
-    pub fn set_bitrate(enc: &gst::Element, kbps: u32) {
-        let name = enc
-            .factory()
-            .map(|f| f.name().to_string())
-            .unwrap_or_default();
-        match name.as_str() {
-            "vp8enc" | "vp9enc" | "openh264enc" => {
-                enc.set_property("target-bitrate", (kbps as i32).saturating_mul(1000))
-            }
-            "x264enc" => enc.set_property("bitrate", kbps),
-            "av1enc" => enc.set_property("target-bitrate", kbps),
-            _ => (),
-        }
-    }
-
-    /// Caps between encoder and payloader (H.264: constrained baseline, byte-stream).
+    /// Caps between encoder and payloader (H.264: constrained baseline, byte-stream; AV1:
+    /// an OBU stream of temporal units).
     pub fn encoded_caps(self) -> Option<gst::Caps> {
         match self {
             Codec::H264 => Some(
@@ -220,7 +124,13 @@ impl Codec {
                     .field("stream-format", "byte-stream")
                     .build(),
             ),
-            _ => None,
+            Codec::Av1 => Some(
+                gst::Caps::builder("video/x-av1")
+                    .field("stream-format", "obu-stream")
+                    .field("alignment", "tu")
+                    .build(),
+            ),
+            Codec::Vp8 | Codec::Vp9 => None,
         }
     }
 
@@ -228,11 +138,13 @@ impl Codec {
     pub fn make_payloader(self, pt: u32, ssrc: u32) -> Result<gst::Element, String> {
         let name = self.payloader();
         let pay = gst::ElementFactory::make(name)
-            .property("pt", pt)
-            .property("ssrc", ssrc)
-            .property("mtu", 1200u32)
             .build()
             .map_err(|e| format!("cannot create {name} (is it installed?): {e}"))?;
+        // From strings: the types differ between payloaders (gst-plugins-rs's `rtpav1pay`
+        // has a signed 64-bit `ssrc`).
+        set_if_present(&pay, "pt", &pt.to_string());
+        set_if_present(&pay, "ssrc", &ssrc.to_string());
+        set_if_present(&pay, "mtu", "1200");
         if self == Codec::H264 {
             pay.set_property("config-interval", -1i32);
             pay.set_property_from_str("aggregate-mode", "zero-latency");
@@ -250,6 +162,199 @@ impl Codec {
     }
 }
 
+/// How an encoder's bitrate property counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    BitsPerSecond,
+    KilobitsPerSecond,
+}
+
+/// One encoder element callsink can use, and everything it needs to know about it: the
+/// codec, the real-time settings, which property holds the bitrate and in which unit, and
+/// which one the distance between keyframes. The only place that knows encoders.
+#[derive(Debug)]
+pub struct Encoder {
+    pub factory: &'static str,
+    codec: Codec,
+    bitrate: (&'static str, Unit),
+    /// Another property that takes the same bitrate (a ceiling), if any.
+    max_bitrate: Option<&'static str>,
+    keyframe_distance: &'static str,
+    settings: &'static [(&'static str, &'static str)],
+}
+
+/// Every encoder, best first for each codec.
+const ENCODERS: &[Encoder] = &[
+    Encoder {
+        factory: "vp8enc",
+        codec: Codec::Vp8,
+        bitrate: ("target-bitrate", Unit::BitsPerSecond),
+        max_bitrate: None,
+        keyframe_distance: "keyframe-max-dist",
+        // Real time, constant bitrate with the rate-control buffer of WebRTC's own encoder.
+        settings: &[
+            ("deadline", "1"),
+            ("cpu-used", "4"),
+            ("end-usage", "cbr"),
+            ("lag-in-frames", "0"),
+            ("error-resilient", "default"),
+            ("buffer-size", "1000"),
+            ("buffer-initial-size", "500"),
+            ("buffer-optimal-size", "600"),
+        ],
+    },
+    Encoder {
+        factory: "x264enc",
+        codec: Codec::H264,
+        bitrate: ("bitrate", Unit::KilobitsPerSecond),
+        max_bitrate: None,
+        keyframe_distance: "key-int-max",
+        settings: &[
+            ("tune", "zerolatency"),
+            ("speed-preset", "ultrafast"),
+            ("bframes", "0"),
+            ("b-adapt", "false"),
+            ("threads", "2"),
+        ],
+    },
+    Encoder {
+        factory: "openh264enc",
+        codec: Codec::H264,
+        bitrate: ("bitrate", Unit::BitsPerSecond),
+        max_bitrate: Some("max-bitrate"),
+        keyframe_distance: "gop-size",
+        // Its default rate control ("quality") ignores the bitrate.
+        settings: &[
+            ("rate-control", "bitrate"),
+            ("enable-frame-skip", "true"),
+            ("usage-type", "camera"),
+        ],
+    },
+    Encoder {
+        factory: "vp9enc",
+        codec: Codec::Vp9,
+        bitrate: ("target-bitrate", Unit::BitsPerSecond),
+        max_bitrate: None,
+        keyframe_distance: "keyframe-max-dist",
+        settings: &[
+            ("deadline", "1"),
+            ("cpu-used", "8"),
+            ("end-usage", "cbr"),
+            ("lag-in-frames", "0"),
+            ("error-resilient", "default"),
+            ("buffer-size", "1000"),
+            ("buffer-initial-size", "500"),
+            ("buffer-optimal-size", "600"),
+            ("row-mt", "true"),
+        ],
+    },
+    Encoder {
+        factory: "av1enc",
+        codec: Codec::Av1,
+        bitrate: ("target-bitrate", Unit::KilobitsPerSecond),
+        max_bitrate: None,
+        keyframe_distance: "keyframe-max-dist",
+        settings: &[
+            ("usage-profile", "realtime"),
+            ("cpu-used", "10"),
+            ("end-usage", "cbr"),
+            // libaom's constant-bitrate control asserts (and aborts the process) with
+            // av1enc's default quantizer bounds (0, 0).
+            ("min-quantizer", "4"),
+            ("max-quantizer", "56"),
+            ("lag-in-frames", "0"),
+            ("threads", "2"),
+        ],
+    },
+];
+
+impl Encoder {
+    /// The encoders of `codec`, best first.
+    fn of(codec: Codec) -> impl Iterator<Item = &'static Encoder> {
+        ENCODERS.iter().filter(move |e| e.codec == codec)
+    }
+
+    /// The best installed encoder of `codec`.
+    pub fn installed(codec: Codec) -> Option<&'static Encoder> {
+        Encoder::of(codec).find(|e| gst::ElementFactory::find(e.factory).is_some())
+    }
+
+    /// The entry for a running encoder element.
+    pub fn of_element(element: &gst::Element) -> Option<&'static Encoder> {
+        let factory = element.factory()?;
+        ENCODERS.iter().find(|e| e.factory == factory.name())
+    }
+
+    /// The encoder for `codec` with real-time settings; `kbps` is the starting bitrate and
+    /// `keyframe_frames` the longest distance between keyframes in frames.
+    pub fn make(codec: Codec, kbps: u32, keyframe_frames: u32) -> Result<gst::Element, String> {
+        let spec = Encoder::installed(codec).ok_or_else(|| {
+            format!(
+                "no {} encoder is installed (looked for {})",
+                codec.encoding_name(),
+                Encoder::of(codec)
+                    .map(|e| e.factory)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        let enc = gst::ElementFactory::make(spec.factory)
+            .build()
+            .map_err(|e| format!("cannot create {}: {e}", spec.factory))?;
+        for (k, v) in spec.settings {
+            set_if_present(&enc, k, v);
+        }
+        set_if_present(
+            &enc,
+            spec.keyframe_distance,
+            &keyframe_frames.max(1).to_string(),
+        );
+        spec.set_bitrate(&enc, kbps);
+        Ok(enc)
+    }
+
+    fn value(&self, kbps: u32) -> String {
+        match self.bitrate.1 {
+            Unit::BitsPerSecond => (u64::from(kbps) * 1000).min(i32::MAX as u64).to_string(),
+            Unit::KilobitsPerSecond => kbps.to_string(),
+        }
+    }
+
+    /// Sets the bitrate of `enc`, an element of this encoder, while it runs.
+    pub fn set_bitrate(&self, enc: &gst::Element, kbps: u32) {
+        let value = self.value(kbps);
+        set_if_present(enc, self.bitrate.0, &value);
+        if let Some(max) = self.max_bitrate {
+            set_if_present(enc, max, &value);
+        }
+    }
+
+    /// The bitrate `enc`, an element of this encoder, is set to, in kbit/s.
+    pub fn bitrate(&self, enc: &gst::Element) -> u32 {
+        let Some(v) = enc
+            .find_property(self.bitrate.0)
+            .map(|_| enc.property_value(self.bitrate.0))
+            .and_then(|v| v.transform::<u64>().ok())
+            .and_then(|v| v.get::<u64>().ok())
+        else {
+            return 0;
+        };
+        let kbps = match self.bitrate.1 {
+            Unit::BitsPerSecond => v / 1000,
+            Unit::KilobitsPerSecond => v,
+        };
+        u32::try_from(kbps).unwrap_or(u32::MAX)
+    }
+}
+
+/// Sets property `name` of `element` from its string form, if the element has it (the
+/// property set of an encoder varies a little with its version).
+fn set_if_present(element: &gst::Element, name: &str, value: &str) {
+    if element.find_property(name).is_some() {
+        element.set_property_from_str(name, value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +369,36 @@ mod tests {
             );
         }
         assert_eq!(Codec::from_encoding_name("h265"), None);
+    }
+
+    #[test]
+    fn every_installed_encoder_takes_and_reports_its_bitrate() {
+        gst::init().unwrap();
+        let mut tried = 0;
+        for spec in ENCODERS {
+            if gst::ElementFactory::find(spec.factory).is_none() {
+                continue;
+            }
+            let enc = gst::ElementFactory::make(spec.factory).build().unwrap();
+            for (k, _) in spec.settings {
+                assert!(
+                    enc.find_property(k).is_some(),
+                    "{} has no property {k}",
+                    spec.factory
+                );
+            }
+            assert!(enc.find_property(spec.bitrate.0).is_some());
+            assert!(enc.find_property(spec.keyframe_distance).is_some());
+            spec.set_bitrate(&enc, 1234);
+            assert_eq!(spec.bitrate(&enc), 1234, "{}", spec.factory);
+            assert_eq!(Encoder::of_element(&enc).unwrap().factory, spec.factory);
+            let made = Encoder::make(spec.codec, 777, 60).unwrap();
+            if made.factory().unwrap().name() == spec.factory {
+                assert_eq!(spec.bitrate(&made), 777, "{}", spec.factory);
+            }
+            tried += 1;
+        }
+        assert!(tried >= 2, "hardly any encoder installed");
     }
 
     #[test]

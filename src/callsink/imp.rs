@@ -15,16 +15,17 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_webrtc::WebRTCPeerConnectionState;
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use super::ConnectionState;
-use super::codec::Codec;
+use super::codec::{Codec, Encoder};
 use super::connection::{Msg, Supervisor};
 use super::liveness::Liveness;
+use super::net;
 use super::whip;
 use crate::OptimizationMode;
-use crate::server::{CallServer, ServerConfig};
+use crate::server::CallServer;
 
 pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -203,28 +204,6 @@ pub struct CallSink {
     ghost: gst::GhostPad,
 }
 
-/// One embedded server per port, shared by every callsink of the process.
-type ServerRegistry = Mutex<Vec<(u16, Weak<CallServer>)>>;
-static EMBEDDED: LazyLock<ServerRegistry> = LazyLock::new(Default::default);
-
-fn embedded_server(port: u16) -> std::io::Result<Arc<CallServer>> {
-    let mut servers = EMBEDDED.lock().unwrap();
-    servers.retain(|(_, w)| w.strong_count() > 0);
-    if let Some(s) = servers
-        .iter()
-        .find(|(p, _)| *p == port)
-        .and_then(|(_, w)| w.upgrade())
-    {
-        return Ok(s);
-    }
-    let server = Arc::new(CallServer::start(ServerConfig {
-        port,
-        ..Default::default()
-    })?);
-    servers.push((server.http_addr().port(), Arc::downgrade(&server)));
-    Ok(server)
-}
-
 /// Adds the candidate pair in use (`local-candidate`, `remote-candidate`: "address:port type")
 /// from webrtcbin's statistics, when it reports one.
 fn selected_pair(
@@ -261,82 +240,6 @@ fn selected_pair(
     b
 }
 
-/// A random SSRC (from the process's hash seed, the time and a counter).
-fn random_ssrc() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    (h.finish() as u32).max(1)
-}
-
-/// Starts, once per process and on a thread of its own, the generation of the DTLS identity
-/// that every webrtcbin of the process shares (an RSA key made when the first `dtlsdec` is
-/// created, about a third of a second of CPU). Started when a callsink is created, it is
-/// usually ready by the time the first offer needs it instead of delaying it.
-fn prepare_dtls_identity() {
-    static STARTED: std::sync::Once = std::sync::Once::new();
-    STARTED.call_once(|| {
-        let spawned = std::thread::Builder::new()
-            .name("callsink-dtls-identity".into())
-            .spawn(|| {
-                let start = std::time::Instant::now();
-                if gst::ElementFactory::make("dtlsdec").build().is_ok() {
-                    gst::debug!(CAT, "DTLS identity ready in {:?}", start.elapsed());
-                }
-            });
-        if let Err(e) = spawned {
-            gst::warning!(CAT, "cannot prepare the DTLS identity ahead: {e}");
-        }
-    });
-}
-
-/// The addresses of the machine's interfaces that are up, as libnice would gather on them:
-/// no loopback, no IPv6 link-local.
-fn interface_addresses() -> Vec<std::net::IpAddr> {
-    let mut out = Vec::new();
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `list` with a linked list that stays valid until freeifaddrs;
-    // every node and address pointer is checked before it is read.
-    unsafe {
-        if libc::getifaddrs(&mut list) != 0 {
-            return out;
-        }
-        let mut node = list;
-        while let Some(ifa) = node.as_ref() {
-            node = ifa.ifa_next;
-            let up = ifa.ifa_flags & libc::IFF_UP as libc::c_uint != 0;
-            let Some(sa) = ifa.ifa_addr.as_ref().filter(|_| up) else {
-                continue;
-            };
-            let address = match i32::from(sa.sa_family) {
-                libc::AF_INET => {
-                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    std::net::IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
-                }
-                libc::AF_INET6 => {
-                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                    std::net::IpAddr::from(sin6.sin6_addr.s6_addr)
-                }
-                _ => continue,
-            };
-            let link_local =
-                matches!(address, std::net::IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80);
-            if !address.is_loopback() && !link_local && !out.contains(&address) {
-                out.push(address);
-            }
-        }
-        libc::freeifaddrs(list);
-    }
-    out
-}
-
 /// What to do with a receiver's keyframe request.
 #[derive(Debug, PartialEq)]
 enum KeyframeRequest {
@@ -367,17 +270,6 @@ fn keyframe_request(
     } else {
         KeyframeRequest::Forward
     }
-}
-
-fn is_loopback_url(url: &str) -> bool {
-    url::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host().map(|h| h.to_owned()))
-        .is_some_and(|h| match h {
-            url::Host::Domain(d) => d == "localhost",
-            url::Host::Ipv4(ip) => ip.is_loopback(),
-            url::Host::Ipv6(ip) => ip.is_loopback(),
-        })
 }
 
 /// The payload type and codec the answer chose for the video section.
@@ -548,7 +440,7 @@ impl CallSink {
                     .build()
                     .map_err(|e| format!("cannot create {name}: {e}"))
             };
-            let enc = codec.make_encoder(start, kf_frames)?;
+            let enc = Encoder::make(codec, start, kf_frames)?;
             chain.push(make("videoconvert")?);
             // Congestion control may lower the resolution (videoscale + capsfilter) or the
             // frame rate (videorate) following the track's optimization mode.
@@ -587,6 +479,10 @@ impl CallSink {
                     .map_err(|e| e.to_string())?,
             );
             chain.push(enc.clone());
+            if codec == Codec::Av1 {
+                // av1enc's temporal units become the OBU stream the payloader takes.
+                chain.push(make("av1parse")?);
+            }
             if let Some(c) = codec.encoded_caps() {
                 chain.push(
                     gst::ElementFactory::make("capsfilter")
@@ -861,8 +757,10 @@ impl CallSink {
         let (start, min, max) = self.bitrates();
         let mut state = self.state.lock().unwrap();
         let target = state.estimate.unwrap_or(start).clamp(min, max);
-        if let Some(enc) = &state.encoder {
-            Codec::set_bitrate(enc, target);
+        if let Some(enc) = &state.encoder
+            && let Some(spec) = Encoder::of_element(enc)
+        {
+            spec.set_bitrate(enc, target);
         }
         let Some((scale_caps, rate)) = state.degrade.clone() else {
             return;
@@ -931,7 +829,7 @@ impl CallSink {
         }
         let port = u16::try_from(settings.port)
             .map_err(|_| format!("port {} is out of range", settings.port))?;
-        let server = embedded_server(port)
+        let server = net::embedded_server(port)
             .map_err(|e| format!("cannot start the embedded call server on port {port}: {e}"))?;
         Ok((
             format!("{}{uid}", server.whip_url(&settings.channel)),
@@ -975,7 +873,7 @@ impl CallSink {
             // directly or through TURN.
             nice.set_property("upnp", false);
         }
-        if is_loopback_url(endpoint)
+        if net::is_loopback_url(endpoint)
             && let Some(agent) = ice
         {
             // libnice gathers no loopback candidates on its own, and once an address is added
@@ -983,7 +881,7 @@ impl CallSink {
             // have used, so that a server on loopback that answers with candidates on another
             // interface (Janus skips loopback) is still reachable.
             let mut addresses = vec![std::net::IpAddr::from([127, 0, 0, 1])];
-            addresses.extend(interface_addresses());
+            addresses.extend(net::interface_addresses());
             for address in addresses {
                 gst::debug!(CAT, imp = self, "ICE gathers on {address}");
                 let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&address.to_string()]);
@@ -1051,7 +949,7 @@ impl CallSink {
         }
         let mut state = self.state.lock().unwrap();
         state.generation = generation;
-        state.ssrc = random_ssrc();
+        state.ssrc = crate::random::ssrc();
         state.webrtcbin = Some(webrtcbin);
         state.client = Some(Arc::new(client));
         state.server = server;
@@ -1188,15 +1086,10 @@ impl CallSink {
                 b = b.field("average-fps", frames as f64 / secs);
             }
         }
-        if let Some(enc) = encoder {
-            let kbps = match enc.factory().map(|f| f.name().to_string()).as_deref() {
-                Some("vp8enc") | Some("vp9enc") => {
-                    enc.property::<i32>("target-bitrate") as u64 / 1000
-                }
-                Some("x264enc") => enc.property::<u32>("bitrate") as u64,
-                _ => 0,
-            };
-            b = b.field("target-bitrate", kbps * 1000);
+        if let Some(enc) = encoder
+            && let Some(spec) = Encoder::of_element(&enc)
+        {
+            b = b.field("target-bitrate", u64::from(spec.bitrate(&enc)) * 1000);
         }
         if let Some(wb) = webrtcbin {
             let promise = gst::Promise::new();
@@ -1558,7 +1451,7 @@ impl ObjectImpl for CallSink {
 
     fn constructed(&self) {
         self.parent_constructed();
-        prepare_dtls_identity();
+        net::prepare_dtls_identity();
         let obj = self.obj();
         obj.add(&self.queue).expect("add queue");
         self.ghost

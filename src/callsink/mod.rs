@@ -13,6 +13,7 @@ mod codec;
 mod connection;
 mod imp;
 pub mod liveness;
+mod net;
 pub mod whip;
 
 pub use codec::Codec;

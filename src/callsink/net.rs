@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: MPL-2.0
+//! What callsink needs to know about this machine and process: its interface addresses (for
+//! ICE on loopback), the DTLS identity every webrtcbin shares, and the embedded call servers
+//! shared by every callsink of the process.
+
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+
+use super::imp::CAT;
+use crate::server::{CallServer, ServerConfig};
+
+/// The embedded servers of the process, by the port they were asked for (0: any free port;
+/// every callsink with `port=0` shares that one).
+type ServerRegistry = Mutex<Vec<(u16, Weak<CallServer>)>>;
+static EMBEDDED: LazyLock<ServerRegistry> = LazyLock::new(Default::default);
+
+/// The process's embedded call server for `port`, started if there is none yet.
+pub fn embedded_server(port: u16) -> std::io::Result<Arc<CallServer>> {
+    let mut servers = EMBEDDED.lock().unwrap();
+    servers.retain(|(_, w)| w.strong_count() > 0);
+    let running = servers
+        .iter()
+        .filter_map(|(p, w)| w.upgrade().map(|s| (*p, s)))
+        .find(|(asked, s)| *asked == port || s.http_addr().port() == port)
+        .map(|(_, s)| s);
+    if let Some(s) = running {
+        return Ok(s);
+    }
+    let server = Arc::new(CallServer::start(ServerConfig {
+        port,
+        ..Default::default()
+    })?);
+    servers.push((port, Arc::downgrade(&server)));
+    Ok(server)
+}
+
+/// Starts, once per process and on a thread of its own, the generation of the DTLS identity
+/// that every webrtcbin of the process shares (an RSA key made when the first `dtlsdec` is
+/// created, about a third of a second of CPU). Started when a callsink is created, it is
+/// usually ready by the time the first offer needs it instead of delaying it.
+pub fn prepare_dtls_identity() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let spawned = std::thread::Builder::new()
+            .name("callsink-dtls-identity".into())
+            .spawn(|| {
+                let start = std::time::Instant::now();
+                if gst::ElementFactory::make("dtlsdec").build().is_ok() {
+                    gst::debug!(CAT, "DTLS identity ready in {:?}", start.elapsed());
+                }
+            });
+        if let Err(e) = spawned {
+            gst::warning!(CAT, "cannot prepare the DTLS identity ahead: {e}");
+        }
+    });
+}
+
+/// The addresses of the machine's interfaces that are up, as libnice would gather on them:
+/// no loopback, no IPv6 link-local.
+pub fn interface_addresses() -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list that stays valid until freeifaddrs;
+    // every node and address pointer is checked before it is read.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return out;
+        }
+        let mut node = list;
+        while let Some(ifa) = node.as_ref() {
+            node = ifa.ifa_next;
+            let up = ifa.ifa_flags & libc::IFF_UP as libc::c_uint != 0;
+            let Some(sa) = ifa.ifa_addr.as_ref().filter(|_| up) else {
+                continue;
+            };
+            let address = match i32::from(sa.sa_family) {
+                libc::AF_INET => {
+                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    std::net::IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
+                }
+                libc::AF_INET6 => {
+                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                    std::net::IpAddr::from(sin6.sin6_addr.s6_addr)
+                }
+                _ => continue,
+            };
+            let link_local =
+                matches!(address, std::net::IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80);
+            if !address.is_loopback() && !link_local && !out.contains(&address) {
+                out.push(address);
+            }
+        }
+        libc::freeifaddrs(list);
+    }
+    out
+}
+
+/// Whether `url` names this machine's loopback (127.0.0.0/8, ::1, localhost).
+pub fn is_loopback_url(url: &str) -> bool {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+        .is_some_and(|h| match h {
+            url::Host::Domain(d) => d == "localhost",
+            url::Host::Ipv4(ip) => ip.is_loopback(),
+            url::Host::Ipv6(ip) => ip.is_loopback(),
+        })
+}
