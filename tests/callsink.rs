@@ -922,3 +922,91 @@ fn callsinks_with_port_0_share_one_embedded_server() {
         );
     }
 }
+
+// ----- start and stop --------------------------------------------------------------------------
+
+#[test]
+fn start_stop_cycles_leave_nothing_behind() {
+    if !netns::enter("start_stop_cycles_leave_nothing_behind") {
+        return;
+    }
+    init();
+    // The server in a process of its own: what is measured is this process, the publisher.
+    let server = ServerProcess::start("127.0.0.1", free_port("127.0.0.1"));
+    let p = Publisher::launch(&format!(
+        "customvideosrc producer=\"videotestsrc is-live=true\" framerate=30/1 width=320 height=240 \
+         ! callsink name=sink server={} channel=cycles uid=c",
+        server.url()
+    ));
+    // The first twenty warm the process up (allocator arenas, GStreamer's caches); the 20 after
+    // them are measured.
+    let (warm_up, cycles) = (20, 40);
+    let mut first = None;
+    let mut stops = vec![];
+    for i in 0..cycles {
+        p.pipeline.set_state(gst::State::Playing).unwrap();
+        assert!(
+            wait_for(20 * SEC, || p
+                .connection_states()
+                .iter()
+                .filter(|(_, s)| s == "connected")
+                .count()
+                > i),
+            "cycle {i}: never connected: {:?}",
+            p.error()
+        );
+        let stop = Instant::now();
+        p.pipeline.set_state(gst::State::Null).unwrap();
+        stops.push(stop.elapsed());
+        if i + 1 == warm_up {
+            // Let anything a stop leaves to finish finish, then take the reading.
+            std::thread::sleep(SEC / 2);
+            first = Some(common::process_resources());
+        }
+    }
+    std::thread::sleep(SEC / 2);
+    let (rss0, threads0, fds0) = first.unwrap();
+    let (rss, threads, fds) = common::process_resources();
+    let slowest = stops.iter().max().unwrap();
+    eprintln!(
+        "after cycle {warm_up} -> after cycle {cycles}: RSS {rss0:.1} -> {rss:.1} MB, threads {threads0} -> {threads}, \
+         fds {fds0} -> {fds}; slowest stop {} ms",
+        slowest.as_millis()
+    );
+    assert_eq!(p.error(), None);
+    assert!(threads <= threads0 + 1, "threads {threads0} -> {threads}");
+    assert!(fds <= fds0 + 1, "fds {fds0} -> {fds}");
+    assert!(rss <= rss0 + 5.0, "RSS {rss0:.1} -> {rss:.1} MB");
+    assert!(*slowest < SEC, "a stop took {slowest:?}");
+    assert_eq!(server.publisher("cycles", "c"), None);
+}
+
+#[test]
+fn stopping_takes_under_a_second_when_the_server_does_not_answer() {
+    if !netns::enter("stopping_takes_under_a_second_when_the_server_does_not_answer") {
+        return;
+    }
+    init();
+    for frozen_when in ["connected", "connecting"] {
+        let server = ServerProcess::start("127.0.0.1", free_port("127.0.0.1"));
+        if frozen_when == "connecting" {
+            server.freeze(true);
+        }
+        let p = Publisher::launch(&format!(
+            "customvideosrc producer=\"videotestsrc is-live=true\" framerate=30/1 ! callsink server={} channel=s uid={frozen_when}",
+            server.url()
+        ))
+        .play();
+        assert!(p.wait_state(frozen_when, 20 * SEC).is_some());
+        std::thread::sleep(SEC / 2);
+        server.freeze(true);
+        let stop = Instant::now();
+        p.pipeline.set_state(gst::State::Null).unwrap();
+        let took = stop.elapsed();
+        eprintln!(
+            "stop with a frozen server while {frozen_when}: {} ms",
+            took.as_millis()
+        );
+        assert!(took < SEC, "{frozen_when}: stopping took {took:?}");
+    }
+}

@@ -35,7 +35,7 @@ use super::whip;
 const GATHERING_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bound of the DELETE that leaves the call (at EOS, when stopping, before publishing again):
 /// a server that is gone must not hold the pipeline.
-pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
+pub const LEAVE_TIMEOUT: Duration = Duration::from_millis(750);
 /// Bound of a WHIP POST while restoring a lost call (the first one uses `timeout`).
 const RETRY_POST_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time for ICE and DTLS to connect after the answer, while restoring a lost call.

@@ -898,6 +898,13 @@ impl CallSink {
                     "rtpgccbwe is not available: no congestion control"
                 );
             }
+            if let Some(cc) = &cc {
+                // webrtcbin adds what it gets to a bin, which sinks a floating reference
+                // and otherwise takes one of its own: the reference handed over with the
+                // return value would never be released (and with it the element).
+                // SAFETY: marks a live object floating; the bin sinks that reference.
+                unsafe { glib::gobject_ffi::g_object_force_floating(cc.as_ptr() as *mut _) };
+            }
             Some(cc.to_value())
         });
         let weak = self.obj().downgrade();

@@ -198,14 +198,22 @@ pub fn parse_endpoint(url: &str) -> Result<Url, WhipError> {
 pub struct Client {
     endpoint: Url,
     token: Option<String>,
+    /// One agent (connection pool, TLS configuration) for every request of the client.
+    agent: ureq::Agent,
 }
 
 impl Client {
     pub fn new(endpoint: &str, token: Option<String>) -> Result<Client, WhipError> {
         let endpoint = parse_endpoint(endpoint)?;
+        let agent = ureq::Agent::config_builder()
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
         Ok(Client {
             endpoint,
             token: token.filter(|t| !t.is_empty()),
+            agent,
         })
     }
 
@@ -233,13 +241,12 @@ impl Client {
         let request = builder
             .body(body.to_owned())
             .map_err(|e| WhipError::BadUrl(format!("cannot build a request for {url}: {e}")))?;
-        let agent = ureq::Agent::config_builder()
+        let request = self
+            .agent
+            .configure_request(request)
             .timeout_global(Some(timeout))
-            .max_redirects(0)
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
-        agent.run(request).map_err(|e| WhipError::Unreachable {
+            .build();
+        self.agent.run(request).map_err(|e| WhipError::Unreachable {
             url: url.to_string(),
             reason: e.to_string(),
         })

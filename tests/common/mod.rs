@@ -341,11 +341,48 @@ pub const RED: [u8; 4] = [255, 0, 0, 255];
 pub const GREEN: [u8; 4] = [0, 255, 0, 255];
 pub const BLUE: [u8; 4] = [0, 0, 255, 255];
 
-/// A pipeline made from a gst-launch description that records every bus message with the
-/// time it was posted.
+/// What a bus message said, kept without the message itself: a message holds a reference to
+/// the element that posted it, and keeping it would keep that element (and its threads and
+/// sockets) alive after the pipeline stopped.
+#[derive(Debug, Clone)]
+pub struct Posted {
+    pub at: Instant,
+    pub kind: gst::MessageType,
+    /// Name of the object that posted it.
+    pub src: Option<String>,
+    /// The structure of an element message.
+    pub structure: Option<gst::Structure>,
+    /// The text of an error or warning.
+    pub text: Option<String>,
+    /// The new state of a state change.
+    pub state: Option<gst::State>,
+}
+
+impl Posted {
+    fn of(msg: &gst::MessageRef) -> Posted {
+        let (structure, text, state) = match msg.view() {
+            gst::MessageView::Element(e) => (e.structure().map(|s| s.to_owned()), None, None),
+            gst::MessageView::Error(e) => (None, Some(e.error().message().to_string()), None),
+            gst::MessageView::Warning(w) => (None, Some(w.error().message().to_string()), None),
+            gst::MessageView::StateChanged(s) => (None, None, Some(s.current())),
+            _ => (None, None, None),
+        };
+        Posted {
+            at: Instant::now(),
+            kind: msg.type_(),
+            src: msg.src().map(|s| s.name().to_string()),
+            structure,
+            text,
+            state,
+        }
+    }
+}
+
+/// A pipeline made from a gst-launch description that records what every bus message said,
+/// with the time it was posted.
 pub struct Launched {
     pub pipeline: gst::Pipeline,
-    pub messages: Arc<Mutex<Vec<(Instant, gst::Message)>>>,
+    pub messages: Arc<Mutex<Vec<Posted>>>,
 }
 
 impl Launched {
@@ -355,10 +392,10 @@ impl Launched {
             .unwrap_or_else(|e| panic!("{desc}: {e}"))
             .downcast::<gst::Pipeline>()
             .unwrap();
-        let messages: Arc<Mutex<Vec<(Instant, gst::Message)>>> = Arc::default();
+        let messages: Arc<Mutex<Vec<Posted>>> = Arc::default();
         let m = messages.clone();
         pipeline.bus().unwrap().set_sync_handler(move |_, msg| {
-            m.lock().unwrap().push((Instant::now(), msg.clone()));
+            m.lock().unwrap().push(Posted::of(msg));
             gst::BusSyncReply::Drop
         });
         Launched { pipeline, messages }
@@ -375,10 +412,8 @@ impl Launched {
             .lock()
             .unwrap()
             .iter()
-            .find_map(|(_, m)| match m.view() {
-                gst::MessageView::Error(e) => Some(e.error().message().to_string()),
-                _ => None,
-            })
+            .find(|p| p.kind == gst::MessageType::Error)
+            .and_then(|p| p.text.clone())
     }
 
     pub fn wait_error(&self, timeout: Duration) -> Option<String> {
@@ -392,12 +427,11 @@ impl Launched {
             .lock()
             .unwrap()
             .iter()
-            .filter_map(|(t, m)| match m.view() {
-                gst::MessageView::Element(e) => e
-                    .structure()
+            .filter_map(|p| {
+                p.structure
+                    .as_ref()
                     .filter(|s| s.name() == name)
-                    .map(|s| (*t, s.to_owned())),
-                _ => None,
+                    .map(|s| (p.at, s.clone()))
             })
             .collect()
     }
@@ -435,24 +469,19 @@ impl Launched {
             .lock()
             .unwrap()
             .iter()
-            .find(|(_, m)| matches!(m.view(), gst::MessageView::Eos(_)))
-            .map(|(t, _)| *t)
+            .find(|p| p.kind == gst::MessageType::Eos)
+            .map(|p| p.at)
     }
 
     /// The states the pipeline itself went through.
     pub fn pipeline_states(&self) -> Vec<gst::State> {
+        let name = self.pipeline.name().to_string();
         self.messages
             .lock()
             .unwrap()
             .iter()
-            .filter_map(|(_, m)| match m.view() {
-                gst::MessageView::StateChanged(s)
-                    if s.src() == Some(self.pipeline.upcast_ref::<gst::Object>()) =>
-                {
-                    Some(s.current())
-                }
-                _ => None,
-            })
+            .filter(|p| p.src.as_deref() == Some(name.as_str()))
+            .filter_map(|p| p.state)
             .collect()
     }
 }
@@ -484,4 +513,22 @@ pub fn epoch_ms(t: Instant) -> f64 {
         .as_secs_f64()
         * 1000.0;
     now - t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// What this process holds now: resident memory (MB), threads, open file descriptors.
+pub fn process_resources() -> (f64, u64, u64) {
+    // SAFETY: malloc_trim only returns free heap memory to the system.
+    unsafe { libc::malloc_trim(0) };
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count() as u64)
+        .unwrap_or(0);
+    (field("VmRSS:") / 1024.0, field("Threads:") as u64, fds)
 }
