@@ -47,7 +47,7 @@ pub struct Run {
     pub caps_events: Arc<Mutex<Vec<gst::Caps>>>,
     pub events: Arc<Mutex<Vec<gst::Event>>>,
     pub eos: Arc<Mutex<bool>>,
-    pub messages: Arc<Mutex<Vec<gst::Message>>>,
+    pub messages: Arc<Mutex<Vec<Posted>>>,
 }
 
 impl Run {
@@ -78,7 +78,7 @@ impl Run {
         let caps_events: Arc<Mutex<Vec<gst::Caps>>> = Arc::default();
         let events: Arc<Mutex<Vec<gst::Event>>> = Arc::default();
         let eos: Arc<Mutex<bool>> = Arc::default();
-        let messages: Arc<Mutex<Vec<gst::Message>>> = Arc::default();
+        let messages: Arc<Mutex<Vec<Posted>>> = Arc::default();
 
         let f = frames.clone();
         let e = eos.clone();
@@ -108,7 +108,7 @@ impl Run {
         );
         let m = messages.clone();
         pipeline.bus().unwrap().set_sync_handler(move |_, msg| {
-            m.lock().unwrap().push(msg.clone());
+            m.lock().unwrap().push(Posted::of(msg));
             gst::BusSyncReply::Drop
         });
         Run {
@@ -149,12 +149,12 @@ impl Run {
             .lock()
             .unwrap()
             .iter()
-            .find_map(|m| match m.view() {
-                gst::MessageView::Error(e) => Some((
-                    e.error().message().to_string(),
-                    e.debug().map(|d| d.to_string()).unwrap_or_default(),
-                )),
-                _ => None,
+            .find(|p| p.kind == gst::MessageType::Error)
+            .map(|p| {
+                (
+                    p.text.clone().unwrap_or_default(),
+                    p.debug.clone().unwrap_or_default(),
+                )
             })
     }
 
@@ -163,13 +163,13 @@ impl Run {
             .lock()
             .unwrap()
             .iter()
-            .filter_map(|m| match m.view() {
-                gst::MessageView::Warning(w) => Some(format!(
+            .filter(|p| p.kind == gst::MessageType::Warning)
+            .map(|p| {
+                format!(
                     "{} {}",
-                    w.error().message(),
-                    w.debug().map(|d| d.to_string()).unwrap_or_default()
-                )),
-                _ => None,
+                    p.text.as_deref().unwrap_or_default(),
+                    p.debug.as_deref().unwrap_or_default()
+                )
             })
             .collect()
     }
@@ -179,13 +179,7 @@ impl Run {
             .lock()
             .unwrap()
             .iter()
-            .filter_map(|m| match m.view() {
-                gst::MessageView::Element(e) => e
-                    .structure()
-                    .filter(|s| s.name() == name)
-                    .map(|s| s.to_owned()),
-                _ => None,
-            })
+            .filter_map(|p| p.structure.as_ref().filter(|s| s.name() == name).cloned())
             .collect()
     }
 
@@ -354,18 +348,30 @@ pub struct Posted {
     pub structure: Option<gst::Structure>,
     /// The text of an error or warning.
     pub text: Option<String>,
+    /// Its debug details.
+    pub debug: Option<String>,
     /// The new state of a state change.
     pub state: Option<gst::State>,
 }
 
 impl Posted {
     fn of(msg: &gst::MessageRef) -> Posted {
-        let (structure, text, state) = match msg.view() {
-            gst::MessageView::Element(e) => (e.structure().map(|s| s.to_owned()), None, None),
-            gst::MessageView::Error(e) => (None, Some(e.error().message().to_string()), None),
-            gst::MessageView::Warning(w) => (None, Some(w.error().message().to_string()), None),
-            gst::MessageView::StateChanged(s) => (None, None, Some(s.current())),
-            _ => (None, None, None),
+        let (structure, text, debug, state) = match msg.view() {
+            gst::MessageView::Element(e) => (e.structure().map(|s| s.to_owned()), None, None, None),
+            gst::MessageView::Error(e) => (
+                None,
+                Some(e.error().message().to_string()),
+                e.debug().map(|d| d.to_string()),
+                None,
+            ),
+            gst::MessageView::Warning(w) => (
+                None,
+                Some(w.error().message().to_string()),
+                w.debug().map(|d| d.to_string()),
+                None,
+            ),
+            gst::MessageView::StateChanged(s) => (None, None, None, Some(s.current())),
+            _ => (None, None, None, None),
         };
         Posted {
             at: Instant::now(),
@@ -373,6 +379,7 @@ impl Posted {
             src: msg.src().map(|s| s.name().to_string()),
             structure,
             text,
+            debug,
             state,
         }
     }
