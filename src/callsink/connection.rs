@@ -26,6 +26,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::ConnectionState;
+use super::chain::EncodingChain;
 use super::codec::Codec;
 use super::imp::{CAT, CallSink, answered_codec};
 use super::liveness::{Backoff, Liveness, ReconnectLimit};
@@ -419,8 +420,8 @@ impl CallSink {
             let state = self.state.lock().unwrap();
             (
                 state.webrtcbin.clone(),
-                !state.chain.is_empty(),
-                state.codec,
+                state.chain.is_some(),
+                state.chain.as_ref().map(|c| c.codec),
             )
         };
         let Some(webrtcbin) = webrtcbin else {
@@ -781,8 +782,8 @@ impl CallSink {
             .lock()
             .unwrap()
             .chain
-            .last()
-            .and_then(|e| e.static_pad("src"))
+            .as_ref()
+            .and_then(EncodingChain::end)
     }
 
     /// Drops what the chain sends while the call is down (nothing waits for it).

@@ -19,12 +19,14 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use super::ConnectionState;
+use super::cc::{Bitrates, Congestion, TrackHints};
+use super::chain::{ChainConfig, EncodingChain, KeyframePacer, KeyframeRequest};
 use super::codec::{Codec, Encoder};
 use super::connection::{Msg, Supervisor};
 use super::liveness::Liveness;
 use super::net;
+use super::stats::{self, SendStats};
 use super::whip;
-use crate::OptimizationMode;
 use crate::server::CallServer;
 
 pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -38,20 +40,10 @@ pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const DEFAULT_CHANNEL: &str = "demo";
 const DEFAULT_PORT: u32 = 8080;
 const DEFAULT_CODEC: &str = "auto";
-const DEFAULT_MAX_BITRATE: u32 = 2500;
-const DEFAULT_MIN_BITRATE: u32 = 100;
 const DEFAULT_KEYFRAME_INTERVAL: u32 = 2;
 const DEFAULT_TIMEOUT: u32 = 10;
 /// Keep trying to restore a lost call for as long as the pipeline runs.
 const DEFAULT_RECONNECT_TIMEOUT: i32 = -1;
-/// A pause between frames longer than this counts as a freeze.
-const FREEZE_GAP: Duration = Duration::from_millis(600);
-/// Minimum time between two keyframes forced by the receivers' requests; a request that
-/// comes sooner is served when the time is up.
-const KEYFRAME_MIN_SPACING: Duration = Duration::from_millis(200);
-/// A keyframe asked of the encoder and not seen after this long may be asked for again.
-const KEYFRAME_REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
-
 #[derive(Debug, Clone)]
 pub(super) struct Settings {
     server: Option<String>,
@@ -93,55 +85,7 @@ impl Default for Settings {
     }
 }
 
-/// Hints carried by the track (tags and the optimization-mode event).
-#[derive(Debug, Clone, Copy, Default)]
-struct TrackHints {
-    min_kbps: Option<u32>,
-    max_kbps: Option<u32>,
-    mode: OptimizationMode,
-}
-
-/// How far the picture is degraded to fit the estimated bandwidth.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Degradation {
-    /// Scale of width and height, in percent.
-    scale: u32,
-    /// Divider of the frame rate.
-    fps_divider: u32,
-}
-
-/// What `mode` gives up when the estimate is `ratio` of the maximum bitrate: `detail`
-/// keeps the resolution and lowers the frame rate, `motion` keeps the frame rate and lowers
-/// the resolution, `balanced` lowers the resolution first and then the frame rate.
-impl Default for Degradation {
-    fn default() -> Self {
-        Degradation {
-            scale: 100,
-            fps_divider: 1,
-        }
-    }
-}
-
-fn degradation(mode: OptimizationMode, ratio: f64) -> Degradation {
-    let level = if ratio >= 0.6 {
-        0
-    } else if ratio >= 0.3 {
-        1
-    } else {
-        2
-    };
-    let (scale, fps_divider) = match (mode, level) {
-        (_, 0) => (100, 1),
-        (OptimizationMode::Detail, 1) => (100, 2),
-        (OptimizationMode::Detail, _) => (100, 4),
-        (OptimizationMode::Motion, 1) => (75, 1),
-        (OptimizationMode::Motion, _) => (50, 1),
-        (OptimizationMode::Balanced, 1) => (75, 1),
-        (OptimizationMode::Balanced, _) => (75, 2),
-    };
-    Degradation { scale, fps_divider }
-}
-
+/// One run's state (READY→PAUSED until PAUSED→READY).
 #[derive(Default)]
 pub(super) struct State {
     pub(super) webrtcbin: Option<gst::Element>,
@@ -151,125 +95,41 @@ pub(super) struct State {
     pub(super) client: Option<Arc<whip::Client>>,
     /// The WHIP session resource of the current call.
     pub(super) resource: Option<String>,
+    /// The embedded server this run publishes to, kept running while it does.
     server: Option<Arc<CallServer>>,
     pub(super) endpoint: Option<String>,
-    caps_seen: bool,
-    pub(super) chain: Vec<gst::Element>,
-    encoder: Option<gst::Element>,
-    pub(super) codec: Option<Codec>,
-    block: Option<gst::PadProbeId>,
-    hints: TrackHints,
-    pub(super) input_caps: Option<gst::Caps>,
-    last_keyframe_request: Option<Instant>,
-    /// When the last keyframe entered the payloader.
-    last_keyframe: Option<Instant>,
-    /// A keyframe request waits for KEYFRAME_MIN_SPACING to pass.
-    keyframe_deferred: bool,
-    payloader: Option<gst::Element>,
-    frames: u64,
-    first_frame: Option<Instant>,
-    /// RTP bytes leaving the payloader, for the send bitrate.
-    sent_bytes: crate::rate::Rate,
-    /// Frames entering the payloader, for the send frame rate.
-    sent_frames: crate::rate::Rate,
-    pub(super) ssrc: u32,
-    /// Elements that degrade raw input under congestion: videoscale's capsfilter, and
-    /// videorate when the input has a frame rate.
-    degrade: Option<(gst::Element, Option<gst::Element>)>,
-    degradation: Degradation,
-    estimate: Option<u32>,
-    cc: Option<gst::Element>,
     /// ICE servers from the WHIP server's Link headers (used when publishing again).
     pub(super) link_ice_servers: Vec<String>,
-    last_frame: Option<Instant>,
-    freeze: Duration,
-    /// Frames inside the encoder: (timestamp, when it entered).
-    encoding: std::collections::VecDeque<(gst::ClockTime, Instant)>,
-    encode_delay_ms: f64,
-    /// Drops buffers between the chain and webrtcbin while the call is down.
+    pub(super) ssrc: u32,
+    caps_seen: bool,
+    pub(super) input_caps: Option<gst::Caps>,
+    hints: TrackHints,
+    /// The encoding chain, once the answer chose the codec.
+    pub(super) chain: Option<EncodingChain>,
+    /// Holds the input queue until the chain is built.
+    block: Option<gst::PadProbeId>,
+    /// Drops what the chain sends while the call is down.
     pub(super) hold: Option<gst::PadProbeId>,
+    /// The congestion controller webrtcbin was given (`rtpgccbwe`).
+    cc: Option<gst::Element>,
+    congestion: Congestion,
 }
 
-/// Lock order: `supervisor`, then `settings`, then `state`, then `liveness`; `connection`
-/// on its own. No lock is held while calling into elements or posting messages.
+/// Lock order: `supervisor`, then `settings`, then `state`; `liveness`, `stats`,
+/// `keyframes` and `connection` are leaves taken on their own (the pad probes take only
+/// them). No lock is held while calling into elements or posting messages.
 pub struct CallSink {
     pub(super) settings: Mutex<Settings>,
     pub(super) state: Mutex<State>,
     connection: Mutex<ConnectionState>,
+    stats: Mutex<SendStats>,
+    keyframes: Mutex<KeyframePacer>,
     /// The connection supervisor of the current run (see `connection.rs`).
     pub(super) supervisor: Mutex<Option<Supervisor>>,
     /// Whether the receiver still answers, while connected.
     pub(super) liveness: Mutex<Option<Liveness>>,
     queue: gst::Element,
     ghost: gst::GhostPad,
-}
-
-/// Adds the candidate pair in use (`local-candidate`, `remote-candidate`: "address:port type")
-/// from webrtcbin's statistics, when it reports one.
-fn selected_pair(
-    reply: &gst::StructureRef,
-    mut b: gst::structure::Builder,
-) -> gst::structure::Builder {
-    let stats: Vec<gst::Structure> = reply
-        .iter()
-        .filter_map(|(_, v)| v.get::<gst::Structure>().ok())
-        .collect();
-    let Some(pair) = stats.iter().find(|s| s.name() == "candidate-pair") else {
-        return b;
-    };
-    for (side, key) in [
-        ("local", "local-candidate-id"),
-        ("remote", "remote-candidate-id"),
-    ] {
-        let Ok(id) = pair.get::<&str>(key) else {
-            continue;
-        };
-        let cand = stats.iter().find(|s| s.get::<&str>("id").ok() == Some(id));
-        if let Some(c) = cand
-            && let (Ok(addr), Ok(port)) = (c.get::<&str>("address"), c.get::<u32>("port"))
-        {
-            let kind = c
-                .value("candidate-type")
-                .ok()
-                .and_then(|v| v.serialize().ok())
-                .map(|v| v.to_string())
-                .unwrap_or_default();
-            b = b.field(format!("{side}-candidate"), format!("{addr}:{port} {kind}"));
-        }
-    }
-    b
-}
-
-/// What to do with a receiver's keyframe request.
-#[derive(Debug, PartialEq)]
-enum KeyframeRequest {
-    /// Pass it to the encoder.
-    Forward,
-    /// A keyframe asked for earlier has not come out yet: it serves this request too.
-    Coming,
-    /// The last keyframe was asked for too recently: ask again after this long.
-    After(Duration),
-}
-
-/// Paces keyframe requests: at most one outstanding, at least KEYFRAME_MIN_SPACING apart,
-/// and none lost (a request inside the spacing is served when it ends).
-fn keyframe_request(
-    now: Instant,
-    last_request: Option<Instant>,
-    last_keyframe: Option<Instant>,
-) -> KeyframeRequest {
-    let Some(asked) = last_request else {
-        return KeyframeRequest::Forward;
-    };
-    let since = now.saturating_duration_since(asked);
-    let answered = last_keyframe.is_some_and(|k| k >= asked);
-    if !answered && since < KEYFRAME_REQUEST_TIMEOUT {
-        KeyframeRequest::Coming
-    } else if since < KEYFRAME_MIN_SPACING {
-        KeyframeRequest::After(KEYFRAME_MIN_SPACING - since)
-    } else {
-        KeyframeRequest::Forward
-    }
 }
 
 /// The payload type and codec the answer chose for the video section.
@@ -366,28 +226,17 @@ impl CallSink {
         Ok(vec![c])
     }
 
-    fn bitrates(&self) -> (u32, u32, u32) {
-        let s = self.settings.lock().unwrap().clone();
+    fn bitrates(&self) -> Bitrates {
+        let (start, min, max) = {
+            let s = self.settings.lock().unwrap();
+            (s.start_bitrate, s.min_bitrate, s.max_bitrate)
+        };
         let hints = self.state.lock().unwrap().hints;
-        let max = if s.max_bitrate > 0 {
-            s.max_bitrate
-        } else {
-            hints.max_kbps.unwrap_or(DEFAULT_MAX_BITRATE)
-        };
-        let min = if s.min_bitrate > 0 {
-            s.min_bitrate
-        } else {
-            hints.min_kbps.unwrap_or(DEFAULT_MIN_BITRATE)
-        }
-        .min(max);
-        let start = if s.start_bitrate > 0 {
-            s.start_bitrate.clamp(min, max)
-        } else {
-            max
-        };
-        (start, min, max)
+        Bitrates::new(start, min, max, &hints)
     }
 
+    /// Builds the encoding chain for `codec` (payload type `pt`), links it between the
+    /// input queue and `webrtcbin`, and lets the input flow.
     pub(super) fn build_chain(
         &self,
         webrtcbin: &gst::Element,
@@ -396,122 +245,26 @@ impl CallSink {
         pt: u32,
     ) -> Result<(), String> {
         let obj = self.obj();
-        let encoded = Codec::from_caps(caps).is_some();
-        let mut chain: Vec<gst::Element> = Vec::new();
-        let mut encoder = None;
-        if encoded {
-            if let Some(p) = codec.parser() {
-                let parser = gst::ElementFactory::make(p)
-                    .build()
-                    .map_err(|e| format!("cannot create {p}: {e}"))?;
-                if p == "h264parse" {
-                    parser.set_property("config-interval", -1i32);
-                }
-                chain.push(parser);
-                if codec == Codec::H264 {
-                    // The payloader takes byte-stream access units with SPS/PPS in band.
-                    chain.push(
-                        gst::ElementFactory::make("capsfilter")
-                            .property(
-                                "caps",
-                                gst::Caps::builder("video/x-h264")
-                                    .field("stream-format", "byte-stream")
-                                    .field("alignment", "au")
-                                    .build(),
-                            )
-                            .build()
-                            .map_err(|e| e.to_string())?,
-                    );
-                }
-            }
-        } else {
-            let rate = caps
-                .structure(0)
-                .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
-                .filter(|f| f.numer() > 0);
-            let fps = rate
-                .map(|f| f.numer() as f64 / f.denom() as f64)
-                .unwrap_or(30.0);
-            let kf_frames =
-                (fps * self.settings.lock().unwrap().keyframe_interval as f64).round() as u32;
-            let (start, _, _) = self.bitrates();
-            let make = |name: &str| {
-                gst::ElementFactory::make(name)
-                    .build()
-                    .map_err(|e| format!("cannot create {name}: {e}"))
-            };
-            let enc = Encoder::make(codec, start, kf_frames)?;
-            chain.push(make("videoconvert")?);
-            // Congestion control may lower the resolution (videoscale + capsfilter) or the
-            // frame rate (videorate) following the track's optimization mode.
-            // Frames of a variable-rate input (framerate 0/1) carry no duration for videorate
-            // to work with: such input is only scaled.
-            let scale_caps = make("capsfilter")?;
-            chain.push(make("videoscale")?);
-            chain.push(scale_caps.clone());
-            let videorate = match rate {
-                Some(_) => {
-                    let r = make("videorate")?;
-                    r.set_property("drop-only", true);
-                    r.set_property("skip-to-first", true);
-                    chain.push(r.clone());
-                    Some(r)
-                }
-                None => {
-                    gst::info!(
-                        CAT,
-                        imp = self,
-                        "variable frame rate input: congestion lowers its resolution only"
-                    );
-                    None
-                }
-            };
-            self.state.lock().unwrap().degrade = Some((scale_caps, videorate));
-            chain.push(
-                gst::ElementFactory::make("capsfilter")
-                    .property(
-                        "caps",
-                        gst::Caps::builder("video/x-raw")
-                            .field("format", "I420")
-                            .build(),
-                    )
-                    .build()
-                    .map_err(|e| e.to_string())?,
-            );
-            chain.push(enc.clone());
-            if codec == Codec::Av1 {
-                // av1enc's temporal units become the OBU stream the payloader takes.
-                chain.push(make("av1parse")?);
-            }
-            if let Some(c) = codec.encoded_caps() {
-                chain.push(
-                    gst::ElementFactory::make("capsfilter")
-                        .property("caps", c)
-                        .build()
-                        .map_err(|e| e.to_string())?,
-                );
-            }
-            encoder = Some(enc);
-        }
+        // One lock at a time: a guard in a struct literal lives to the end of the statement.
         let ssrc = self.state.lock().unwrap().ssrc;
-        let pay = codec.make_payloader(pt, ssrc)?;
-        chain.push(pay.clone());
-        let rtp_caps = gst::Caps::builder("application/x-rtp")
-            .field("media", "video")
-            .field("encoding-name", codec.encoding_name())
-            .field("payload", pt as i32)
-            .field("clock-rate", 90000i32)
-            .field("ssrc", ssrc)
-            .build();
-        chain.push(
-            gst::ElementFactory::make("capsfilter")
-                .property("caps", rtp_caps)
-                .build()
-                .map_err(|e| e.to_string())?,
-        );
-
-        obj.add_many(&chain).map_err(|e| e.to_string())?;
-        gst::Element::link_many(&chain)
+        let keyframe_interval = self.settings.lock().unwrap().keyframe_interval;
+        let config = ChainConfig {
+            codec,
+            pt,
+            ssrc,
+            start_kbps: self.bitrates().start,
+            keyframe_interval,
+        };
+        let chain = EncodingChain::build(caps, &config)?;
+        if chain.encoder.is_some() && chain.videorate.is_none() {
+            gst::info!(
+                CAT,
+                imp = self,
+                "variable frame rate input: congestion lowers its resolution only"
+            );
+        }
+        obj.add_many(&chain.elements).map_err(|e| e.to_string())?;
+        gst::Element::link_many(&chain.elements)
             .map_err(|e| format!("cannot link the encoding chain: {e}"))?;
         // add-transceiver made the transceiver's sink pad already.
         let sinkpad = webrtcbin
@@ -520,10 +273,7 @@ impl CallSink {
             .find(|p| !p.is_linked())
             .or_else(|| webrtcbin.request_pad_simple("sink_%u"))
             .ok_or("webrtcbin gave no sink pad for the video transceiver")?;
-        let end = chain
-            .last()
-            .and_then(|e| e.static_pad("src"))
-            .ok_or("the encoding chain has no end")?;
+        let end = chain.end().ok_or("the encoding chain has no end")?;
         end.link(&sinkpad)
             .map_err(|e| format!("cannot link to webrtcbin: {e:?}"))?;
         // EOS stops at the end of the chain (webrtcbin has nothing to do with it): once it
@@ -544,20 +294,17 @@ impl CallSink {
             },
         );
         self.queue
-            .link(&chain[0])
+            .link(&chain.elements[0])
             .map_err(|e| format!("cannot link the queue: {e}"))?;
-        for e in &chain {
+        for e in &chain.elements {
             e.sync_state_with_parent().map_err(|e| e.to_string())?;
         }
-        self.watch_frames(&pay);
-        if let Some(enc) = &encoder {
+        self.watch_frames(&chain.payloader);
+        if let Some(enc) = &chain.encoder {
             self.watch_encoder(enc);
         }
         let mut state = self.state.lock().unwrap();
-        state.payloader = Some(pay);
-        state.chain = chain;
-        state.encoder = encoder;
-        state.codec = Some(codec);
+        state.chain = Some(chain);
         if let Some(id) = state.block.take() {
             self.queue.static_pad("src").unwrap().remove_probe(id);
         }
@@ -566,71 +313,44 @@ impl CallSink {
     }
 
     /// Measures the encode delay: the time between a frame entering the encoder and the
-    /// encoded frame with the same timestamp leaving it (moving average).
+    /// encoded frame with the same timestamp leaving it.
     fn watch_encoder(&self, enc: &gst::Element) {
-        let weak = self.obj().downgrade();
-        enc.static_pad("sink")
-            .unwrap()
-            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-                if let (Some(obj), Some(pts)) =
-                    (weak.upgrade(), info.buffer().and_then(|b| b.pts()))
-                {
-                    let mut s = obj.imp().state.lock().unwrap();
-                    s.encoding.push_back((pts, Instant::now()));
-                    if s.encoding.len() > 60 {
-                        s.encoding.pop_front();
-                    }
-                }
-                gst::PadProbeReturn::Ok
-            });
-        let weak = self.obj().downgrade();
-        enc.static_pad("src")
-            .unwrap()
-            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-                if let (Some(obj), Some(pts)) =
-                    (weak.upgrade(), info.buffer().and_then(|b| b.pts()))
-                {
-                    let mut s = obj.imp().state.lock().unwrap();
-                    if let Some(i) = s.encoding.iter().position(|(p, _)| *p == pts) {
-                        let ms = s.encoding[i].1.elapsed().as_secs_f64() * 1000.0;
-                        s.encoding.drain(..=i);
-                        s.encode_delay_ms = if s.encode_delay_ms == 0.0 {
-                            ms
+        for (pad, entering) in [("sink", true), ("src", false)] {
+            let weak = self.obj().downgrade();
+            enc.static_pad(pad)
+                .unwrap()
+                .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                    if let (Some(obj), Some(pts)) =
+                        (weak.upgrade(), info.buffer().and_then(|b| b.pts()))
+                    {
+                        let mut stats = obj.imp().stats.lock().unwrap();
+                        if entering {
+                            stats.encoder_in(Instant::now(), pts);
                         } else {
-                            0.9 * s.encode_delay_ms + 0.1 * ms
-                        };
+                            stats.encoder_out(Instant::now(), pts);
+                        }
                     }
-                }
-                gst::PadProbeReturn::Ok
-            });
+                    gst::PadProbeReturn::Ok
+                });
+        }
     }
 
-    /// Counts frames entering the payloader (for stats), notes keyframes, and paces keyframe
-    /// requests travelling up from webrtcbin to the encoder.
+    /// Counts frames entering the payloader and the RTP leaving it (stats, liveness), notes
+    /// keyframes, and paces keyframe requests travelling up from webrtcbin to the encoder.
     fn watch_frames(&self, pay: &gst::Element) {
         let weak = self.obj().downgrade();
         pay.static_pad("sink")
             .unwrap()
             .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
                 if let Some(obj) = weak.upgrade() {
-                    let mut s = obj.imp().state.lock().unwrap();
                     let now = Instant::now();
-                    s.frames += 1;
-                    s.sent_frames.add(now, 1);
+                    obj.imp().stats.lock().unwrap().frame_sent(now);
                     if info
                         .buffer()
                         .is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT))
                     {
-                        s.last_keyframe = Some(now);
+                        obj.imp().keyframes.lock().unwrap().keyframe_sent(now);
                     }
-                    s.first_frame.get_or_insert(now);
-                    // A gap of more than 600 ms between frames counts as a freeze.
-                    if let Some(last) = s.last_frame
-                        && now.duration_since(last) > FREEZE_GAP
-                    {
-                        s.freeze += now.duration_since(last);
-                    }
-                    s.last_frame = Some(now);
                 }
                 gst::PadProbeReturn::Ok
             });
@@ -645,12 +365,7 @@ impl CallSink {
                 };
                 if let Some(obj) = weak.upgrade() {
                     let now = Instant::now();
-                    obj.imp()
-                        .state
-                        .lock()
-                        .unwrap()
-                        .sent_bytes
-                        .add(now, bytes as u64);
+                    obj.imp().stats.lock().unwrap().rtp_sent(now, bytes as u64);
                     if let Some(l) = obj.imp().liveness.lock().unwrap().as_mut() {
                         l.rtp_sent(now);
                     }
@@ -671,11 +386,9 @@ impl CallSink {
                 let Some(obj) = weak.upgrade() else {
                     return gst::PadProbeReturn::Ok;
                 };
-                let mut s = obj.imp().state.lock().unwrap();
-                let now = Instant::now();
-                match keyframe_request(now, s.last_keyframe_request, s.last_keyframe) {
+                let decision = obj.imp().keyframes.lock().unwrap().request(Instant::now());
+                match decision {
                     KeyframeRequest::Forward => {
-                        s.last_keyframe_request = Some(now);
                         gst::debug!(CAT, obj = obj, "keyframe requested by the receiver");
                         gst::PadProbeReturn::Ok
                     }
@@ -684,9 +397,8 @@ impl CallSink {
                         gst::PadProbeReturn::Handled
                     }
                     KeyframeRequest::After(wait) => {
-                        if !std::mem::replace(&mut s.keyframe_deferred, true) {
+                        if obj.imp().keyframes.lock().unwrap().defer() {
                             gst::debug!(CAT, obj = obj, "keyframe request served in {wait:?}");
-                            drop(s);
                             obj.imp().force_keyframe_after(wait);
                         }
                         gst::PadProbeReturn::Handled
@@ -704,12 +416,10 @@ impl CallSink {
         let weak = self.obj().downgrade();
         let scheduled = clock.new_single_shot_id(at).wait_async(move |_, _, _| {
             if let Some(obj) = weak.upgrade() {
-                obj.imp().state.lock().unwrap().keyframe_deferred = false;
                 obj.imp().force_keyframe();
             }
         });
         if scheduled.is_err() {
-            self.state.lock().unwrap().keyframe_deferred = false;
             self.force_keyframe();
         }
     }
@@ -717,11 +427,14 @@ impl CallSink {
     /// Asks the encoder for a keyframe now: when the connection is up (what was encoded
     /// before could not be sent) and for deferred requests.
     fn force_keyframe(&self) {
-        let pay = {
-            let mut s = self.state.lock().unwrap();
-            s.last_keyframe_request = Some(Instant::now());
-            s.payloader.clone()
-        };
+        self.keyframes.lock().unwrap().forced(Instant::now());
+        let pay = self
+            .state
+            .lock()
+            .unwrap()
+            .chain
+            .as_ref()
+            .map(|c| c.payloader.clone());
         if let Some(pay) = pay {
             gst::debug!(CAT, imp = self, "forcing a keyframe");
             let event = gst_video::UpstreamForceKeyUnitEvent::builder()
@@ -736,15 +449,15 @@ impl CallSink {
     fn make_cc(&self) -> Option<gst::Element> {
         let cc = gst::ElementFactory::make("rtpgccbwe").build().ok()?;
         gst::debug!(CAT, imp = self, "congestion control with rtpgccbwe");
-        let (start, min, max) = self.bitrates();
-        cc.set_property("min-bitrate", min.saturating_mul(1000));
-        cc.set_property("max-bitrate", max.saturating_mul(1000));
-        cc.set_property("estimated-bitrate", start.saturating_mul(1000));
+        let b = self.bitrates();
+        cc.set_property("min-bitrate", b.min.saturating_mul(1000));
+        cc.set_property("max-bitrate", b.max.saturating_mul(1000));
+        cc.set_property("estimated-bitrate", b.start.saturating_mul(1000));
         let weak = self.obj().downgrade();
         cc.connect_notify(Some("estimated-bitrate"), move |cc, _| {
             let Some(obj) = weak.upgrade() else { return };
             let bps = cc.property::<u32>("estimated-bitrate");
-            obj.imp().state.lock().unwrap().estimate = Some(bps / 1000);
+            obj.imp().state.lock().unwrap().congestion.estimate = Some(bps / 1000);
             obj.imp().adapt();
         });
         self.state.lock().unwrap().cc = Some(cc.clone());
@@ -754,34 +467,34 @@ impl CallSink {
     /// Applies the estimate: encoder bitrate within [min, max], and the degradation the
     /// optimization mode prefers.
     fn adapt(&self) {
-        let (start, min, max) = self.bitrates();
+        let bitrates = self.bitrates();
         let mut state = self.state.lock().unwrap();
-        let target = state.estimate.unwrap_or(start).clamp(min, max);
-        if let Some(enc) = &state.encoder
+        let target = bitrates.target(state.congestion.estimate);
+        let mode = state.hints.mode;
+        let Some(chain) = state.chain.as_ref() else {
+            return;
+        };
+        let (encoder, scale_caps, videorate) = (
+            chain.encoder.clone(),
+            chain.scale_caps.clone(),
+            chain.videorate.clone(),
+        );
+        let input = state
+            .input_caps
+            .as_ref()
+            .and_then(|c| c.structure(0).map(|s| s.to_owned()));
+        let changed = state
+            .congestion
+            .replan(mode, target, bitrates.max, videorate.is_some());
+        drop(state);
+        if let Some(enc) = &encoder
             && let Some(spec) = Encoder::of_element(enc)
         {
             spec.set_bitrate(enc, target);
         }
-        let Some((scale_caps, rate)) = state.degrade.clone() else {
+        let (Some(wanted), Some(scale_caps), Some(input)) = (changed, scale_caps, input) else {
             return;
         };
-        let mut wanted = degradation(state.hints.mode, target as f64 / max.max(1) as f64);
-        if rate.is_none() {
-            // No frame rate to lower (variable-rate input).
-            wanted.fps_divider = 1;
-        }
-        if wanted == state.degradation {
-            return;
-        }
-        let Some(s) = state
-            .input_caps
-            .as_ref()
-            .and_then(|c| c.structure(0).map(|s| s.to_owned()))
-        else {
-            return;
-        };
-        state.degradation = wanted;
-        drop(state);
         gst::info!(
             CAT,
             imp = self,
@@ -789,22 +502,9 @@ impl CallSink {
             wanted.scale,
             wanted.fps_divider
         );
-        let mut caps = gst::Caps::builder("video/x-raw");
-        if let (Ok(w), Ok(h)) = (s.get::<i32>("width"), s.get::<i32>("height"))
-            && wanted.scale < 100
-        {
-            let even = |v: i32| ((v * wanted.scale as i32 / 100) & !1).max(2);
-            caps = caps.field("width", even(w)).field("height", even(h));
-        }
-        scale_caps.set_property("caps", caps.build());
-        let fps = s
-            .get::<gst::Fraction>("framerate")
-            .ok()
-            .filter(|f| f.numer() > 0)
-            .map(|f| (f.numer() / f.denom()).max(1))
-            .unwrap_or(30);
-        if let Some(rate) = rate {
-            rate.set_property("max-rate", (fps / wanted.fps_divider as i32).max(1));
+        scale_caps.set_property("caps", wanted.scale_caps(&input));
+        if let Some(rate) = videorate {
+            rate.set_property("max-rate", wanted.max_rate(&input));
         }
     }
 
@@ -990,10 +690,13 @@ impl CallSink {
         if let Some(id) = state.block {
             self.queue.static_pad("src").unwrap().remove_probe(id);
         }
-        for e in state.chain.iter().chain(state.webrtcbin.iter()) {
+        let elements = state.chain.iter().flat_map(|c| c.elements.iter());
+        for e in elements.chain(state.webrtcbin.iter()) {
             let _ = e.set_state(gst::State::Null);
             let _ = obj.remove(e);
         }
+        *self.stats.lock().unwrap() = SendStats::default();
+        *self.keyframes.lock().unwrap() = KeyframePacer::default();
         self.set_connection_state(ConnectionState::Closed);
     }
 
@@ -1024,9 +727,9 @@ impl CallSink {
                 let cc = state.cc.clone();
                 drop(state);
                 if let Some(cc) = cc {
-                    let (_, min, max) = self.bitrates();
-                    cc.set_property("min-bitrate", min.saturating_mul(1000));
-                    cc.set_property("max-bitrate", max.saturating_mul(1000));
+                    let b = self.bitrates();
+                    cc.set_property("min-bitrate", b.min.saturating_mul(1000));
+                    cc.set_property("max-bitrate", b.max.saturating_mul(1000));
                 }
                 self.adapt();
             }
@@ -1045,22 +748,26 @@ impl CallSink {
 
     fn stats(&self) -> gst::Structure {
         let now = Instant::now();
-        let s = self.state.lock().unwrap();
-        // What is sent: the encoder's input (after any degradation), or the input as it comes
-        // for encoded input.
-        let caps = s
-            .encoder
-            .as_ref()
-            .and_then(|e| e.static_pad("sink"))
-            .and_then(|p| p.current_caps())
-            .or_else(|| s.input_caps.clone());
-        let (freeze, encode_delay) = (s.freeze, s.encode_delay_ms);
-        let (webrtcbin, codec, encoder) = (s.webrtcbin.clone(), s.codec, s.encoder.clone());
-        let (frames, first_frame, estimate, degradation) =
-            (s.frames, s.first_frame, s.estimate, s.degradation);
-        let bitrate = s.sent_bytes.per_second(now) * 8;
-        let fps = s.sent_frames.per_second(now);
-        drop(s);
+        let (webrtcbin, codec, encoder, caps, estimate, degradation) = {
+            let s = self.state.lock().unwrap();
+            let chain = s.chain.as_ref();
+            let encoder = chain.and_then(|c| c.encoder.clone());
+            // What is sent: the encoder's input (after any degradation), or the input as it
+            // comes for encoded input.
+            let caps = encoder
+                .as_ref()
+                .and_then(|e| e.static_pad("sink"))
+                .and_then(|p| p.current_caps())
+                .or_else(|| s.input_caps.clone());
+            (
+                s.webrtcbin.clone(),
+                chain.map(|c| c.codec),
+                encoder,
+                caps,
+                s.congestion.estimate,
+                s.congestion.degradation,
+            )
+        };
         let mut b = gst::Structure::builder("callsink-stats")
             .field("connection-state", {
                 let c = *self.connection.lock().unwrap();
@@ -1069,13 +776,9 @@ impl CallSink {
                     .unwrap_or_default()
             })
             .field("codec", codec.map(|c| c.encoding_name()).unwrap_or(""))
-            .field("frames-sent", frames)
-            .field("fps", fps as f64)
-            .field("bitrate", bitrate)
-            .field("freeze-time-ms", freeze.as_millis() as u64)
-            .field("encode-delay-ms", encode_delay)
             .field("resolution-scale", degradation.scale)
             .field("frame-rate-divider", degradation.fps_divider);
+        b = self.stats.lock().unwrap().fields(now, b);
         if let Some(e) = estimate {
             b = b.field("estimated-bitrate", e as u64 * 1000);
         }
@@ -1087,66 +790,13 @@ impl CallSink {
                 b = b.field("height", h);
             }
         }
-        if let (Some(t), true) = (first_frame, frames > 0) {
-            let secs = t.elapsed().as_secs_f64();
-            if secs > 0.0 {
-                b = b.field("average-fps", frames as f64 / secs);
-            }
-        }
         if let Some(enc) = encoder
             && let Some(spec) = Encoder::of_element(&enc)
         {
             b = b.field("target-bitrate", u64::from(spec.bitrate(&enc)) * 1000);
         }
         if let Some(wb) = webrtcbin {
-            let promise = gst::Promise::new();
-            wb.emit_by_name::<()>("get-stats", &[&None::<gst::Pad>, &promise]);
-            if let gst::PromiseResult::Replied = promise.wait()
-                && let Some(reply) = promise.get_reply()
-            {
-                b = selected_pair(reply, b);
-                for (_, v) in reply.iter() {
-                    let Ok(s) = v.get::<gst::Structure>() else {
-                        continue;
-                    };
-                    match s.name().as_str() {
-                        "outbound-rtp" if s.get::<&str>("kind").ok() != Some("audio") => {
-                            for (k, f) in [
-                                ("packets-sent", "packets-sent"),
-                                ("bytes-sent", "bytes-sent"),
-                            ] {
-                                if let Ok(v) = s.get::<u64>(k) {
-                                    b = b.field(f, v);
-                                }
-                            }
-                            for (k, f) in [
-                                ("nack-count", "nacks"),
-                                ("pli-count", "plis"),
-                                ("fir-count", "firs"),
-                            ] {
-                                if let Ok(v) = s.get::<u32>(k) {
-                                    b = b.field(f, v);
-                                }
-                            }
-                        }
-                        "remote-inbound-rtp" => {
-                            if let Ok(v) = s.get::<f64>("round-trip-time") {
-                                b = b.field("rtt-ms", v * 1000.0);
-                            }
-                            if let Ok(v) = s.get::<f64>("jitter") {
-                                b = b.field("jitter-ms", v * 1000.0);
-                            }
-                            if let Ok(v) = s.get::<i64>("packets-lost") {
-                                b = b.field("packets-lost", v);
-                            }
-                            if let Ok(v) = s.get::<f64>("fraction-lost") {
-                                b = b.field("fraction-lost", v);
-                            }
-                        }
-                        _ => (),
-                    }
-                }
-            }
+            b = stats::webrtc_fields(&wb, b);
         }
         b.build()
     }
@@ -1155,73 +805,6 @@ impl CallSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keyframe_requests_are_paced_and_never_lost() {
-        let t0 = Instant::now();
-        let ms = |n| t0 + Duration::from_millis(n);
-        // Nothing asked yet: forward.
-        assert_eq!(keyframe_request(t0, None, None), KeyframeRequest::Forward);
-        // Asked 50 ms ago and no keyframe since: the coming keyframe serves this one too.
-        assert_eq!(
-            keyframe_request(ms(50), Some(t0), None),
-            KeyframeRequest::Coming
-        );
-        assert_eq!(
-            keyframe_request(ms(900), Some(ms(100)), Some(t0)),
-            KeyframeRequest::Coming
-        );
-        // The keyframe came out 30 ms after the request; a new request 80 ms after the first
-        // (a subscriber that joined just after it) is served when the spacing is over.
-        assert_eq!(
-            keyframe_request(ms(80), Some(t0), Some(ms(30))),
-            KeyframeRequest::After(Duration::from_millis(120))
-        );
-        // Answered, and long enough ago: forward.
-        assert_eq!(
-            keyframe_request(ms(250), Some(t0), Some(ms(30))),
-            KeyframeRequest::Forward
-        );
-        // Never answered within the timeout (lost on the way): ask again.
-        assert_eq!(
-            keyframe_request(ms(1200), Some(t0), None),
-            KeyframeRequest::Forward
-        );
-    }
-
-    #[test]
-    fn degradation_follows_the_optimization_mode() {
-        use OptimizationMode::*;
-        assert_eq!(degradation(Detail, 0.9), Degradation::default());
-        assert_eq!(
-            degradation(Detail, 0.4),
-            Degradation {
-                scale: 100,
-                fps_divider: 2
-            }
-        );
-        assert_eq!(
-            degradation(Motion, 0.4),
-            Degradation {
-                scale: 75,
-                fps_divider: 1
-            }
-        );
-        assert_eq!(
-            degradation(Motion, 0.1),
-            Degradation {
-                scale: 50,
-                fps_divider: 1
-            }
-        );
-        assert_eq!(
-            degradation(Balanced, 0.1),
-            Degradation {
-                scale: 75,
-                fps_divider: 2
-            }
-        );
-    }
 
     #[test]
     fn answer_decides_the_codec() {
@@ -1270,6 +853,8 @@ impl ObjectSubclass for CallSink {
             connection: Mutex::new(ConnectionState::New),
             supervisor: Mutex::default(),
             liveness: Mutex::default(),
+            stats: Mutex::default(),
+            keyframes: Mutex::default(),
             queue,
             ghost,
         }

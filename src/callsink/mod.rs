@@ -9,11 +9,14 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod cc;
+mod chain;
 mod codec;
 mod connection;
 mod imp;
 pub mod liveness;
 mod net;
+mod stats;
 pub mod whip;
 
 pub use codec::Codec;

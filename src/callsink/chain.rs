@@ -1,0 +1,276 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The encoding chain between callsink's input queue and webrtcbin, as one value, and the
+//! pacing of the keyframes receivers ask for.
+//!
+//! ```text
+//! raw:     videoconvert ─ videoscale ─ [scale caps] ─ [videorate] ─ [I420] ─ encoder ─ [parse/caps] ─┐
+//! encoded: [parser ─ caps] ─────────────────────────────────────────────────────────────────────────┴─ payloader ─ [RTP caps]
+//! ```
+
+use gst::prelude::*;
+use std::time::{Duration, Instant};
+
+use super::codec::{Codec, Encoder};
+
+/// Minimum time between two keyframes forced by the receivers' requests; a request that
+/// comes sooner is served when the time is up.
+const KEYFRAME_MIN_SPACING: Duration = Duration::from_millis(200);
+/// A keyframe asked of the encoder and not seen after this long may be asked for again.
+const KEYFRAME_REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// What the chain is built for.
+#[derive(Debug, Clone, Copy)]
+pub struct ChainConfig {
+    pub codec: Codec,
+    /// Payload type the answer chose.
+    pub pt: u32,
+    pub ssrc: u32,
+    /// Encoder bitrate at start, kbit/s.
+    pub start_kbps: u32,
+    /// Seconds between keyframes.
+    pub keyframe_interval: u32,
+}
+
+/// The elements of one encoding chain, in link order, and the ones callsink works with.
+pub struct EncodingChain {
+    pub codec: Codec,
+    pub elements: Vec<gst::Element>,
+    /// The encoder, for raw input.
+    pub encoder: Option<gst::Element>,
+    pub payloader: gst::Element,
+    /// videoscale's caps filter, which congestion control sets (raw input).
+    pub scale_caps: Option<gst::Element>,
+    /// videorate, which congestion control sets (raw input with a frame rate).
+    pub videorate: Option<gst::Element>,
+}
+
+fn make(name: &str) -> Result<gst::Element, String> {
+    gst::ElementFactory::make(name)
+        .build()
+        .map_err(|e| format!("cannot create {name} (is it installed?): {e}"))
+}
+
+fn capsfilter(caps: gst::Caps) -> Result<gst::Element, String> {
+    gst::ElementFactory::make("capsfilter")
+        .property("caps", caps)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+impl EncodingChain {
+    /// The chain for input `caps` (raw video, or encoded video of `config.codec`).
+    pub fn build(caps: &gst::CapsRef, config: &ChainConfig) -> Result<EncodingChain, String> {
+        let codec = config.codec;
+        let mut elements = Vec::new();
+        let mut encoder = None;
+        let (mut scale_caps, mut videorate) = (None, None);
+        if Codec::from_caps(caps).is_some() {
+            if let Some(p) = codec.parser() {
+                let parser = make(p)?;
+                if codec == Codec::H264 {
+                    parser.set_property("config-interval", -1i32);
+                }
+                elements.push(parser);
+                if codec == Codec::H264 {
+                    // The payloader takes byte-stream access units with SPS/PPS in band.
+                    elements.push(capsfilter(
+                        gst::Caps::builder("video/x-h264")
+                            .field("stream-format", "byte-stream")
+                            .field("alignment", "au")
+                            .build(),
+                    )?);
+                }
+            }
+        } else {
+            let rate = caps
+                .structure(0)
+                .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
+                .filter(|f| f.numer() > 0);
+            let fps = rate.map_or(30.0, |f| f.numer() as f64 / f.denom() as f64);
+            let keyframe_frames = (fps * config.keyframe_interval as f64).round() as u32;
+            let enc = Encoder::make(codec, config.start_kbps, keyframe_frames)?;
+            elements.push(make("videoconvert")?);
+            // Congestion control may lower the resolution (videoscale + caps) or the frame
+            // rate (videorate) following the track's optimization mode. Frames of a
+            // variable-rate input (framerate 0/1) carry no duration for videorate to work
+            // with: such input is only scaled.
+            elements.push(make("videoscale")?);
+            let scale = capsfilter(gst::Caps::new_any())?;
+            elements.push(scale.clone());
+            scale_caps = Some(scale);
+            if rate.is_some() {
+                let r = make("videorate")?;
+                r.set_property("drop-only", true);
+                r.set_property("skip-to-first", true);
+                elements.push(r.clone());
+                videorate = Some(r);
+            }
+            elements.push(capsfilter(
+                gst::Caps::builder("video/x-raw")
+                    .field("format", "I420")
+                    .build(),
+            )?);
+            elements.push(enc.clone());
+            if codec == Codec::Av1 {
+                // av1enc's temporal units become the OBU stream the payloader takes.
+                elements.push(make("av1parse")?);
+            }
+            if let Some(c) = codec.encoded_caps() {
+                elements.push(capsfilter(c)?);
+            }
+            encoder = Some(enc);
+        }
+        let payloader = codec.make_payloader(config.pt, config.ssrc)?;
+        elements.push(payloader.clone());
+        elements.push(capsfilter(
+            gst::Caps::builder("application/x-rtp")
+                .field("media", "video")
+                .field("encoding-name", codec.encoding_name())
+                .field("payload", config.pt as i32)
+                .field("clock-rate", 90000i32)
+                .field("ssrc", config.ssrc)
+                .build(),
+        )?);
+        Ok(EncodingChain {
+            codec,
+            elements,
+            encoder,
+            payloader,
+            scale_caps,
+            videorate,
+        })
+    }
+
+    /// The src pad of the last element, which feeds webrtcbin.
+    pub fn end(&self) -> Option<gst::Pad> {
+        self.elements.last().and_then(|e| e.static_pad("src"))
+    }
+}
+
+/// What to do with a receiver's keyframe request.
+#[derive(Debug, PartialEq)]
+pub enum KeyframeRequest {
+    /// Pass it to the encoder.
+    Forward,
+    /// A keyframe asked for earlier has not come out yet: it serves this request too.
+    Coming,
+    /// The last keyframe was asked for too recently: ask again after this long.
+    After(Duration),
+}
+
+/// Paces keyframe requests: at most one outstanding, at least KEYFRAME_MIN_SPACING apart,
+/// and none lost (a request inside the spacing is served when it ends).
+#[derive(Debug, Default)]
+pub struct KeyframePacer {
+    last_request: Option<Instant>,
+    /// When the last keyframe entered the payloader.
+    last_keyframe: Option<Instant>,
+    /// A request waits for the spacing to pass.
+    deferred: bool,
+}
+
+impl KeyframePacer {
+    /// A receiver asks for a keyframe at `now`.
+    pub fn request(&mut self, now: Instant) -> KeyframeRequest {
+        let decision = match self.last_request {
+            None => KeyframeRequest::Forward,
+            Some(asked) => {
+                let since = now.saturating_duration_since(asked);
+                let answered = self.last_keyframe.is_some_and(|k| k >= asked);
+                if !answered && since < KEYFRAME_REQUEST_TIMEOUT {
+                    KeyframeRequest::Coming
+                } else if since < KEYFRAME_MIN_SPACING {
+                    KeyframeRequest::After(KEYFRAME_MIN_SPACING - since)
+                } else {
+                    KeyframeRequest::Forward
+                }
+            }
+        };
+        if decision == KeyframeRequest::Forward {
+            self.last_request = Some(now);
+        }
+        decision
+    }
+
+    /// Marks a deferred request; false when one is already waiting (this one joins it).
+    pub fn defer(&mut self) -> bool {
+        !std::mem::replace(&mut self.deferred, true)
+    }
+
+    /// callsink asks the encoder for a keyframe itself (connected, or a deferred request).
+    pub fn forced(&mut self, now: Instant) {
+        self.deferred = false;
+        self.last_request = Some(now);
+    }
+
+    /// A keyframe entered the payloader.
+    pub fn keyframe_sent(&mut self, now: Instant) {
+        self.last_keyframe = Some(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyframe_requests_are_paced_and_never_lost() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        // Nothing asked yet: forward.
+        let mut p = KeyframePacer::default();
+        assert_eq!(p.request(t0), KeyframeRequest::Forward);
+        // Asked 50 ms ago and no keyframe since: the coming keyframe serves this one too.
+        assert_eq!(p.request(ms(50)), KeyframeRequest::Coming);
+        assert_eq!(p.request(ms(900)), KeyframeRequest::Coming);
+        // The keyframe came out 30 ms after the request; a new request 80 ms after the first
+        // (a subscriber that joined just after it) is served when the spacing is over.
+        p.keyframe_sent(ms(30));
+        assert_eq!(
+            p.request(ms(80)),
+            KeyframeRequest::After(Duration::from_millis(120))
+        );
+        assert!(p.defer());
+        assert!(!p.defer(), "a second deferred request joins the first");
+        // Answered, and long enough ago: forward.
+        assert_eq!(p.request(ms(250)), KeyframeRequest::Forward);
+        // Never answered within the timeout (lost on the way): ask again.
+        assert_eq!(p.request(ms(1300)), KeyframeRequest::Forward);
+        // A keyframe callsink forced counts as asked for.
+        p.forced(ms(2000));
+        assert_eq!(p.request(ms(2050)), KeyframeRequest::Coming);
+    }
+
+    #[test]
+    fn raw_and_encoded_chains() {
+        gst::init().unwrap();
+        let config = ChainConfig {
+            codec: Codec::Vp8,
+            pt: 96,
+            ssrc: 7,
+            start_kbps: 800,
+            keyframe_interval: 2,
+        };
+        let raw = gst::Caps::builder("video/x-raw")
+            .field("framerate", gst::Fraction::new(30, 1))
+            .build();
+        let chain = EncodingChain::build(&raw, &config).unwrap();
+        assert!(chain.encoder.is_some() && chain.scale_caps.is_some());
+        assert!(chain.videorate.is_some());
+        let enc = chain.encoder.as_ref().unwrap();
+        assert_eq!(Encoder::of_element(enc).unwrap().bitrate(enc), 800);
+        let vfr = gst::Caps::builder("video/x-raw")
+            .field("framerate", gst::Fraction::new(0, 1))
+            .build();
+        assert!(
+            EncodingChain::build(&vfr, &config)
+                .unwrap()
+                .videorate
+                .is_none()
+        );
+        let encoded = gst::Caps::builder("video/x-vp8").build();
+        let chain = EncodingChain::build(&encoded, &config).unwrap();
+        assert!(chain.encoder.is_none() && chain.scale_caps.is_none());
+        assert_eq!(chain.elements.len(), 2, "payloader and RTP caps");
+    }
+}
