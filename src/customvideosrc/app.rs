@@ -47,6 +47,40 @@ impl Drop for DrawPool {
     }
 }
 
+/// The layout of a pushed frame, from the input caps (`None`: not known), checked against
+/// the buffer; or the flow return and the error message that refuse it.
+fn check_pushed(
+    input: Option<Result<Arc<VideoInfo>, String>>,
+    buffer: &gst::BufferRef,
+) -> Result<Arc<VideoInfo>, (gst::FlowError, gst::ErrorMessage)> {
+    let refuse_caps = |msg| (gst::FlowError::NotNegotiated, msg);
+    let info = match input {
+        None => {
+            return Err(refuse_caps(gst::error_msg!(
+                gst::CoreError::Negotiation,
+                ("A frame was pushed before its caps are known: set the caps property, or push a sample that carries caps")
+            )));
+        }
+        Some(Err(e)) => {
+            return Err(refuse_caps(gst::error_msg!(
+                gst::CoreError::Negotiation,
+                ("Pushed frames cannot be converted to the track: {}", e)
+            )));
+        }
+        Some(Ok(info)) => info,
+    };
+    convert::check_buffer(buffer, &info).map_err(|e| {
+        (
+            gst::FlowError::Error,
+            gst::error_msg!(
+                gst::StreamError::Format,
+                ("Pushed frame does not match its caps: {}", e)
+            ),
+        )
+    })?;
+    Ok(info)
+}
+
 impl CustomVideoSrc {
     pub(super) fn push(
         &self,
@@ -72,36 +106,14 @@ impl CustomVideoSrc {
                 );
             }
         })?;
-        let info = match input {
-            None => {
+        let info = match check_pushed(input, &buffer) {
+            Ok(info) => info,
+            Err((flow, msg)) => {
                 drop(feed);
-                gst::element_imp_error!(
-                    self,
-                    gst::CoreError::Negotiation,
-                    ("A frame was pushed before its caps are known: set the caps property, or push a sample that carries caps")
-                );
-                return Err(gst::FlowError::NotNegotiated);
+                self.post_error_message(msg);
+                return Err(flow);
             }
-            Some(Err(e)) => {
-                drop(feed);
-                gst::element_imp_error!(
-                    self,
-                    gst::CoreError::Negotiation,
-                    ("Pushed frames cannot be converted to the track: {}", e)
-                );
-                return Err(gst::FlowError::NotNegotiated);
-            }
-            Some(Ok(info)) => info,
         };
-        if let Err(e) = convert::check_buffer(&buffer, &info) {
-            drop(feed);
-            gst::element_imp_error!(
-                self,
-                gst::StreamError::Format,
-                ("Pushed frame does not match its caps: {}", e)
-            );
-            return Err(gst::FlowError::Error);
-        }
         gst::trace!(CAT, imp = self, "pushed {buffer:?}");
         if feed.running
             && let Some(input) = self.app_processing_input(id)

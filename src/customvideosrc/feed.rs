@@ -443,6 +443,11 @@ mod tests {
         }
     }
 
+    /// Offers a frame of `producer` tagged `tag` to a queue of two that drops.
+    fn offer(feed: &mut Feed, producer: ProducerId, tag: u8) -> Enqueue {
+        feed.enqueue(frame(producer, tag), DROP2, Instant::now())
+    }
+
     fn tag(f: &Frame) -> u8 {
         f.buffer.map_readable().unwrap()[0]
     }
@@ -542,29 +547,23 @@ mod tests {
     fn a_pending_producer_takes_over_with_its_first_frame() {
         let mut feed = Feed::default();
         let app = feed.app().unwrap();
-        queued(feed.enqueue(frame(app, 0), DROP2, Instant::now()));
+        queued(offer(&mut feed, app, 0));
         let next = feed.new_producer(ProducerKind::Description);
         assert_eq!(feed.propose(next), None);
         // Until it delivers, the application still feeds the track.
         assert_eq!(feed.active(), Some(app));
         assert_eq!(feed.app_accepting(), Ok(app));
-        queued(feed.enqueue(frame(app, 1), DROP2, Instant::now()));
+        queued(offer(&mut feed, app, 1));
         // Its first frame: it takes over, the application's frames are dropped and the
         // application producer is to be stopped.
-        assert_eq!(
-            queued(feed.enqueue(frame(next, 2), DROP2, Instant::now())),
-            Some(app)
-        );
+        assert_eq!(queued(offer(&mut feed, next, 2)), Some(app));
         assert_eq!(feed.active(), Some(next));
         assert_eq!(feed.counters().dropped, 2);
         assert_eq!(tag(&feed.take_oldest().unwrap()), 2);
         // The application no longer feeds the track.
         assert_eq!(feed.app(), None);
         assert_eq!(feed.app_accepting(), Err(gst::FlowError::NotLinked));
-        assert_eq!(
-            refused(feed.enqueue(frame(app, 3), DROP2, Instant::now())),
-            gst::FlowError::NotLinked
-        );
+        assert_eq!(refused(offer(&mut feed, app, 3)), gst::FlowError::NotLinked);
     }
 
     #[test]
@@ -575,7 +574,7 @@ mod tests {
         assert_eq!(feed.propose(first), None);
         assert_eq!(feed.propose(second), Some(first));
         assert_eq!(
-            refused(feed.enqueue(frame(first, 0), DROP2, Instant::now())),
+            refused(offer(&mut feed, first, 0)),
             gst::FlowError::NotLinked
         );
     }
@@ -592,13 +591,10 @@ mod tests {
         feed.propose(app);
         // Pushed frames go to the pending application producer, which takes over.
         assert_eq!(feed.app_accepting(), Ok(app));
-        assert_eq!(
-            queued(feed.enqueue(frame(app, 0), DROP2, Instant::now())),
-            Some(desc)
-        );
+        assert_eq!(queued(offer(&mut feed, app, 0)), Some(desc));
         // Late frames of the description are refused.
         assert_eq!(
-            refused(feed.enqueue(frame(desc, 1), DROP2, Instant::now())),
+            refused(offer(&mut feed, desc, 1)),
             gst::FlowError::NotLinked
         );
     }
@@ -611,17 +607,11 @@ mod tests {
         assert!(feed.is_ended());
         assert_eq!(feed.end(app, "again"), End::Ignored);
         assert_eq!(feed.app_accepting(), Err(gst::FlowError::Eos));
-        assert_eq!(
-            refused(feed.enqueue(frame(app, 0), DROP2, Instant::now())),
-            gst::FlowError::Eos
-        );
+        assert_eq!(refused(offer(&mut feed, app, 0)), gst::FlowError::Eos);
         // A new producer revives the track.
         let next = feed.new_producer(ProducerKind::Description);
         feed.propose(next);
-        assert_eq!(
-            queued(feed.enqueue(frame(next, 1), DROP2, Instant::now())),
-            Some(app)
-        );
+        assert_eq!(queued(offer(&mut feed, next, 1)), Some(app));
         assert!(!feed.is_ended());
     }
 
@@ -642,7 +632,7 @@ mod tests {
     fn stopping_waits_for_a_description_or_keeps_the_application() {
         let mut feed = Feed::default();
         let app = feed.app().unwrap();
-        queued(feed.enqueue(frame(app, 0), DROP2, Instant::now()));
+        queued(offer(&mut feed, app, 0));
         feed.stop(false);
         assert_eq!(feed.app(), Some(app));
         assert!(feed.is_empty());
@@ -655,7 +645,7 @@ mod tests {
         assert_ne!(again, app);
         assert_eq!(feed.use_app(), again);
         // Frames held before the start stay for it.
-        queued(feed.enqueue(frame(again, 1), DROP2, Instant::now()));
+        queued(offer(&mut feed, again, 1));
         feed.start();
         assert_eq!(feed.newest_info().map(|i| i.width()), Some(4));
         let desc = feed.start_description();

@@ -818,60 +818,40 @@ impl ObjectImpl for CustomVideoSrc {
             _ => (),
         }
         let mut settings = self.settings();
-        let warning = match name {
-            "processor" => {
-                settings.processor = value.get().expect("type checked upstream");
-                Ok(())
-            }
+        let mut warning = None;
+        match name {
+            "processor" => settings.processor = value.get().expect("type checked upstream"),
             "caps" => {
                 let caps = value
                     .get::<Option<gst::Caps>>()
                     .expect("type checked upstream");
                 settings.caps = caps.map(InputCaps::new);
-                Ok(())
             }
-            "width" => {
-                settings.width = value.get().expect("type checked upstream");
-                Ok(())
+            "width" => settings.width = value.get().expect("type checked upstream"),
+            "height" => settings.height = value.get().expect("type checked upstream"),
+            "framerate" => settings.framerate = value.get().expect("type checked upstream"),
+            "format" => {
+                warning = settings
+                    .set_format(value.get().expect("type checked upstream"))
+                    .err()
             }
-            "height" => {
-                settings.height = value.get().expect("type checked upstream");
-                Ok(())
+            "encoder-config" => {
+                warning = settings
+                    .apply_preset(value.get().expect("type checked upstream"))
+                    .err()
             }
-            "framerate" => {
-                settings.framerate = value.get().expect("type checked upstream");
-                Ok(())
-            }
-            "format" => settings.set_format(value.get().expect("type checked upstream")),
-            "encoder-config" => settings.apply_preset(value.get().expect("type checked upstream")),
-            "bitrate-min" => {
-                settings.bitrate_min = value.get().expect("type checked upstream");
-                Ok(())
-            }
-            "bitrate-max" => {
-                settings.bitrate_max = value.get().expect("type checked upstream");
-                Ok(())
-            }
+            "bitrate-min" => settings.bitrate_min = value.get().expect("type checked upstream"),
+            "bitrate-max" => settings.bitrate_max = value.get().expect("type checked upstream"),
             "optimization-mode" => {
-                settings.optimization_mode = value.get().expect("type checked upstream");
-                Ok(())
+                settings.optimization_mode = value.get().expect("type checked upstream")
             }
-            "rotation" => {
-                settings.rotation = value.get().expect("type checked upstream");
-                Ok(())
-            }
-            "track-id" => {
-                settings.track_id = value.get().expect("type checked upstream");
-                Ok(())
-            }
-            "label" => {
-                settings.label = value.get().expect("type checked upstream");
-                Ok(())
-            }
+            "rotation" => settings.rotation = value.get().expect("type checked upstream"),
+            "track-id" => settings.track_id = value.get().expect("type checked upstream"),
+            "label" => settings.label = value.get().expect("type checked upstream"),
             _ => unimplemented!("property {name}"),
-        };
+        }
         drop(settings);
-        if let Err(msg) = warning {
+        if let Some(msg) = warning {
             self.warn_setting(&msg);
         }
         if matches!(

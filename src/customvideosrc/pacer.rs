@@ -169,21 +169,22 @@ mod tests {
     fn ticks_are_one_interval_apart_while_on_time() {
         let mut p = Pacer::default();
         let i = ms(40);
-        // The first buffer leaves at once.
-        let t = p.tick(ms(1000), i);
-        assert_eq!(t, ms(1000));
-        p.ticked(t, i);
-        // Woken a little late (up to one interval): the tick keeps its place.
-        let t = p.tick(ms(1070), i);
-        assert_eq!(t, ms(1040));
-        p.ticked(t, i);
-        let t = p.tick(ms(1060), i);
-        assert_eq!(t, ms(1080));
-        p.ticked(t, i);
-        // More than an interval behind: start afresh from now, no burst.
-        let t = p.tick(ms(1300), i);
-        assert_eq!(t, ms(1300));
-        p.ticked(t, i);
+        // (running time when asked, the tick the buffer leaves at), in ms.
+        for (now, tick) in [
+            // The first buffer leaves at once.
+            (1000, 1000),
+            // Woken a little late (up to one interval): the tick keeps its place.
+            (1070, 1040),
+            // Early: wait for the tick.
+            (1060, 1080),
+            // More than an interval behind: start afresh from now, no burst.
+            (1300, 1300),
+            (1330, 1340),
+        ] {
+            let t = p.tick(ms(now), i);
+            assert_eq!(t, ms(tick), "asked at {now} ms");
+            p.ticked(t, i);
+        }
         // After a pause the ticks start afresh too.
         p.restart();
         assert_eq!(p.tick(ms(1310), i), ms(1310));
@@ -244,21 +245,21 @@ mod tests {
     fn an_ended_track_without_frame_rate_repeats_once_a_second() {
         let mut p = Pacer::default();
         let t0 = Instant::now();
-        assert_eq!(p.keepalive(t0), None);
-        assert_eq!(
-            p.keepalive(t0 + Duration::from_millis(400)),
-            Some(Duration::from_millis(600))
-        );
-        assert_eq!(p.keepalive(t0 + Duration::from_millis(1000)), None);
-        assert_eq!(
-            p.keepalive(t0 + Duration::from_millis(1500)),
-            Some(Duration::from_millis(500))
-        );
-        // Woken late: due at once, the next one a second after that.
-        assert_eq!(p.keepalive(t0 + Duration::from_millis(3000)), None);
-        assert_eq!(
-            p.keepalive(t0 + Duration::from_millis(3100)),
-            Some(Duration::from_millis(900))
-        );
+        // (now in ms, how long to wait then in ms; none: due now)
+        for (now, wait) in [
+            (0, None),
+            (400, Some(600)),
+            (1000, None),
+            (1500, Some(500)),
+            // Woken late: due at once, the next one a second after that.
+            (3000, None),
+            (3100, Some(900)),
+        ] {
+            assert_eq!(
+                p.keepalive(t0 + Duration::from_millis(now)),
+                wait.map(Duration::from_millis),
+                "at {now} ms"
+            );
+        }
     }
 }
