@@ -452,13 +452,7 @@ impl CustomVideoSrc {
         let id = {
             let mut feed = self.feed();
             if !feed.running {
-                match &description {
-                    Some(_) => feed.expect_description(),
-                    None => {
-                        feed.use_app();
-                    }
-                }
-                self.settings().producer = description;
+                self.set_producer_stopped(&mut feed, description);
                 return Ok(());
             }
             let kind = match description {
@@ -490,15 +484,32 @@ impl CustomVideoSrc {
         }
         let stale = {
             let mut feed = self.feed();
-            let stale = feed.propose(id);
-            self.settings().producer = description;
-            self.wake_all();
-            stale
+            if feed.running {
+                self.settings().producer = description;
+                self.wake_all();
+                feed.propose(id)
+            } else {
+                // The element stopped meanwhile: the new producer is only the setting.
+                self.set_producer_stopped(&mut feed, description);
+                Some(id)
+            }
         };
         if let Some(stale) = stale {
             self.retire_producer(stale);
         }
         Ok(())
+    }
+
+    /// Sets the `producer` property while the element is stopped: the feed waits for the
+    /// description, or for the application's frames.
+    fn set_producer_stopped(&self, feed: &mut Feed, description: Option<String>) {
+        match &description {
+            Some(_) => feed.expect_description(),
+            None => {
+                feed.use_app();
+            }
+        }
+        self.settings().producer = description;
     }
 
     fn stats(&self) -> gst::Structure {
