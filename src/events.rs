@@ -12,7 +12,29 @@
 //! congestion: `detail` keeps the resolution and lowers the frame rate, `motion` keeps the frame
 //! rate and lowers the resolution, `balanced` does both. Other elements pass it on untouched.
 
-use crate::OptimizationMode;
+use gst::glib;
+
+/// What the track should favour when the network cannot carry everything (the call-SDK
+/// `optimizationMode`). `customvideosrc` sends it downstream with the track; sinks such as
+/// `callsink` read it to choose how to degrade.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstCustomVideoOptimizationMode")]
+pub enum OptimizationMode {
+    /// Trade resolution and frame rate evenly.
+    #[default]
+    #[enum_value(
+        name = "Balanced: lower resolution and frame rate evenly",
+        nick = "balanced"
+    )]
+    Balanced = 0,
+    /// Keep the resolution (sharp text and details), lower the frame rate.
+    #[enum_value(name = "Detail: keep resolution, lower frame rate", nick = "detail")]
+    Detail = 1,
+    /// Keep the frame rate (smooth motion), lower the resolution.
+    #[enum_value(name = "Motion: keep frame rate, lower resolution", nick = "motion")]
+    Motion = 2,
+}
 
 /// Name of the structure carried by the optimization-mode event.
 pub const OPTIMIZATION_MODE_EVENT: &str = "customvideo/optimization-mode";

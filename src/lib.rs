@@ -19,7 +19,8 @@ mod rate;
 pub mod server;
 
 pub use callsink::CallSink;
-pub use customvideosrc::{CustomVideoSrc, OnProducerEnd, OptimizationMode, VideoRotation};
+pub use customvideosrc::{CustomVideoSrc, OnProducerEnd, VideoRotation};
+pub use events::OptimizationMode;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     customvideosrc::register(plugin)?;

@@ -16,6 +16,42 @@ fn i420_320() -> gst::Caps {
     caps("I420", 320, 240, 30)
 }
 
+/// A track whose pipeline runs on a test clock: its ticks come when the test says, so pacing
+/// is exact however loaded the machine is.
+struct Clocked {
+    run: Run,
+    clock: gst_check::TestClock,
+}
+
+impl Clocked {
+    fn new(src: &str, tail: &str) -> Clocked {
+        let run = Run::new(src, tail, false);
+        let clock = gst_check::TestClock::new();
+        run.pipeline.use_clock(Some(&clock));
+        Clocked { run, clock }
+    }
+
+    /// Lets the track clock reach its next `n` ticks and returns the buffer of each.
+    fn ticks(&self, n: usize) -> Vec<Out> {
+        let start = self.run.count();
+        for i in 1..=n {
+            self.clock.crank();
+            assert!(
+                self.run.wait_frames(start + i, 5 * SEC),
+                "tick {i}: no frame"
+            );
+        }
+        self.run.frames()[start..].to_vec()
+    }
+}
+
+impl std::ops::Deref for Clocked {
+    type Target = Run;
+    fn deref(&self) -> &Run {
+        &self.run
+    }
+}
+
 // ----- 1. documentation -------------------------------------------------------------------
 
 #[test]
@@ -211,14 +247,14 @@ fn full_queue_keeps_the_newest_frames_and_counts_drops() {
 
 #[test]
 fn draw_callback_is_asked_at_the_track_rate() {
-    let run = Run::new(
+    // The track clock is a test clock: every tick is exact, however loaded the machine.
+    let h = Clocked::new(
         "customvideosrc name=src framerate=30/1 width=64 height=48",
         "videoconvert ! video/x-raw,format=RGBA",
-        false,
     );
     let calls = Arc::new(Mutex::new(0u32));
     let c = calls.clone();
-    run.src.set_draw_callback(Some(
+    h.src.set_draw_callback(Some(
         move |frame: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>, _rt| {
             let mut n = c.lock().unwrap();
             *n += 1;
@@ -234,10 +270,8 @@ fn draw_callback_is_asked_at_the_track_rate() {
             true
         },
     ));
-    run.play();
-    assert!(run.wait_frames(15, 5 * SEC));
-    run.pipeline.set_state(gst::State::Null).unwrap();
-    let f = run.frames();
+    h.play();
+    let f = h.ticks(15);
     assert!(f.iter().all(|o| o.width == 64 && o.height == 48));
     // BGRA [255,0,0] is blue, [0,255,0] is green: they alternate.
     assert!(
@@ -548,21 +582,20 @@ fn unknown_preset_warns_with_the_valid_names() {
 
 #[test]
 fn constant_rate_repeats_when_the_producer_stalls() {
-    let run = Run::new("customvideosrc name=src framerate=30/1", "", false);
-    run.src.set_property("caps", i420_320());
-    run.play();
+    let h = Clocked::new("customvideosrc name=src framerate=30/1", "");
+    h.src.set_property("caps", i420_320());
+    h.play();
+    let mut f = Vec::new();
     for _ in 0..3 {
-        run.src.push_frame(solid("I420", 320, 240, RED)).unwrap();
-        std::thread::sleep(Duration::from_millis(33));
+        h.src.push_frame(solid("I420", 320, 240, RED)).unwrap();
+        f.extend(h.ticks(1));
     }
     // The producer stalls; the track keeps going.
-    assert!(
-        run.wait_frames(20, 5 * SEC),
-        "track stopped with its producer"
-    );
-    let f = run.frames();
+    f.extend(h.ticks(17));
     assert_paced(&f, 30);
-    let stats = run.src.stats();
+    // The age of the last frame is wall-clock time.
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = h.src.stats();
     assert!(stats.get::<u64>("repeated").unwrap() >= 15, "{stats}");
     assert!(
         stats.get::<i64>("last-frame-age-ms").unwrap() >= 300,
@@ -572,25 +605,19 @@ fn constant_rate_repeats_when_the_producer_stalls() {
 
 #[test]
 fn constant_rate_drops_a_burst() {
-    let run = Run::new(
-        "customvideosrc name=src framerate=30/1 max-buffers=100",
-        "",
-        false,
-    );
-    run.src.set_property("caps", i420_320());
-    run.play();
-    run.src.push_frame(solid("I420", 320, 240, RED)).unwrap();
-    assert!(run.wait_frames(1, 5 * SEC));
+    let h = Clocked::new("customvideosrc name=src framerate=30/1 max-buffers=100", "");
+    h.src.set_property("caps", i420_320());
+    h.play();
+    h.src.push_frame(solid("I420", 320, 240, RED)).unwrap();
+    let mut f = h.ticks(1);
     // 60 frames at once: the track takes the newest at each tick, never speeds up.
     let burst: Vec<gst::Buffer> = (0..60).map(|_| solid("I420", 320, 240, RED)).collect();
     for b in burst {
-        run.src.push_frame(b).unwrap();
+        h.src.push_frame(b).unwrap();
     }
-    let n = run.count();
-    assert!(run.wait_frames(n + 5, 5 * SEC));
-    let f = run.frames();
+    f.extend(h.ticks(5));
     assert_paced(&f, 30);
-    let stats = run.src.stats();
+    let stats = h.src.stats();
     let get = |k: &str| stats.get::<u64>(k).unwrap();
     // Every frame in either left once or was dropped; the burst (far faster than 30 fps)
     // mostly dropped.
@@ -1102,6 +1129,53 @@ fn bad_replacement_keeps_the_current_producer() {
     assert!(run.error().is_none());
 }
 
+#[test]
+fn failed_replacement_leaves_the_producer_property_as_it_was() {
+    let first = "videotestsrc is-live=true pattern=red ! video/x-raw,width=64,height=48";
+    let run = Run::new(
+        &format!("customvideosrc name=src framerate=30/1 producer=\"{first}\""),
+        "videoconvert ! video/x-raw,format=RGBA",
+        false,
+    );
+    run.play();
+    assert!(run.wait_frames(3, 5 * SEC));
+    let producer = || run.src.property::<Option<String>>("producer");
+    for bad in ["videotestsrc ! ! !", "nosuchsrc", "audiotestsrc"] {
+        let ok = run.src.emit_by_name::<bool>("replace-producer", &[&bad]);
+        assert!(!ok, "{bad} was accepted");
+        assert_eq!(
+            producer().as_deref(),
+            Some(first),
+            "after replace-producer {bad}"
+        );
+        assert!(run.src.replace_producer(Some(bad)).is_err());
+        assert_eq!(
+            producer().as_deref(),
+            Some(first),
+            "after replace_producer {bad}"
+        );
+        // Setting the property while PLAYING is a replacement too.
+        run.src.set_property("producer", bad);
+        assert_eq!(producer().as_deref(), Some(first), "after producer={bad}");
+    }
+    // The track carries on with its producer, and a restart uses it.
+    let n = run.count();
+    assert!(run.wait_frames(n + 3, 5 * SEC));
+    run.pipeline.set_state(gst::State::Null).unwrap();
+    let n = run.count();
+    run.play();
+    assert!(
+        run.wait_frames(n + 3, 5 * SEC),
+        "restart did not use the producer"
+    );
+    assert!(near(
+        run.frames().last().unwrap().center.unwrap(),
+        [255, 0, 0],
+        10
+    ));
+    assert!(run.error().is_none(), "{:?}", run.error());
+}
+
 // ----- state changes ------------------------------------------------------------------------
 
 #[test]
@@ -1193,4 +1267,96 @@ fn processor_applies_to_pushed_and_drawn_frames() {
         px[0] < 190 && px[0] > 60,
         "drawn white not darkened: {px:?}"
     );
+}
+
+/// What the process holds: threads, open file descriptors, resident memory in kB.
+fn process_figures() -> (usize, usize, usize) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |name: &str| -> usize {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /proc/self/status"))
+    };
+    let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    (field("Threads:"), fds, field("VmRSS:"))
+}
+
+/// Starts and stops the element 100 times in a process of its own (the other tests share this
+/// one and would move its figures); threads and fds stay flat, memory nearly so.
+#[test]
+fn start_stop_cycles_leak_nothing() {
+    const CHILD: &str = "CUSTOMVIDEOSRC_CYCLES_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "start_stop_cycles_leak_nothing",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        return;
+    }
+    init();
+    for (what, desc, pushed) in [
+        (
+            "producer",
+            "customvideosrc name=src producer=\"videotestsrc is-live=true\" framerate=30/1 ! fakesink",
+            false,
+        ),
+        (
+            "pushed",
+            "customvideosrc name=src framerate=30/1 caps=video/x-raw,format=I420,width=320,height=240,framerate=30/1 ! fakesink",
+            true,
+        ),
+    ] {
+        let pipeline = gst::parse::launch(desc)
+            .unwrap()
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+        let src = pipeline
+            .by_name("src")
+            .unwrap()
+            .downcast::<CustomVideoSrc>()
+            .unwrap();
+        let mut at_10 = None;
+        for cycle in 1..=100 {
+            if pushed {
+                src.push_frame(solid("I420", 320, 240, RED)).unwrap();
+            }
+            pipeline.set_state(gst::State::Playing).unwrap();
+            if pushed {
+                src.push_frame(solid("I420", 320, 240, BLUE)).unwrap();
+            }
+            assert!(
+                wait_for(5 * SEC, || src.stats().get::<u64>("frames-out").unwrap()
+                    >= 2),
+                "{what}: cycle {cycle} sent nothing"
+            );
+            pipeline.set_state(gst::State::Null).unwrap();
+            if cycle == 10 {
+                at_10 = Some(process_figures());
+            }
+        }
+        let (threads_10, fds_10, rss_10) = at_10.unwrap();
+        let (threads, fds, rss) = process_figures();
+        eprintln!(
+            "{what}: after cycle 10: {threads_10} threads, {fds_10} fds, {rss_10} kB; after cycle 100: {threads} threads, {fds} fds, {rss} kB (RSS {:+} kB)",
+            rss as i64 - rss_10 as i64
+        );
+        assert!(threads <= threads_10 + 1, "{what}: threads grew");
+        assert!(fds <= fds_10 + 1, "{what}: fds grew");
+        assert!(rss < rss_10 + 5 * 1024, "{what}: RSS grew");
+    }
 }

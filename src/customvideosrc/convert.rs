@@ -7,31 +7,7 @@
 use gst_video::prelude::*;
 use gst_video::{VideoConverter, VideoFormat, VideoFrameRef, VideoInfo};
 
-/// Clockwise rotation applied to every frame on its way through the track.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Rotation {
-    #[default]
-    None,
-    Cw90,
-    Cw180,
-    Cw270,
-}
-
-impl Rotation {
-    /// Whether this rotation swaps width and height.
-    pub fn swaps_dimensions(self) -> bool {
-        matches!(self, Rotation::Cw90 | Rotation::Cw270)
-    }
-
-    /// The frame size after rotating a `width` x `height` frame.
-    pub fn rotated_size(self, width: u32, height: u32) -> (u32, u32) {
-        if self.swaps_dimensions() {
-            (height, width)
-        } else {
-            (width, height)
-        }
-    }
-}
+use super::Rotation;
 
 /// Formats whose planes hold independent, fixed-size elements with equal horizontal and
 /// vertical subsampling, so a plane can be rotated element by element.

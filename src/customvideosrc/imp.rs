@@ -1,11 +1,35 @@
 // SPDX-License-Identifier: MPL-2.0
-//! `customvideosrc` implementation.
+//! `customvideosrc` implementation: the GObject glue, and the orchestration of the small
+//! states that hold the rules.
 //!
-//! Frames from the producer land in a small bounded queue (`Feed`, shared with the application
-//! threads and producer threads); the streaming thread (`create()`) takes them out, converts
-//! them to the track format and paces them: at a constant rate when the track has a frame
-//! rate (newest frame wins, the last frame is repeated on stalls), as they come otherwise.
-//! Buffers are stamped with the pipeline running time when they leave, never earlier.
+//! * [`Settings`] holds every property value, once.
+//! * [`Feed`] (`feed.rs`): the bounded queue between the producers and the streaming thread,
+//!   and which producer may fill it.
+//! * [`Stream`] (`stream.rs`): the streaming thread — format, conversion, pacing ([`Pacer`](super::pacer)).
+//! * `format.rs`: negotiation and the events that travel with the track; `app.rs`: pushed and
+//!   drawn frames; `producer.rs`: descriptions in their own pipelines.
+//!
+//! Frames from the producer land in the feed (application threads and producer threads); the
+//! streaming thread (`create()`) takes them out, converts them to the track format and paces
+//! them. Buffers are stamped with the pipeline running time when they leave, never earlier.
+//!
+//! # Lock order
+//!
+//! A thread that holds more than one of the element's locks took them in this order:
+//!
+//! `stream` → `feed` → `producers` → `settings` | `out` | `clock_id` | `draw_callback`
+//!
+//! * `stream` belongs to the streaming thread, which holds it across its waits (clock, feed
+//!   condition); otherwise only `start()`/`stop()` take it, while streaming is stopped, and
+//!   `negotiate()` only tries it.
+//! * `feed` is shared by pushers, producer threads and the streaming thread; `feed_cond` (frames
+//!   and track controls) and `space_cond` (room for blocked pushers) wait on it. A setter whose
+//!   value a waiter reads takes `feed` around the change, so that no wake-up is lost.
+//! * `settings`, `out`, `clock_id` and `draw_callback` are leaves: nothing else is locked, no
+//!   signal is emitted and no message is posted while one of them is held.
+//!
+//! Producers are stopped, signals emitted and messages posted after the feed lock is released:
+//! the [`Feed`] methods return what to do, the element does it afterwards.
 
 use gst::glib;
 use gst::glib::translate::*;
@@ -14,18 +38,20 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::base_src::CreateSuccess;
 use gst_base::subclass::prelude::*;
-use gst_video::{VideoFormat, VideoInfo};
+use gst_video::VideoFormat;
 
-use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::convert::{self, Converter, Rotation};
+use super::feed::{End, Enqueue, Feed, Frame, InputCaps, Limits, ProducerId, ProducerKind};
 use super::presets;
 use super::producer::{Producer, ProducerEvent};
+use super::stream::Stream;
 use super::{DrawCallback, OnProducerEnd, OptimizationMode, VideoRotation};
+use crate::rate::Rate;
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "customvideosrc",
         gst::DebugColorFlags::empty(),
@@ -36,32 +62,32 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const DEFAULT_MAX_BUFFERS: u32 = 2;
 const DEFAULT_ENABLED: bool = true;
 const DEFAULT_MUTED: bool = false;
-const DEFAULT_DRAW_WIDTH: u32 = 640;
-const DEFAULT_DRAW_HEIGHT: u32 = 480;
-const DEFAULT_DRAW_FPS: i32 = 30;
-const DEFAULT_DRAW_FORMAT: VideoFormat = VideoFormat::Bgra;
-/// How often an ended track without frame rate repeats its black or frozen frame.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// `G_SIGNAL_TYPE_STATIC_SCOPE`: the argument is passed without taking a reference.
 const SIGNAL_TYPE_STATIC_SCOPE: usize = 1;
 
+/// Every property value (but `stats`), each held here only.
 #[derive(Debug, Clone)]
-struct Settings {
-    producer: Option<String>,
-    processor: Option<String>,
-    width: u32,
-    height: u32,
-    framerate: gst::Fraction,
-    format: VideoFormat,
-    encoder_config: Option<String>,
-    bitrate_min: u32,
-    bitrate_max: u32,
-    optimization_mode: OptimizationMode,
-    rotation: VideoRotation,
-    max_buffers: u32,
-    on_producer_end: OnProducerEnd,
-    track_id: Option<String>,
-    label: Option<String>,
+pub(super) struct Settings {
+    pub(super) producer: Option<String>,
+    pub(super) processor: Option<String>,
+    /// The `caps` property: what the application pushes or draws.
+    pub(super) caps: Option<InputCaps>,
+    pub(super) width: u32,
+    pub(super) height: u32,
+    pub(super) framerate: gst::Fraction,
+    pub(super) format: VideoFormat,
+    pub(super) encoder_config: Option<String>,
+    pub(super) bitrate_min: u32,
+    pub(super) bitrate_max: u32,
+    pub(super) optimization_mode: OptimizationMode,
+    pub(super) rotation: VideoRotation,
+    pub(super) enabled: bool,
+    pub(super) muted: bool,
+    pub(super) max_buffers: u32,
+    pub(super) block: bool,
+    pub(super) on_producer_end: OnProducerEnd,
+    pub(super) track_id: Option<String>,
+    pub(super) label: Option<String>,
 }
 
 impl Default for Settings {
@@ -69,6 +95,7 @@ impl Default for Settings {
         Settings {
             producer: None,
             processor: None,
+            caps: None,
             width: 0,
             height: 0,
             framerate: gst::Fraction::new(0, 1),
@@ -78,7 +105,10 @@ impl Default for Settings {
             bitrate_max: 0,
             optimization_mode: OptimizationMode::default(),
             rotation: VideoRotation::default(),
+            enabled: DEFAULT_ENABLED,
+            muted: DEFAULT_MUTED,
             max_buffers: DEFAULT_MAX_BUFFERS,
+            block: false,
             on_producer_end: OnProducerEnd::default(),
             track_id: None,
             label: None,
@@ -86,255 +116,181 @@ impl Default for Settings {
     }
 }
 
-/// One frame from a producer, with the layout it came in.
-struct Frame {
-    buffer: gst::Buffer,
-    info: Arc<VideoInfo>,
-    generation: u64,
-}
+impl Settings {
+    /// The queue limits (`max-buffers`, `block`).
+    pub(super) fn limits(&self) -> Limits {
+        Limits {
+            max_buffers: self.max_buffers as usize,
+            block: self.block,
+        }
+    }
 
-/// The caps of frames the application pushes or draws.
-#[derive(Clone)]
-struct InputCaps {
-    caps: gst::Caps,
-    info: Result<Arc<VideoInfo>, String>,
-}
+    /// The processor description, when there is one.
+    fn processor(&self) -> Option<String> {
+        self.processor.clone().filter(|p| !p.trim().is_empty())
+    }
 
-impl InputCaps {
-    fn new(caps: gst::Caps) -> Self {
-        let info = parse_input_caps(&caps).map(Arc::new);
-        InputCaps { caps, info }
+    /// Applies the `encoder-config` preset `name` (`None` unsets it); an unknown name leaves
+    /// everything as it was and returns the warning to give.
+    fn apply_preset(&mut self, name: Option<String>) -> Result<(), String> {
+        let Some(name) = name.filter(|n| !n.is_empty()) else {
+            self.encoder_config = None;
+            return Ok(());
+        };
+        let p = presets::find(&name).ok_or_else(|| {
+            format!(
+                "customvideosrc: unknown encoder-config preset \"{name}\"; valid presets: {}",
+                presets::names()
+            )
+        })?;
+        self.encoder_config = Some(p.name.to_owned());
+        self.width = p.width;
+        self.height = p.height;
+        self.framerate = gst::Fraction::new(p.fps, 1);
+        self.bitrate_min = p.bitrate_min_kbps;
+        self.bitrate_max = p.bitrate_max_kbps;
+        Ok(())
+    }
+
+    /// Sets the `format` property from its caps name; an unknown name leaves it as it was
+    /// and returns the warning to give.
+    fn set_format(&mut self, name: Option<String>) -> Result<(), String> {
+        match name.as_deref().filter(|n| !n.is_empty()) {
+            None => self.format = VideoFormat::Unknown,
+            Some(n) => match VideoFormat::from_string(n) {
+                VideoFormat::Unknown | VideoFormat::Encoded => {
+                    return Err(format!(
+                        "customvideosrc: unknown video format \"{n}\" (use a caps format name such as I420, NV12, RGBA, BGRA)"
+                    ));
+                }
+                f => self.format = f,
+            },
+        }
+        Ok(())
     }
 }
 
-fn parse_input_caps(caps: &gst::CapsRef) -> Result<VideoInfo, String> {
-    let s = caps
-        .structure(0)
-        .ok_or_else(|| format!("caps {caps} are empty"))?;
-    if s.name() != "video/x-raw" {
-        return Err(format!(
-            "caps {caps} cannot be converted to the track: only raw video (video/x-raw) is accepted"
-        ));
-    }
-    if let Some(features) = caps.features(0)
-        && !features.is_any()
-        && !features.is_empty()
-        && !features.contains(gst::CAPS_FEATURE_MEMORY_SYSTEM_MEMORY)
-    {
-        return Err(format!(
-            "caps {caps} cannot be converted to the track: only system memory is accepted"
-        ));
-    }
-    let info = VideoInfo::from_caps(caps)
-        .map_err(|_| format!("caps {caps} are not complete, fixed raw video caps"))?;
-    convert::check_input(&info).map_err(|e| e.0)?;
-    Ok(info)
-}
-
-/// What the streaming thread counts (its own lock: the feed lock is shared with pushers).
-#[derive(Default)]
-struct OutStats {
+/// What the streaming thread counts for the statistics (a lock of its own, so that reading
+/// the statistics never waits for the streaming thread).
+#[derive(Debug, Default)]
+pub(super) struct OutStats {
     frames_out: u64,
     repeated: u64,
-    out_times: VecDeque<Instant>,
+    /// Frames out over the last second.
+    fps: Rate,
+    pub(super) width: u32,
+    pub(super) height: u32,
 }
 
-#[derive(Default)]
-struct Counters {
-    frames_in: u64,
-    dropped: u64,
-    last_in: Option<Instant>,
-    width: u32,
-    height: u32,
-}
-
-/// What producers hand to the streaming thread, and the producer bookkeeping.
-struct Feed {
-    queue: VecDeque<Frame>,
-    max_buffers: usize,
-    /// Pushes wait for room instead of dropping the oldest frame.
-    block: bool,
-    /// Threads waiting on the feed's condition.
-    waiting: u32,
-    /// Pushers waiting for room (`block`).
-    pushers_waiting: u32,
-    flushing: bool,
-    running: bool,
-    enabled: bool,
-    muted: bool,
-    /// Generation of the producer whose frames the track shows.
-    active: u64,
-    /// Generation of a producer that replaces the active one at its first frame.
-    pending: Option<u64>,
-    next_generation: u64,
-    /// Generation of the application producer (push/draw), while it is active or pending.
-    app_generation: Option<u64>,
-    input: Option<InputCaps>,
-    /// Why the active producer ended, once it has.
-    ended: Option<String>,
-    counters: Counters,
-}
-
-impl Default for Feed {
-    fn default() -> Self {
-        Feed {
-            queue: VecDeque::new(),
-            max_buffers: DEFAULT_MAX_BUFFERS as usize,
-            block: false,
-            waiting: 0,
-            pushers_waiting: 0,
-            flushing: false,
-            running: false,
-            enabled: DEFAULT_ENABLED,
-            muted: DEFAULT_MUTED,
-            active: 1,
-            pending: None,
-            next_generation: 2,
-            app_generation: Some(1),
-            input: None,
-            ended: None,
-            counters: Counters::default(),
+impl OutStats {
+    /// Counts a buffer that leaves.
+    pub(super) fn count_out(&mut self, repeated: bool, now: Instant) {
+        self.frames_out += 1;
+        if repeated {
+            self.repeated += 1;
         }
+        self.fps.add(now, 1);
     }
-}
-
-impl Feed {
-    fn new_generation(&mut self) -> u64 {
-        let g = self.next_generation;
-        self.next_generation += 1;
-        g
-    }
-
-    /// Makes `generation` the active producer; returns the one it replaces.
-    fn promote(&mut self, generation: u64) -> u64 {
-        let old = self.active;
-        self.active = generation;
-        self.pending = None;
-        self.ended = None;
-        if self.app_generation != Some(generation) {
-            self.app_generation = None;
-        }
-        let before = self.queue.len();
-        self.queue.retain(|f| f.generation == generation);
-        self.counters.dropped += (before - self.queue.len()) as u64;
-        old
-    }
-
-    fn trim_to_newest(&mut self) -> Option<Frame> {
-        let newest = self.queue.pop_back();
-        self.counters.dropped += self.queue.len() as u64;
-        self.queue.clear();
-        newest
-    }
-}
-
-/// State of the streaming thread.
-#[derive(Default)]
-struct Stream {
-    out_info: Option<VideoInfo>,
-    fps: Option<gst::Fraction>,
-    converter: Converter,
-    last: Option<gst::Buffer>,
-    /// The buffer being stamped is a new frame to keep as `last`.
-    remember: bool,
-    next_rt: Option<gst::ClockTime>,
-    last_pts: Option<gst::ClockTime>,
-    draw_info: Option<VideoInfo>,
-    draw_pool: Option<gst::BufferPool>,
-    keepalive_due: Option<Instant>,
 }
 
 #[derive(Default)]
 pub struct CustomVideoSrc {
-    settings: Mutex<Settings>,
-    feed: Mutex<Feed>,
+    pub(super) settings: Mutex<Settings>,
+    pub(super) feed: Mutex<Feed>,
     feed_cond: Condvar,
     space_cond: Condvar,
-    out_stats: Mutex<OutStats>,
-    stream: Mutex<Stream>,
+    pub(super) out: Mutex<OutStats>,
+    pub(super) stream: Mutex<Stream>,
     producers: Mutex<Vec<Producer>>,
-    draw_callback: Mutex<Option<Arc<DrawCallback>>>,
-    clock_id: Mutex<Option<gst::SingleShotClockId>>,
-    events_dirty: std::sync::atomic::AtomicBool,
+    pub(super) draw_callback: Mutex<Option<Arc<DrawCallback>>>,
+    pub(super) clock_id: Mutex<Option<gst::SingleShotClockId>>,
+    /// The tags or the optimization mode changed: store them on the pad again.
+    pub(super) events_dirty: AtomicBool,
 }
 
 impl CustomVideoSrc {
-    fn feed(&self) -> MutexGuard<'_, Feed> {
+    pub(super) fn feed(&self) -> MutexGuard<'_, Feed> {
         self.feed.lock().unwrap()
     }
 
-    /// Waits on the feed's condition, counted so that wakers know whether anyone waits.
-    fn wait<'a>(&self, mut feed: MutexGuard<'a, Feed>) -> MutexGuard<'a, Feed> {
-        feed.waiting += 1;
-        let mut feed = self.feed_cond.wait(feed).unwrap();
-        feed.waiting -= 1;
-        feed
+    pub(super) fn settings(&self) -> MutexGuard<'_, Settings> {
+        self.settings.lock().unwrap()
     }
 
-    fn wait_timeout<'a>(
+    /// Changes settings that waiting threads read (track controls, queue limits): under the
+    /// feed lock, then wakes every waiter.
+    fn change_live(&self, change: impl FnOnce(&mut Settings, &mut Feed)) {
+        let mut feed = self.feed();
+        change(&mut self.settings(), &mut feed);
+        self.wake_all();
+    }
+
+    /// Waits on the feed's condition, counted so that wakers know whether anyone waits.
+    pub(super) fn wait<'a>(&self, feed: MutexGuard<'a, Feed>) -> MutexGuard<'a, Feed> {
+        self.wait_timeout(feed, None)
+    }
+
+    pub(super) fn wait_timeout<'a>(
         &self,
         mut feed: MutexGuard<'a, Feed>,
-        timeout: Duration,
+        timeout: Option<Duration>,
     ) -> MutexGuard<'a, Feed> {
         feed.waiting += 1;
-        let mut feed = self.feed_cond.wait_timeout(feed, timeout).unwrap().0;
+        let mut feed = match timeout {
+            Some(t) => self.feed_cond.wait_timeout(feed, t).unwrap().0,
+            None => self.feed_cond.wait(feed).unwrap(),
+        };
         feed.waiting -= 1;
         feed
     }
 
-    /// Wakes every waiting thread (state changes: flushing, end, properties).
-    fn wake_all(&self) {
+    /// Wakes every waiting thread (state changes: flushing, end, properties). The caller holds
+    /// the feed lock, or took it around the change.
+    pub(super) fn wake_all(&self) {
         self.feed_cond.notify_all();
         self.space_cond.notify_all();
     }
 
-    /// Wakes the waiters, if any (a notification costs a system call), and blocked pushers
-    /// once the queue is half empty.
-    fn wake(&self, feed: &Feed) {
-        if feed.waiting > 0 {
+    /// Wakes whom a change of the queue concerns (a notification costs a system call).
+    pub(super) fn wake(&self, feed: &Feed) {
+        let wake = feed.wakes(self.settings().limits());
+        if wake.track {
             self.feed_cond.notify_all();
         }
-        if feed.pushers_waiting > 0 && feed.queue.len() <= feed.max_buffers / 2 {
+        if wake.pushers {
             self.space_cond.notify_all();
         }
     }
 
     // ----- producers ---------------------------------------------------------------------
 
-    fn start_producer(&self, generation: u64, description: &str) -> Result<Producer, String> {
-        let processor = self.settings.lock().unwrap().processor.clone();
+    /// The callback through which producers report to the element (from their own threads).
+    fn producer_events(&self) -> impl Fn(ProducerId, ProducerEvent) + Send + Sync + 'static {
         let weak = self.obj().downgrade();
+        move |id, ev| {
+            if let Some(obj) = weak.upgrade() {
+                obj.imp().on_producer_event(id, ev);
+            }
+        }
+    }
+
+    fn start_producer(&self, id: ProducerId, description: &str) -> Result<Producer, String> {
+        let processor = self.settings().processor();
         Producer::start(
-            generation,
+            id,
             description,
             processor.as_deref(),
-            move |g, ev| {
-                if let Some(obj) = weak.upgrade() {
-                    obj.imp().on_producer_event(g, ev);
-                }
-            },
+            self.producer_events(),
         )
     }
 
     /// With a `processor`, the application's frames (pushed or drawn) go through it in a
     /// processing pipeline whose output feeds the track like a producer's.
-    fn start_app_processing(&self, generation: u64) -> Result<(), String> {
-        let Some(processor) = self
-            .settings
-            .lock()
-            .unwrap()
-            .processor
-            .clone()
-            .filter(|p| !p.trim().is_empty())
-        else {
+    pub(super) fn start_app_processing(&self, id: ProducerId) -> Result<(), String> {
+        let Some(processor) = self.settings().processor() else {
             return Ok(());
         };
-        let weak = self.obj().downgrade();
-        let p = Producer::processing(generation, &processor, move |g, ev| {
-            if let Some(obj) = weak.upgrade() {
-                obj.imp().on_producer_event(g, ev);
-            }
-        })?;
+        let p = Producer::processing(id, &processor, self.producer_events())?;
         gst::info!(
             CAT,
             imp = self,
@@ -344,220 +300,199 @@ impl CustomVideoSrc {
         Ok(())
     }
 
-    /// The processing pipeline's input for the application producer `generation`, if any.
-    fn app_processing_input(&self, generation: u64) -> Option<gst_app::AppSrc> {
+    /// The processing pipeline's input for the application producer `id`, if any.
+    pub(super) fn app_processing_input(&self, id: ProducerId) -> Option<gst_app::AppSrc> {
         self.producers
             .lock()
             .unwrap()
             .iter()
-            .find(|p| p.generation == generation)
+            .find(|p| p.id == id)
             .and_then(|p| p.input())
     }
 
-    /// Hands an application frame to the processor. Its output reaches the track later.
-    fn process_app_frame(
-        &self,
-        input: &gst_app::AppSrc,
-        buffer: gst::Buffer,
-        info: &VideoInfo,
-    ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let caps = info.to_caps().map_err(|_| gst::FlowError::NotNegotiated)?;
-        let sample = gst::Sample::builder().buffer(&buffer).caps(&caps).build();
-        input.push_sample(&sample)
-    }
-
-    fn on_producer_event(&self, generation: u64, event: ProducerEvent) {
+    fn on_producer_event(&self, id: ProducerId, event: ProducerEvent) {
         match event {
-            ProducerEvent::Sample(sample) => self.on_producer_sample(generation, sample),
-            ProducerEvent::Ended { reason, error } => {
-                self.producer_ended(generation, reason, error)
-            }
+            ProducerEvent::Sample(sample) => self.on_producer_sample(id, sample),
+            ProducerEvent::Ended { reason, error } => self.producer_ended(id, reason, error),
         }
     }
 
-    fn on_producer_sample(&self, generation: u64, sample: gst::Sample) {
+    fn on_producer_sample(&self, id: ProducerId, sample: gst::Sample) {
         let Some(buffer) = sample.buffer_owned() else {
             return;
         };
         let Some(caps) = sample.caps() else {
             return;
         };
-        let info = match parse_input_caps(caps) {
+        let info = match super::feed::parse_input_caps(caps) {
             Ok(info) => Arc::new(info),
             Err(e) => {
-                self.producer_ended(generation, e, true);
+                self.producer_ended(id, e, true);
                 return;
             }
         };
-        let _ = self.enqueue(Frame {
-            buffer,
-            info,
-            generation,
-        });
+        let _ = self.enqueue(
+            self.feed(),
+            Frame {
+                buffer,
+                info,
+                producer: id,
+            },
+        );
     }
 
-    /// Hands a frame to the streaming thread (newest kept when the queue is full).
-    fn enqueue(&self, frame: Frame) -> Result<gst::FlowSuccess, gst::FlowError> {
-        self.enqueue_locked(self.feed(), frame)
-    }
-
-    fn enqueue_locked(
+    /// Hands a frame to the streaming thread (newest kept when the queue is full, or waiting
+    /// for room with `block`). A producer that takes over with this frame retires the one it
+    /// replaces.
+    pub(super) fn enqueue(
         &self,
         mut feed: MutexGuard<'_, Feed>,
-        frame: Frame,
+        mut frame: Frame,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let mut replaced = None;
-        if feed.pending == Some(frame.generation) {
-            replaced = Some(feed.promote(frame.generation));
-            gst::info!(CAT, imp = self, "producer {} took over", frame.generation);
-        } else if frame.generation != feed.active {
-            return Err(gst::FlowError::NotLinked);
-        }
-        if feed.ended.is_some() {
-            return Err(gst::FlowError::Eos);
-        }
-        while feed.queue.len() >= feed.max_buffers {
-            if feed.block && !feed.flushing {
-                // Backpressure: wait until the track has taken half of the queue, so that
-                // pusher and track do not wake each other for every frame.
-                feed.pushers_waiting += 1;
-                feed = self.space_cond.wait(feed).unwrap();
-                feed.pushers_waiting -= 1;
-                if frame.generation != feed.active {
-                    return Err(gst::FlowError::NotLinked);
+        let producer = frame.producer;
+        let mut retire = None;
+        let result = loop {
+            let limits = self.settings().limits();
+            match feed.enqueue(frame, limits, Instant::now()) {
+                Enqueue::Queued { retire: r } => {
+                    retire = retire.or(r);
+                    self.wake(&feed);
+                    break Ok(gst::FlowSuccess::Ok);
                 }
-                if feed.ended.is_some() {
-                    return Err(gst::FlowError::Eos);
+                Enqueue::Full {
+                    frame: f,
+                    retire: r,
+                } => {
+                    retire = retire.or(r);
+                    frame = f;
+                    feed.pushers_waiting += 1;
+                    feed = self.space_cond.wait(feed).unwrap();
+                    feed.pushers_waiting -= 1;
                 }
-                continue;
+                Enqueue::Refused(e) => break Err(e),
             }
-            feed.queue.pop_front();
-            feed.counters.dropped += 1;
-        }
-        feed.queue.push_back(frame);
-        feed.counters.frames_in += 1;
-        feed.counters.last_in = Some(Instant::now());
-        self.wake(&feed);
+        };
         drop(feed);
-        if let Some(old) = replaced {
-            self.retire_producer(old);
+        if let Some(old) = retire {
+            self.took_over(producer, old);
         }
-        Ok(gst::FlowSuccess::Ok)
+        result
     }
 
-    /// Stops the producer of `generation` (if it is a description) without blocking.
-    fn retire_producer(&self, generation: u64) {
+    /// Producer `id` delivered its first frame and took over from `old`, which stops.
+    pub(super) fn took_over(&self, id: ProducerId, old: ProducerId) {
+        gst::info!(CAT, imp = self, "{id} took over from {old}");
+        self.retire_producer(old);
+    }
+
+    /// Stops the pipeline of producer `id` (a description, or the application's processor)
+    /// without blocking.
+    pub(super) fn retire_producer(&self, id: ProducerId) {
         let mut producers = self.producers.lock().unwrap();
-        if let Some(pos) = producers.iter().position(|p| p.generation == generation) {
+        if let Some(pos) = producers.iter().position(|p| p.id == id) {
             let p = producers.remove(pos);
             gst::debug!(CAT, imp = self, "retiring producer \"{}\"", p.description);
             p.stop_in_background();
         }
     }
 
-    fn producer_ended(&self, generation: u64, reason: String, error: bool) {
-        let mut feed = self.feed();
-        if feed.pending == Some(generation) {
-            feed.pending = None;
-            if feed.app_generation == Some(generation) {
-                feed.app_generation = None;
+    pub(super) fn producer_ended(&self, id: ProducerId, reason: String, error: bool) {
+        let end = {
+            let mut feed = self.feed();
+            let end = feed.end(id, &reason);
+            if end == End::TrackEnded {
+                self.wake_all();
             }
-            drop(feed);
-            gst::element_imp_warning!(
-                self,
-                gst::ResourceError::Failed,
-                (
-                    "The replacement producer ended before its first frame; the track keeps its current producer: {}",
-                    reason
-                )
-            );
-            self.retire_producer(generation);
-            return;
+            end
+        };
+        match end {
+            End::Ignored => (),
+            End::ReplacementFailed => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Failed,
+                    (
+                        "The replacement producer ended before its first frame; the track keeps its current producer: {}",
+                        reason
+                    )
+                );
+                self.retire_producer(id);
+            }
+            End::TrackEnded => {
+                self.retire_producer(id);
+                gst::info!(CAT, imp = self, "track ended: {reason}");
+                if error {
+                    gst::element_imp_warning!(
+                        self,
+                        gst::ResourceError::Failed,
+                        ("The producer failed: {}", reason)
+                    );
+                }
+                let s = gst::Structure::builder("track-ended")
+                    .field("reason", &reason)
+                    .field("error", error)
+                    .build();
+                let _ = self
+                    .obj()
+                    .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+                self.obj().emit_by_name::<()>("track-ended", &[&reason]);
+            }
         }
-        if generation != feed.active || feed.ended.is_some() {
-            return;
-        }
-        feed.ended = Some(reason.clone());
-        self.wake_all();
-        drop(feed);
-        self.retire_producer(generation);
-
-        gst::info!(CAT, imp = self, "track ended: {reason}");
-        if error {
-            gst::element_imp_warning!(
-                self,
-                gst::ResourceError::Failed,
-                ("The producer failed: {}", reason)
-            );
-        }
-        let s = gst::Structure::builder("track-ended")
-            .field("reason", &reason)
-            .field("error", error)
-            .build();
-        let _ = self
-            .obj()
-            .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
-        self.obj().emit_by_name::<()>("track-ended", &[&reason]);
     }
 
+    /// Swaps the producer: a description, or `None` for the application's frames. While
+    /// stopped this only sets the `producer` property. While running the new producer starts
+    /// and takes over with its first frame; the property changes only once it started, so a
+    /// replacement that fails leaves everything as it was.
     pub(super) fn replace_producer(
         &self,
         description: Option<String>,
     ) -> Result<(), glib::BoolError> {
         let description = description.filter(|d| !d.trim().is_empty());
-        let running = self.feed().running;
-        self.settings.lock().unwrap().producer = description.clone();
-        if !running {
+        let id = {
             let mut feed = self.feed();
-            match &description {
-                Some(_) => {
-                    feed.app_generation = None;
-                    feed.active = 0;
-                    feed.queue.clear();
-                }
-                None if feed.app_generation.is_none() => {
-                    let g = feed.new_generation();
-                    feed.app_generation = Some(g);
-                    feed.active = g;
-                }
-                None => (),
+            if !feed.running {
+                self.set_producer_stopped(&mut feed, description);
+                return Ok(());
             }
-            return Ok(());
-        }
-
-        let generation = self.feed().new_generation();
-        if let Some(desc) = &description {
-            gst::info!(CAT, imp = self, "replacing the producer with \"{desc}\"");
-            let producer = match self.start_producer(generation, desc) {
-                Ok(p) => p,
-                Err(e) => {
-                    gst::element_imp_warning!(
-                        self,
-                        gst::LibraryError::Settings,
-                        (
-                            "Cannot replace the producer; the track keeps its current producer: {}",
-                            e
-                        )
-                    );
-                    return Err(glib::bool_error!("{e}"));
-                }
+            let kind = match description {
+                Some(_) => ProducerKind::Description,
+                None => ProducerKind::App,
             };
-            self.producers.lock().unwrap().push(producer);
-        }
-        if description.is_none()
-            && let Err(e) = self.start_app_processing(generation)
-        {
-            gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", e));
+            feed.new_producer(kind)
+        };
+
+        let started = match &description {
+            Some(desc) => {
+                gst::info!(CAT, imp = self, "replacing the producer with \"{desc}\"");
+                self.start_producer(id, desc).map(|p| {
+                    self.producers.lock().unwrap().push(p);
+                })
+            }
+            None => self.start_app_processing(id),
+        };
+        if let Err(e) = started {
+            gst::element_imp_warning!(
+                self,
+                gst::LibraryError::Settings,
+                (
+                    "Cannot replace the producer; the track keeps its current producer: {}",
+                    e
+                )
+            );
             return Err(glib::bool_error!("{e}"));
         }
         let stale = {
             let mut feed = self.feed();
-            let stale = feed.pending.replace(generation);
-            if description.is_none() {
-                feed.app_generation = Some(generation);
+            if feed.running {
+                self.settings().producer = description;
+                self.wake_all();
+                feed.propose(id)
+            } else {
+                // The element stopped meanwhile: the new producer is only the setting.
+                self.set_producer_stopped(&mut feed, description);
+                Some(id)
             }
-            self.wake_all();
-            stale
         };
         if let Some(stale) = stale {
             self.retire_producer(stale);
@@ -565,796 +500,62 @@ impl CustomVideoSrc {
         Ok(())
     }
 
-    // ----- the application producer ------------------------------------------------------
-
-    pub(super) fn push(
-        &self,
-        buffer: gst::Buffer,
-        caps: Option<&gst::Caps>,
-    ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let mut feed = self.feed();
-        if let Some(caps) = caps
-            && feed.input.as_ref().is_none_or(|i| &i.caps != caps)
-        {
-            feed.input = Some(InputCaps::new(caps.clone()));
-        }
-        let Some(generation) = feed.app_generation else {
-            gst::debug!(
-                CAT,
-                imp = self,
-                "refusing pushed frame: a producer description feeds the track"
-            );
-            return Err(gst::FlowError::NotLinked);
-        };
-        if generation == feed.active && feed.ended.is_some() {
-            return Err(gst::FlowError::Eos);
-        }
-        let info = match feed.input.as_ref().map(|i| i.info.clone()) {
+    /// Sets the `producer` property while the element is stopped: the feed waits for the
+    /// description, or for the application's frames.
+    fn set_producer_stopped(&self, feed: &mut Feed, description: Option<String>) {
+        match &description {
+            Some(_) => feed.expect_description(),
             None => {
-                drop(feed);
-                gst::element_imp_error!(
-                    self,
-                    gst::CoreError::Negotiation,
-                    ("A frame was pushed before its caps are known: set the caps property, or push a sample that carries caps")
-                );
-                return Err(gst::FlowError::NotNegotiated);
-            }
-            Some(Err(e)) => {
-                drop(feed);
-                gst::element_imp_error!(
-                    self,
-                    gst::CoreError::Negotiation,
-                    ("Pushed frames cannot be converted to the track: {}", e)
-                );
-                return Err(gst::FlowError::NotNegotiated);
-            }
-            Some(Ok(info)) => info,
-        };
-        if let Err(e) = convert::check_buffer(&buffer, &info) {
-            drop(feed);
-            gst::element_imp_error!(
-                self,
-                gst::StreamError::Format,
-                ("Pushed frame does not match its caps: {}", e)
-            );
-            return Err(gst::FlowError::Error);
-        }
-        gst::trace!(CAT, imp = self, "pushed {buffer:?}");
-        if feed.running
-            && let Some(input) = self.app_processing_input(generation)
-        {
-            drop(feed);
-            return self.process_app_frame(&input, buffer, &info);
-        }
-        self.enqueue_locked(
-            feed,
-            Frame {
-                buffer,
-                info,
-                generation,
-            },
-        )
-    }
-
-    pub(super) fn push_sample(
-        &self,
-        sample: &gst::Sample,
-    ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let Some(buffer) = sample.buffer_owned() else {
-            gst::element_imp_error!(
-                self,
-                gst::StreamError::Format,
-                ("Pushed sample has no buffer")
-            );
-            return Err(gst::FlowError::Error);
-        };
-        self.push(buffer, sample.caps_owned().as_ref())
-    }
-
-    pub(super) fn app_end_of_stream(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let generation = {
-            let feed = self.feed();
-            match feed.app_generation {
-                Some(g) if g == feed.active && feed.ended.is_some() => {
-                    return Err(gst::FlowError::Eos);
-                }
-                Some(g) => g,
-                None => return Err(gst::FlowError::NotLinked),
-            }
-        };
-        self.producer_ended(
-            generation,
-            "end of stream from the application".into(),
-            false,
-        );
-        Ok(gst::FlowSuccess::Ok)
-    }
-
-    pub(super) fn set_draw_callback(&self, callback: Option<Arc<DrawCallback>>) {
-        *self.draw_callback.lock().unwrap() = callback;
-        self.wake_all();
-    }
-
-    fn draw_signal_id() -> glib::subclass::SignalId {
-        glib::subclass::SignalId::lookup("draw-frame", super::CustomVideoSrc::static_type())
-            .expect("draw-frame is registered")
-    }
-
-    fn can_draw(&self) -> bool {
-        if self.draw_callback.lock().unwrap().is_some() {
-            return true;
-        }
-        unsafe {
-            from_glib(glib::gobject_ffi::g_signal_has_handler_pending(
-                self.obj().as_ptr() as *mut _,
-                Self::draw_signal_id().into_glib(),
-                0,
-                glib::ffi::GFALSE,
-            ))
-        }
-    }
-
-    /// Asks the application for a frame; `None` when it drew nothing.
-    fn draw(&self, stream: &mut Stream, rt: gst::ClockTime) -> Option<Frame> {
-        let generation = self.feed().app_generation?;
-        let info = stream.draw_info.clone()?;
-        let pool = stream.draw_pool.as_ref()?;
-        let mut buffer = match pool.acquire_buffer(None) {
-            Ok(b) => b,
-            Err(err) => {
-                gst::warning!(CAT, imp = self, "no buffer to draw into: {err:?}");
-                return None;
-            }
-        };
-        let callback = self.draw_callback.lock().unwrap().clone();
-        let drawn = if let Some(cb) = callback {
-            let bufref = buffer.get_mut()?;
-            let mut frame =
-                gst_video::VideoFrameRef::from_buffer_ref_writable(bufref, &info).ok()?;
-            cb(&mut frame, rt)
-        } else {
-            let mut ret: glib::ffi::gboolean = glib::ffi::GFALSE;
-            unsafe {
-                // The buffer goes out with static scope so that handlers can map it writable.
-                glib::gobject_ffi::g_signal_emit(
-                    self.obj().as_ptr() as *mut _,
-                    Self::draw_signal_id().into_glib(),
-                    0,
-                    buffer.as_mut_ptr(),
-                    rt.nseconds(),
-                    &mut ret as *mut glib::ffi::gboolean,
-                );
-            }
-            ret != glib::ffi::GFALSE
-        };
-        if !drawn {
-            return None;
-        }
-        if let Some(input) = self.app_processing_input(generation) {
-            // The processed frame joins the queue; the track takes it from there.
-            let _ = self.process_app_frame(&input, buffer, &info);
-            return None;
-        }
-        let mut feed = self.feed();
-        let mut replaced = None;
-        if feed.pending == Some(generation) {
-            replaced = Some(feed.promote(generation));
-        } else if feed.active != generation {
-            return None;
-        }
-        feed.counters.frames_in += 1;
-        feed.counters.last_in = Some(Instant::now());
-        drop(feed);
-        if let Some(old) = replaced {
-            self.retire_producer(old);
-        }
-        Some(Frame {
-            buffer,
-            info: Arc::new(info),
-            generation,
-        })
-    }
-
-    // ----- output format -----------------------------------------------------------------
-
-    /// The frame rate the track runs at before negotiation: the property, or the draw rate
-    /// when frames are drawn, or 0/1 (frames leave as they come).
-    fn wanted_fps(&self, settings: &Settings, drawing: bool) -> gst::Fraction {
-        if settings.framerate.numer() > 0 {
-            return settings.framerate;
-        }
-        if drawing {
-            if let Some(fps) = self.draw_caps_info(settings).map(|i| i.fps())
-                && fps.numer() > 0
-            {
-                return fps;
-            }
-            return gst::Fraction::new(DEFAULT_DRAW_FPS, 1);
-        }
-        gst::Fraction::new(0, 1)
-    }
-
-    fn draw_caps_info(&self, settings: &Settings) -> Option<VideoInfo> {
-        if let Some(Ok(info)) = self.feed().input.as_ref().map(|i| i.info.clone()) {
-            return Some((*info).clone());
-        }
-        let w = if settings.width > 0 {
-            settings.width
-        } else {
-            DEFAULT_DRAW_WIDTH
-        };
-        let h = if settings.height > 0 {
-            settings.height
-        } else {
-            DEFAULT_DRAW_HEIGHT
-        };
-        VideoInfo::builder(DEFAULT_DRAW_FORMAT, w, h).build().ok()
-    }
-
-    /// Chooses the output caps from the properties, the producer's frames and what
-    /// downstream accepts, and sets them. They stay for the life of the stream.
-    fn negotiate_output(
-        &self,
-        stream: &mut Stream,
-        producer: Option<&VideoInfo>,
-        drawing: bool,
-    ) -> Result<(), gst::FlowError> {
-        let settings = self.settings.lock().unwrap().clone();
-        let rotation = Rotation::from(settings.rotation);
-        let from_producer = producer.map(|i| rotation.rotated_size(i.width(), i.height()));
-        let width = if settings.width > 0 {
-            settings.width
-        } else if let Some((w, _)) = from_producer {
-            w
-        } else {
-            return Ok(());
-        };
-        let height = if settings.height > 0 {
-            settings.height
-        } else if let Some((_, h)) = from_producer {
-            h
-        } else {
-            return Ok(());
-        };
-        let format = if settings.format != VideoFormat::Unknown {
-            settings.format
-        } else {
-            producer.map(|i| i.format()).unwrap_or(VideoFormat::I420)
-        };
-        let fps = self.wanted_fps(&settings, drawing);
-
-        let mut template = gst_video::VideoCapsBuilder::new();
-        if settings.format != VideoFormat::Unknown {
-            template = template.format(settings.format);
-        }
-        if settings.width > 0 {
-            template = template.width(settings.width as i32);
-        }
-        if settings.height > 0 {
-            template = template.height(settings.height as i32);
-        }
-        if settings.framerate.numer() > 0 {
-            template = template.framerate(settings.framerate);
-        }
-        let template = template.build();
-        let peer = self.obj().src_pad().peer_query_caps(Some(&template));
-        if peer.is_empty() {
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Negotiation,
-                (
-                    "Downstream accepts no format the track can produce: track format {}, downstream accepts {}",
-                    template,
-                    self.obj().src_pad().peer_query_caps(None)
-                )
-            );
-            return Err(gst::FlowError::NotNegotiated);
-        }
-        let preferred = gst_video::VideoCapsBuilder::new()
-            .format(format)
-            .width(width as i32)
-            .height(height as i32)
-            .framerate(fps)
-            .pixel_aspect_ratio(gst::Fraction::new(1, 1))
-            .build();
-        let caps = if peer.can_intersect(&preferred) {
-            let mut caps = peer.intersect(&preferred);
-            caps.fixate();
-            caps
-        } else {
-            let mut caps = peer.clone();
-            caps.truncate();
-            {
-                let caps = caps.make_mut();
-                let s = caps.structure_mut(0).unwrap();
-                s.fixate_field_nearest_int("width", width as i32);
-                s.fixate_field_nearest_int("height", height as i32);
-                s.fixate_field_nearest_fraction("framerate", fps);
-                s.fixate_field_nearest_fraction("pixel-aspect-ratio", gst::Fraction::new(1, 1));
-                s.fixate_field_str("format", format.to_str());
-            }
-            caps.fixate();
-            caps
-        };
-        let info = VideoInfo::from_caps(&caps).map_err(|_| {
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Negotiation,
-                ("Cannot use caps {}", caps)
-            );
-            gst::FlowError::NotNegotiated
-        })?;
-        gst::info!(CAT, imp = self, "track caps {caps}");
-        if self.obj().set_caps(&caps).is_err() {
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Negotiation,
-                ("Downstream refused the track caps {}", caps)
-            );
-            return Err(gst::FlowError::NotNegotiated);
-        }
-        stream.fps = Some(info.fps());
-        {
-            let mut feed = self.feed();
-            feed.counters.width = info.width();
-            feed.counters.height = info.height();
-        }
-        stream.out_info = Some(info);
-        stream.next_rt = None;
-        self.events_dirty
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        Ok(())
-    }
-
-    fn setup_draw(&self, stream: &mut Stream) -> Result<(), gst::FlowError> {
-        let settings = self.settings.lock().unwrap().clone();
-        let Some(mut info) = self.draw_caps_info(&settings) else {
-            return Ok(());
-        };
-        if stream.draw_info.as_ref() == Some(&info) {
-            return Ok(());
-        }
-        let fps = self.wanted_fps(&settings, true);
-        info = VideoInfo::builder_from_info(&info)
-            .fps(fps)
-            .build()
-            .map_err(|_| gst::FlowError::NotNegotiated)?;
-        let pool = gst_video::VideoBufferPool::new();
-        let mut config = pool.config();
-        let caps = info.to_caps().map_err(|_| gst::FlowError::NotNegotiated)?;
-        config.set_params(Some(&caps), info.size() as u32, 2, 0);
-        pool.set_config(config)
-            .and_then(|_| pool.set_active(true))
-            .map_err(|e| {
-                gst::element_imp_error!(
-                    self,
-                    gst::ResourceError::NoSpaceLeft,
-                    ("Cannot set up the draw buffer pool: {}", e)
-                );
-                gst::FlowError::Error
-            })?;
-        if let Some(old) = stream.draw_pool.replace(pool.upcast()) {
-            let _ = old.set_active(false);
-        }
-        stream.draw_info = Some(info);
-        Ok(())
-    }
-
-    /// Stores the track's tags and optimization-mode event on the src pad; they travel
-    /// downstream, in order, before the next buffer.
-    fn store_track_events(&self) {
-        if !self
-            .events_dirty
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
-        {
-            return;
-        }
-        let settings = self.settings.lock().unwrap().clone();
-        let mut tags = gst::TagList::new();
-        {
-            let tags = tags.get_mut().unwrap();
-            if let Some(label) = &settings.label {
-                tags.add::<gst::tags::Title>(&label.as_str(), gst::TagMergeMode::Replace);
-            }
-            if settings.bitrate_min > 0 {
-                tags.add::<gst::tags::MinimumBitrate>(
-                    &settings.bitrate_min.saturating_mul(1000),
-                    gst::TagMergeMode::Replace,
-                );
-            }
-            if settings.bitrate_max > 0 {
-                tags.add::<gst::tags::MaximumBitrate>(
-                    &settings.bitrate_max.saturating_mul(1000),
-                    gst::TagMergeMode::Replace,
-                );
-            }
-            tags.set_scope(gst::TagScope::Stream);
-        }
-        let pad = self.obj().src_pad().clone();
-        if let Err(e) = pad.store_sticky_event(&gst::event::Tag::new(tags)) {
-            gst::debug!(CAT, imp = self, "cannot store tags: {e:?}");
-        }
-        let ev = crate::events::optimization_mode_event(settings.optimization_mode);
-        if let Err(e) = pad.store_sticky_event(&ev) {
-            gst::debug!(CAT, imp = self, "cannot store optimization mode: {e:?}");
-        }
-    }
-
-    // ----- pacing --------------------------------------------------------------------------
-
-    fn running_time(&self) -> Option<gst::ClockTime> {
-        let obj = self.obj();
-        let clock = obj.clock()?;
-        let base = obj.base_time()?;
-        clock.time().checked_sub(base)
-    }
-
-    fn wait_until(&self, rt: gst::ClockTime) -> Result<(), gst::FlowError> {
-        let obj = self.obj();
-        let (Some(clock), Some(base)) = (obj.clock(), obj.base_time()) else {
-            return Err(gst::FlowError::Flushing);
-        };
-        let id = clock.new_single_shot_id(base + rt);
-        {
-            let feed = self.feed();
-            if feed.flushing {
-                return Err(gst::FlowError::Flushing);
-            }
-            *self.clock_id.lock().unwrap() = Some(id.clone());
-        }
-        let (res, _) = id.wait();
-        self.clock_id.lock().unwrap().take();
-        match res {
-            Err(gst::ClockError::Unscheduled) => Err(gst::FlowError::Flushing),
-            _ => Ok(()),
-        }
-    }
-
-    /// Blocks while the track is disabled. Returns true if it had to wait.
-    fn wait_enabled(&self) -> Result<bool, gst::FlowError> {
-        let mut feed = self.feed();
-        let mut waited = false;
-        while !feed.enabled {
-            if feed.flushing {
-                return Err(gst::FlowError::Flushing);
-            }
-            waited = true;
-            feed = self.wait(feed);
-        }
-        if feed.flushing {
-            return Err(gst::FlowError::Flushing);
-        }
-        if waited {
-            // Frames that came while disabled are stale: keep only the newest.
-            if let Some(f) = feed.trim_to_newest() {
-                feed.queue.push_back(f);
+                feed.use_app();
             }
         }
-        Ok(waited)
-    }
-
-    /// Waits for the first frame, to learn the producer's format.
-    fn wait_first_frame(&self) -> Result<Option<Arc<VideoInfo>>, gst::FlowError> {
-        let mut feed = self.feed();
-        loop {
-            if feed.flushing {
-                return Err(gst::FlowError::Flushing);
-            }
-            if let Some(f) = feed.queue.back() {
-                return Ok(Some(f.info.clone()));
-            }
-            if feed.ended.is_some() {
-                return Ok(None);
-            }
-            if feed.app_generation.is_some() && self.can_draw() {
-                return Ok(None);
-            }
-            feed = self.wait_timeout(feed, Duration::from_millis(100));
-        }
-    }
-
-    fn output(
-        &self,
-        stream: &mut Stream,
-        frame: Frame,
-        muted: bool,
-    ) -> Result<gst::Buffer, gst::FlowError> {
-        let out_info = stream
-            .out_info
-            .clone()
-            .ok_or(gst::FlowError::NotNegotiated)?;
-        let rotation = Rotation::from(self.settings.lock().unwrap().rotation);
-        let converted = stream
-            .converter
-            .process(frame.buffer, &frame.info, &out_info, rotation)
-            .map_err(|e| {
-                gst::element_imp_error!(
-                    self,
-                    gst::CoreError::Negotiation,
-                    ("Cannot convert a frame to the track format: {}", e)
-                );
-                gst::FlowError::NotNegotiated
-            })?;
-        if muted {
-            stream.last = Some(converted);
-            return self.black(stream);
-        }
-        // Kept as the last frame once stamped: taking a reference now would make the
-        // stamping copy the buffer.
-        stream.remember = true;
-        Ok(converted)
-    }
-
-    fn black(&self, stream: &mut Stream) -> Result<gst::Buffer, gst::FlowError> {
-        let out_info = stream
-            .out_info
-            .clone()
-            .ok_or(gst::FlowError::NotNegotiated)?;
-        stream.converter.black(&out_info).map_err(|e| {
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Negotiation,
-                ("Cannot make a black frame: {}", e)
-            );
-            gst::FlowError::NotNegotiated
-        })
-    }
-
-    /// What an idle or ended track shows: `None` to show nothing this time.
-    fn idle_frame(
-        &self,
-        stream: &mut Stream,
-        ended: bool,
-        muted: bool,
-    ) -> Result<Option<gst::Buffer>, gst::FlowError> {
-        let on_end = self.settings.lock().unwrap().on_producer_end;
-        if ended {
-            match on_end {
-                OnProducerEnd::Eos => return Err(gst::FlowError::Eos),
-                OnProducerEnd::Black => return self.black(stream).map(Some),
-                OnProducerEnd::Freeze => (),
-            }
-        }
-        if muted && stream.out_info.is_some() {
-            return self.black(stream).map(Some);
-        }
-        Ok(stream.last.clone())
-    }
-
-    fn stamp(
-        &self,
-        stream: &mut Stream,
-        mut buffer: gst::Buffer,
-        pts: gst::ClockTime,
-        duration: Option<gst::ClockTime>,
-        repeated: bool,
-    ) -> gst::Buffer {
-        let pts = match stream.last_pts {
-            Some(last) if pts <= last => last + gst::ClockTime::from_nseconds(1),
-            _ => pts,
-        };
-        stream.last_pts = Some(pts);
-        {
-            let b = buffer.make_mut();
-            b.set_pts(pts);
-            b.set_dts(gst::ClockTime::NONE);
-            b.set_duration(duration);
-        }
-        if std::mem::take(&mut stream.remember) {
-            stream.last = Some(buffer.clone());
-        }
-        let now = Instant::now();
-        let mut c = self.out_stats.lock().unwrap();
-        c.frames_out += 1;
-        if repeated {
-            c.repeated += 1;
-        }
-        c.out_times.push_back(now);
-        while c
-            .out_times
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(1))
-        {
-            c.out_times.pop_front();
-        }
-        buffer
-    }
-
-    /// One buffer of a track with a frame rate.
-    fn next_paced(
-        &self,
-        stream: &mut Stream,
-        fps: gst::Fraction,
-    ) -> Result<Option<gst::Buffer>, gst::FlowError> {
-        let interval = gst::ClockTime::SECOND
-            .mul_div_floor(fps.denom() as u64, fps.numer() as u64)
-            .unwrap_or(gst::ClockTime::from_mseconds(33));
-        let now = self.running_time().ok_or(gst::FlowError::Flushing)?;
-        let slot = match stream.next_rt {
-            Some(t) if t + interval >= now => t,
-            _ => now,
-        };
-        self.wait_until(slot)?;
-        if self.wait_enabled()? {
-            stream.next_rt = None;
-            return Ok(None);
-        }
-        stream.next_rt = Some(slot + interval);
-
-        // An ended draw producer is not asked again (end-of-stream from the application).
-        let drawing = {
-            let feed = self.feed();
-            feed.app_generation.is_some() && feed.ended.is_none()
-        } && self.can_draw();
-        let frame = if drawing {
-            self.setup_draw(stream)?;
-            self.draw(stream, slot)
-        } else {
-            None
-        };
-        let (frame, ended, muted) = {
-            let mut feed = self.feed();
-            let frame = frame.or_else(|| feed.trim_to_newest());
-            self.wake(&feed);
-            (frame, feed.ended.is_some(), feed.muted)
-        };
-        let (buffer, repeated) = match frame {
-            Some(frame) => (self.output(stream, frame, muted)?, false),
-            None => match self.idle_frame(stream, ended, muted)? {
-                Some(b) => (b, true),
-                None => return Ok(None),
-            },
-        };
-        Ok(Some(self.stamp(
-            stream,
-            buffer,
-            slot,
-            Some(interval),
-            repeated,
-        )))
-    }
-
-    /// One buffer of a track without frame rate: frames leave as they arrive.
-    fn next_unpaced(&self, stream: &mut Stream) -> Result<Option<gst::Buffer>, gst::FlowError> {
-        let (frame, ended, muted) = {
-            let mut feed = self.feed();
-            loop {
-                if feed.flushing {
-                    return Err(gst::FlowError::Flushing);
-                }
-                if !feed.enabled {
-                    drop(feed);
-                    self.wait_enabled()?;
-                    return Ok(None);
-                }
-                if !feed.queue.is_empty() {
-                    break;
-                }
-                if feed.ended.is_some() {
-                    let due = *stream.keepalive_due.get_or_insert_with(Instant::now);
-                    let now = Instant::now();
-                    if now >= due {
-                        stream.keepalive_due = Some(now + KEEPALIVE_INTERVAL);
-                        break;
-                    }
-                    feed = self.wait_timeout(feed, due - now);
-                    continue;
-                }
-                feed = self.wait(feed);
-            }
-            let frame = feed.queue.pop_front();
-            // A blocked pusher may go on.
-            self.wake(&feed);
-            (frame, feed.ended.is_some(), feed.muted)
-        };
-        let (buffer, repeated) = match frame {
-            Some(frame) => (self.output(stream, frame, muted)?, false),
-            None => match self.idle_frame(stream, ended, muted)? {
-                Some(b) => (b, true),
-                None => return Ok(None),
-            },
-        };
-        let now = self.running_time().ok_or(gst::FlowError::Flushing)?;
-        Ok(Some(self.stamp(stream, buffer, now, None, repeated)))
-    }
-
-    fn next_buffer(&self) -> Result<gst::Buffer, gst::FlowError> {
-        let mut stream = self.stream.lock().unwrap();
-        loop {
-            if stream.out_info.is_none() {
-                let drawing = self.feed().app_generation.is_some() && self.can_draw();
-                if drawing {
-                    self.setup_draw(&mut stream)?;
-                    let info = stream.draw_info.clone();
-                    self.negotiate_output(&mut stream, info.as_ref(), true)?;
-                } else {
-                    self.negotiate_output(&mut stream, None, false)?;
-                }
-            }
-            if stream.out_info.is_none() {
-                match self.wait_first_frame()? {
-                    Some(info) => self.negotiate_output(&mut stream, Some(&info), false)?,
-                    None => {
-                        let feed = self.feed();
-                        if feed.ended.is_some() && feed.queue.is_empty() {
-                            drop(feed);
-                            // Nothing was ever produced: the track can only end.
-                            return Err(gst::FlowError::Eos);
-                        }
-                    }
-                }
-                continue;
-            }
-            self.store_track_events();
-            let fps = stream.fps.unwrap_or_else(|| gst::Fraction::new(0, 1));
-            let next = if fps.numer() > 0 {
-                self.next_paced(&mut stream, fps)?
-            } else {
-                self.next_unpaced(&mut stream)?
-            };
-            if let Some(buffer) = next {
-                gst::log!(CAT, imp = self, "output {buffer:?}");
-                return Ok(buffer);
-            }
-        }
+        self.settings().producer = description;
     }
 
     fn stats(&self) -> gst::Structure {
         let now = Instant::now();
-        let (frames_out, repeated, recent) = {
-            let o = self.out_stats.lock().unwrap();
-            let recent = o
-                .out_times
-                .iter()
-                .filter(|t| now.duration_since(**t) <= Duration::from_secs(1))
-                .count();
-            (o.frames_out, o.repeated, recent)
+        let (frames_out, repeated, fps, width, height) = {
+            let o = self.out.lock().unwrap();
+            (
+                o.frames_out,
+                o.repeated,
+                o.fps.per_second(now),
+                o.width,
+                o.height,
+            )
         };
-        let feed = self.feed();
-        let c = &feed.counters;
+        let (c, ended) = {
+            let feed = self.feed();
+            (feed.counters(), feed.is_ended())
+        };
+        let (enabled, muted) = {
+            let s = self.settings();
+            (s.enabled, s.muted)
+        };
         gst::Structure::builder("customvideosrc-stats")
             .field("frames-in", c.frames_in)
             .field("frames-out", frames_out)
             .field("dropped", c.dropped)
             .field("repeated", repeated)
-            .field("fps", recent as f64)
-            .field("width", c.width)
-            .field("height", c.height)
+            .field("fps", fps as f64)
+            .field("width", width)
+            .field("height", height)
             .field(
                 "last-frame-age-ms",
                 c.last_in
                     .map(|t| now.duration_since(t).as_millis() as i64)
                     .unwrap_or(-1),
             )
-            .field("enabled", feed.enabled)
-            .field("muted", feed.muted)
-            .field("ended", feed.ended.is_some())
+            .field("enabled", enabled)
+            .field("muted", muted)
+            .field("ended", ended)
             .build()
     }
 
-    fn apply_preset(&self, settings: &mut Settings, name: Option<String>) {
-        let Some(name) = name.filter(|n| !n.is_empty()) else {
-            settings.encoder_config = None;
-            return;
-        };
-        match presets::find(&name) {
-            Some(p) => {
-                settings.encoder_config = Some(p.name.to_owned());
-                settings.width = p.width;
-                settings.height = p.height;
-                settings.framerate = gst::Fraction::new(p.fps, 1);
-                settings.bitrate_min = p.bitrate_min_kbps;
-                settings.bitrate_max = p.bitrate_max_kbps;
-            }
-            None => {
-                let msg = format!(
-                    "customvideosrc: unknown encoder-config preset \"{name}\"; valid presets: {}",
-                    presets::names()
-                );
-                gst::warning!(CAT, imp = self, "{msg}");
-                glib::g_warning!("customvideosrc", "{msg}");
-            }
-        }
+    /// Gives a property warning where the user sees it: the log and a GLib warning.
+    fn warn_setting(&self, msg: &str) {
+        gst::warning!(CAT, imp = self, "{msg}");
+        glib::g_warning!("customvideosrc", "{msg}");
     }
 }
 
@@ -1576,16 +777,11 @@ impl ObjectImpl for CustomVideoSrc {
                 let Some(gst::PadProbeData::Event(ev)) = &mut info.data else {
                     return gst::PadProbeReturn::Ok;
                 };
-                if let gst::EventView::StreamStart(ss) = ev.view()
-                    && let Some(id) = obj.imp().settings.lock().unwrap().track_id.clone()
-                    && ss.stream_id() != id
+                let track_id = obj.imp().settings().track_id.clone();
+                if let Some(id) = track_id
+                    && let Some(renamed) = super::format::with_stream_id(ev, &id)
                 {
-                    let mut builder =
-                        gst::event::StreamStart::builder(&id).flags(ss.stream_flags());
-                    if let Some(group) = ss.group_id() {
-                        builder = builder.group_id(group);
-                    }
-                    *ev = builder.build();
+                    *ev = renamed;
                 }
                 gst::PadProbeReturn::Ok
             });
@@ -1603,69 +799,57 @@ impl ObjectImpl for CustomVideoSrc {
                 return;
             }
             "enabled" => {
-                self.feed().enabled = value.get().expect("type checked upstream");
-                self.wake_all();
+                let v = value.get().expect("type checked upstream");
+                self.change_live(|s, _| s.enabled = v);
                 return;
             }
             "muted" => {
-                self.feed().muted = value.get().expect("type checked upstream");
-                self.wake_all();
+                let v = value.get().expect("type checked upstream");
+                self.change_live(|s, _| s.muted = v);
                 return;
             }
             "block" => {
-                self.feed().block = value.get().expect("type checked upstream");
-                self.wake_all();
-                return;
-            }
-            "caps" => {
-                let caps = value
-                    .get::<Option<gst::Caps>>()
-                    .expect("type checked upstream");
-                self.feed().input = caps.map(InputCaps::new);
+                let v = value.get().expect("type checked upstream");
+                self.change_live(|s, _| s.block = v);
                 return;
             }
             "max-buffers" => {
                 let n: u32 = value.get().expect("type checked upstream");
-                self.settings.lock().unwrap().max_buffers = n;
-                let mut feed = self.feed();
-                feed.max_buffers = n as usize;
-                while feed.queue.len() > feed.max_buffers {
-                    feed.queue.pop_front();
-                    feed.counters.dropped += 1;
-                }
+                self.change_live(|s, feed| {
+                    s.max_buffers = n;
+                    feed.trim(n as usize);
+                });
+                return;
+            }
+            "on-producer-end" => {
+                let v = value.get().expect("type checked upstream");
+                self.change_live(|s, _| s.on_producer_end = v);
                 return;
             }
             _ => (),
         }
-        let mut settings = self.settings.lock().unwrap();
+        let mut settings = self.settings();
+        let mut warning = None;
         match name {
             "processor" => settings.processor = value.get().expect("type checked upstream"),
+            "caps" => {
+                let caps = value
+                    .get::<Option<gst::Caps>>()
+                    .expect("type checked upstream");
+                settings.caps = caps.map(InputCaps::new);
+            }
             "width" => settings.width = value.get().expect("type checked upstream"),
             "height" => settings.height = value.get().expect("type checked upstream"),
             "framerate" => settings.framerate = value.get().expect("type checked upstream"),
             "format" => {
-                let name = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream");
-                match name.as_deref().filter(|n| !n.is_empty()) {
-                    None => settings.format = VideoFormat::Unknown,
-                    Some(n) => match VideoFormat::from_string(n) {
-                        VideoFormat::Unknown | VideoFormat::Encoded => {
-                            let msg = format!(
-                                "customvideosrc: unknown video format \"{n}\" (use a caps format name such as I420, NV12, RGBA, BGRA)"
-                            );
-                            gst::warning!(CAT, imp = self, "{msg}");
-                            glib::g_warning!("customvideosrc", "{msg}");
-                        }
-                        f => settings.format = f,
-                    },
-                }
+                warning = settings
+                    .set_format(value.get().expect("type checked upstream"))
+                    .err()
             }
             "encoder-config" => {
-                let preset = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream");
-                self.apply_preset(&mut settings, preset);
+                warning = settings
+                    .apply_preset(value.get().expect("type checked upstream"))
+                    .err()
             }
             "bitrate-min" => settings.bitrate_min = value.get().expect("type checked upstream"),
             "bitrate-max" => settings.bitrate_max = value.get().expect("type checked upstream"),
@@ -1673,43 +857,31 @@ impl ObjectImpl for CustomVideoSrc {
                 settings.optimization_mode = value.get().expect("type checked upstream")
             }
             "rotation" => settings.rotation = value.get().expect("type checked upstream"),
-            "on-producer-end" => {
-                settings.on_producer_end = value.get().expect("type checked upstream");
-                self.wake_all();
-            }
             "track-id" => settings.track_id = value.get().expect("type checked upstream"),
             "label" => settings.label = value.get().expect("type checked upstream"),
             _ => unimplemented!("property {name}"),
+        }
+        drop(settings);
+        if let Some(msg) = warning {
+            self.warn_setting(&msg);
         }
         if matches!(
             name,
             "bitrate-min" | "bitrate-max" | "optimization-mode" | "label" | "encoder-config"
         ) {
-            self.events_dirty
-                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.events_dirty.store(true, Ordering::SeqCst);
         }
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
-        match pspec.name() {
-            "enabled" => return self.feed().enabled.to_value(),
-            "muted" => return self.feed().muted.to_value(),
-            "block" => return self.feed().block.to_value(),
-            "caps" => {
-                return self
-                    .feed()
-                    .input
-                    .as_ref()
-                    .map(|i| i.caps.clone())
-                    .to_value();
-            }
-            "stats" => return self.stats().to_value(),
-            _ => (),
+        if pspec.name() == "stats" {
+            return self.stats().to_value();
         }
-        let settings = self.settings.lock().unwrap();
+        let settings = self.settings();
         match pspec.name() {
             "producer" => settings.producer.to_value(),
             "processor" => settings.processor.to_value(),
+            "caps" => settings.caps.as_ref().map(|i| i.caps.clone()).to_value(),
             "width" => settings.width.to_value(),
             "height" => settings.height.to_value(),
             "framerate" => settings.framerate.to_value(),
@@ -1721,7 +893,10 @@ impl ObjectImpl for CustomVideoSrc {
             "bitrate-max" => settings.bitrate_max.to_value(),
             "optimization-mode" => settings.optimization_mode.to_value(),
             "rotation" => settings.rotation.to_value(),
+            "enabled" => settings.enabled.to_value(),
+            "muted" => settings.muted.to_value(),
             "max-buffers" => settings.max_buffers.to_value(),
+            "block" => settings.block.to_value(),
             "on-producer-end" => settings.on_producer_end.to_value(),
             "track-id" => settings.track_id.to_value(),
             "label" => settings.label.to_value(),
@@ -1764,48 +939,25 @@ impl ElementImpl for CustomVideoSrc {
 
 impl BaseSrcImpl for CustomVideoSrc {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        let settings = self.settings.lock().unwrap().clone();
-        {
+        let description = self.settings().producer.clone();
+        let id = {
             let mut feed = self.feed();
-            feed.flushing = false;
-            feed.ended = None;
-            feed.pending = None;
-            feed.max_buffers = settings.max_buffers as usize;
-        }
-        if let Some(desc) = settings
-            .producer
-            .as_deref()
-            .filter(|d| !d.trim().is_empty())
-        {
-            let generation = {
-                let mut feed = self.feed();
-                let g = feed.new_generation();
-                feed.active = g;
-                feed.app_generation = None;
-                feed.queue.clear();
-                g
-            };
-            let producer = self
-                .start_producer(generation, desc)
-                .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
-            gst::info!(CAT, imp = self, "producer \"{desc}\" started");
-            self.producers.lock().unwrap().push(producer);
-        } else {
-            let generation = {
-                let mut feed = self.feed();
-                if feed.app_generation.is_none() {
-                    let g = feed.new_generation();
-                    feed.app_generation = Some(g);
-                    feed.active = g;
-                }
-                feed.app_generation.expect("set above")
-            };
-            self.start_app_processing(generation)
-                .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
-        }
+            feed.start();
+            match description {
+                Some(_) => feed.start_description(),
+                None => feed.use_app(),
+            }
+        };
+        let started = match &description {
+            Some(desc) => self.start_producer(id, desc).map(|producer| {
+                gst::info!(CAT, imp = self, "producer \"{desc}\" started");
+                self.producers.lock().unwrap().push(producer);
+            }),
+            None => self.start_app_processing(id),
+        };
+        started.map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
         *self.stream.lock().unwrap() = Stream::default();
-        self.events_dirty
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.events_dirty.store(true, Ordering::SeqCst);
         self.feed().running = true;
         Ok(())
     }
@@ -1815,29 +967,15 @@ impl BaseSrcImpl for CustomVideoSrc {
         for p in producers {
             p.stop();
         }
+        let description = self.settings().producer.is_some();
         {
             let mut feed = self.feed();
-            feed.running = false;
-            feed.queue.clear();
+            feed.stop(description);
             self.wake_all();
-            feed.ended = None;
-            feed.pending = None;
-            feed.counters = Counters::default();
-            *self.out_stats.lock().unwrap() = OutStats::default();
-            if self.settings.lock().unwrap().producer.is_some() {
-                feed.app_generation = None;
-                feed.active = 0;
-            } else if feed.app_generation.is_none() {
-                let g = feed.new_generation();
-                feed.app_generation = Some(g);
-                feed.active = g;
-            }
         }
-        let mut stream = self.stream.lock().unwrap();
-        if let Some(pool) = stream.draw_pool.take() {
-            let _ = pool.set_active(false);
-        }
-        *stream = Stream::default();
+        *self.out.lock().unwrap() = OutStats::default();
+        // Dropping the stream state releases the draw pool.
+        *self.stream.lock().unwrap() = Stream::default();
         Ok(())
     }
 
@@ -1847,32 +985,18 @@ impl BaseSrcImpl for CustomVideoSrc {
 
     fn negotiate(&self) -> Result<(), gst::LoggableError> {
         // The caps are chosen in create(), once the producer's first frame is known; after
-        // that they are kept as long as downstream accepts them.
+        // that they are kept as long as downstream accepts them. While create() holds the
+        // stream it negotiates itself.
         let Ok(mut stream) = self.stream.try_lock() else {
             return Ok(());
         };
-        let Some(info) = stream.out_info.clone() else {
-            return Ok(());
-        };
-        let caps = info
-            .to_caps()
-            .map_err(|_| gst::loggable_error!(CAT, "bad caps"))?;
-        if self.obj().src_pad().peer_query_accept_caps(&caps) {
-            return Ok(());
-        }
-        gst::info!(
-            CAT,
-            imp = self,
-            "downstream no longer accepts {caps}, renegotiating"
-        );
-        stream.out_info = None;
-        self.negotiate_output(&mut stream, Some(&info), false)
-            .map_err(|_| gst::loggable_error!(CAT, "renegotiation failed"))
+        self.renegotiate(&mut stream)
     }
 
     fn unlock(&self) -> Result<(), gst::ErrorMessage> {
         gst::debug!(CAT, imp = self, "unlock");
-        self.feed().flushing = true;
+        let mut feed = self.feed();
+        feed.flushing = true;
         self.wake_all();
         if let Some(id) = self.clock_id.lock().unwrap().take() {
             id.unschedule();

@@ -18,38 +18,27 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
+mod app;
 mod convert;
+mod feed;
+mod format;
 mod imp;
+mod pacer;
 pub mod presets;
 mod producer;
+mod stream;
 
-pub use convert::Rotation;
+/// The track's optimization mode is the vocabulary of [`crate::events`]; it is re-exported
+/// here so that `customvideosrc::OptimizationMode` keeps naming it.
+pub use crate::events::OptimizationMode;
+
+/// The rotation of frames: the same type as the `rotation` property's values.
+pub type Rotation = VideoRotation;
 
 glib::wrapper! {
     /// The `customvideosrc` element. See the module documentation.
     pub struct CustomVideoSrc(ObjectSubclass<imp::CustomVideoSrc>)
         @extends gst_base::PushSrc, gst_base::BaseSrc, gst::Element, gst::Object;
-}
-
-/// What the track should favour when the network cannot carry everything (the call-SDK
-/// `optimizationMode`). Sent downstream with the track, see [`crate::events`].
-#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
-#[repr(u32)]
-#[enum_type(name = "GstCustomVideoOptimizationMode")]
-pub enum OptimizationMode {
-    /// Trade resolution and frame rate evenly.
-    #[default]
-    #[enum_value(
-        name = "Balanced: lower resolution and frame rate evenly",
-        nick = "balanced"
-    )]
-    Balanced = 0,
-    /// Keep the resolution (sharp text and details), lower the frame rate.
-    #[enum_value(name = "Detail: keep resolution, lower frame rate", nick = "detail")]
-    Detail = 1,
-    /// Keep the frame rate (smooth motion), lower the resolution.
-    #[enum_value(name = "Motion: keep frame rate, lower resolution", nick = "motion")]
-    Motion = 2,
 }
 
 /// What the track does when its producer ends or fails.
@@ -75,7 +64,8 @@ pub enum OnProducerEnd {
     Freeze = 2,
 }
 
-/// Clockwise rotation as a property value.
+/// Clockwise rotation applied to every frame on its way through the track (the `rotation`
+/// property).
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, Default, glib::Enum)]
 #[repr(u32)]
 #[enum_type(name = "GstCustomVideoRotation")]
@@ -94,13 +84,18 @@ pub enum VideoRotation {
     Cw270 = 270,
 }
 
-impl From<VideoRotation> for Rotation {
-    fn from(r: VideoRotation) -> Self {
-        match r {
-            VideoRotation::None => Rotation::None,
-            VideoRotation::Cw90 => Rotation::Cw90,
-            VideoRotation::Cw180 => Rotation::Cw180,
-            VideoRotation::Cw270 => Rotation::Cw270,
+impl VideoRotation {
+    /// Whether this rotation swaps width and height.
+    pub fn swaps_dimensions(self) -> bool {
+        matches!(self, VideoRotation::Cw90 | VideoRotation::Cw270)
+    }
+
+    /// The frame size after rotating a `width` x `height` frame.
+    pub fn rotated_size(self, width: u32, height: u32) -> (u32, u32) {
+        if self.swaps_dimensions() {
+            (height, width)
+        } else {
+            (width, height)
         }
     }
 }

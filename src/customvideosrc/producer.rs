@@ -6,6 +6,8 @@
 use gst::prelude::*;
 use std::sync::{Arc, Mutex};
 
+use super::feed::ProducerId;
+
 /// Name of the source that takes the application's frames into a processing pipeline.
 const APP_INPUT: &str = "customvideosrc_app_input";
 /// Name of the sink that closes every producer pipeline.
@@ -21,7 +23,7 @@ pub enum ProducerEvent {
 
 /// A running producer pipeline.
 pub struct Producer {
-    pub generation: u64,
+    pub id: ProducerId,
     pub description: String,
     pipeline: gst::Pipeline,
 }
@@ -30,13 +32,13 @@ impl Producer {
     /// Parses `description` (plus an optional `processor`), and sets it playing. Frames and the
     /// end are reported through `on_event` from the producer's own threads.
     pub fn start<F>(
-        generation: u64,
+        id: ProducerId,
         description: &str,
         processor: Option<&str>,
         on_event: F,
     ) -> Result<Producer, String>
     where
-        F: Fn(u64, ProducerEvent) + Send + Sync + 'static,
+        F: Fn(ProducerId, ProducerEvent) + Send + Sync + 'static,
     {
         let launch = match processor {
             Some(p) if !p.trim().is_empty() => {
@@ -69,7 +71,7 @@ impl Producer {
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
-                    cb(generation, ProducerEvent::Sample(sample));
+                    cb(id, ProducerEvent::Sample(sample));
                     Ok(gst::FlowSuccess::Ok)
                 })
                 .build(),
@@ -82,7 +84,7 @@ impl Producer {
             use gst::MessageView;
             match msg.view() {
                 MessageView::Eos(_) => on_event(
-                    generation,
+                    id,
                     ProducerEvent::Ended {
                         reason: "producer reached end of stream".into(),
                         error: false,
@@ -99,7 +101,7 @@ impl Producer {
                         .unwrap()
                         .get_or_insert_with(|| reason.clone());
                     on_event(
-                        generation,
+                        id,
                         ProducerEvent::Ended {
                             reason,
                             error: true,
@@ -123,7 +125,7 @@ impl Producer {
             ));
         }
         Ok(Producer {
-            generation,
+            id,
             description: description.to_owned(),
             pipeline,
         })
@@ -138,12 +140,12 @@ impl Producer {
 
     /// A pipeline that runs the application's frames (pushed or drawn) through `processor`:
     /// frames go in through [`Producer::input`] and come out like a producer's.
-    pub fn processing<F>(generation: u64, processor: &str, on_event: F) -> Result<Producer, String>
+    pub fn processing<F>(id: ProducerId, processor: &str, on_event: F) -> Result<Producer, String>
     where
-        F: Fn(u64, ProducerEvent) + Send + Sync + 'static,
+        F: Fn(ProducerId, ProducerEvent) + Send + Sync + 'static,
     {
         Producer::start(
-            generation,
+            id,
             &format!(
                 "appsrc name={APP_INPUT} is-live=true format=time do-timestamp=true max-buffers=2 leaky-type=downstream"
             ),
