@@ -13,16 +13,20 @@
 //! ```
 //!
 //! Network work never blocks the supervisor for long: an attempt (offer, ICE gathering, the
-//! WHIP POST, the answer) runs on a worker thread of its own and reports back with the
-//! attempt's generation, so a late report from an abandoned attempt is recognised (and its
-//! session deleted). The only blocking call on the supervisor is the DELETE that leaves the
-//! call, bounded to [`LEAVE_TIMEOUT`]. Stopping the element stops and joins the supervisor.
+//! WHIP POST) runs on a worker thread of its own that holds no reference to the element, only
+//! the attempt's webrtcbin and the WHIP client. It reports back under the run's *generation*
+//! lock: the supervisor bumps the generation whenever it moves on (a new attempt, leaving the
+//! call, stopping), so a worker that finishes late finds its attempt abandoned and deletes the
+//! session it made instead of reporting it. The only blocking call on the supervisor is the
+//! DELETE that leaves the call, bounded to [`LEAVE_TIMEOUT`]. Stopping the element stops and
+//! joins the supervisor; a worker still waiting for its POST ends by itself within the POST's
+//! timeout and touches nothing of the element.
 
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_webrtc::{WebRTCICEGatheringState, WebRTCPeerConnectionState, WebRTCSDPType};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use super::ConnectionState;
@@ -50,10 +54,10 @@ const LIVENESS_TICK: Duration = Duration::from_millis(100);
 pub enum Msg {
     /// The first caps arrived: publish.
     Caps(gst::Caps),
-    /// A publishing attempt ended.
+    /// A publishing attempt ended: the server answered (or not).
     Answered {
         generation: u64,
-        result: Result<Answer, AttemptError>,
+        result: Result<whip::Session, AttemptError>,
     },
     /// webrtcbin `generation` changed its connection state.
     Peer {
@@ -81,11 +85,18 @@ impl Msg {
     }
 }
 
-/// What a successful attempt brings back.
-pub struct Answer {
-    codec: Codec,
-    pt: u32,
-    resource: String,
+/// What a worker needs for one publishing attempt: no reference to the element.
+struct Job {
+    generation: u64,
+    gate: Arc<Mutex<u64>>,
+    tx: mpsc::Sender<Msg>,
+    webrtcbin: gst::Element,
+    client: Arc<whip::Client>,
+    codecs: Vec<Codec>,
+    ssrc: u32,
+    /// The session of the call that was lost, deleted first.
+    old: Option<String>,
+    post_timeout: Duration,
 }
 
 /// Why an attempt failed.
@@ -227,21 +238,21 @@ impl CallSink {
                 }
             }
             Msg::Answered { generation, result } => {
-                let current = self.state.lock().unwrap().generation == generation;
-                if !current || conn.phase != Phase::Offering {
-                    if let Ok(answer) = result {
+                if self.generation() != generation || conn.phase != Phase::Offering {
+                    if let Ok(session) = result {
                         // Too late: the call was left meanwhile.
-                        self.delete(&answer.resource);
+                        self.delete(&session.resource);
                     }
                     return;
                 }
-                match result {
-                    Ok(answer) => self.answered(conn, answer),
+                let applied = result.and_then(|session| self.apply_answer(session));
+                match applied {
+                    Ok((codec, pt)) => self.answered(conn, codec, pt),
                     Err(e) => self.attempt_failed(conn, e),
                 }
             }
             Msg::Peer { generation, state } => {
-                if self.state.lock().unwrap().generation != generation {
+                if self.generation() != generation {
                     return;
                 }
                 match (state, conn.phase) {
@@ -366,13 +377,10 @@ impl CallSink {
         } else {
             self.state.lock().unwrap().webrtcbin.clone()
         };
-        let (generation, client, old) = {
+        let generation = self.generation();
+        let (client, old, ssrc) = {
             let mut state = self.state.lock().unwrap();
-            (
-                state.generation,
-                state.client.clone(),
-                state.resource.take(),
-            )
+            (state.client.clone(), state.resource.take(), state.ssrc)
         };
         let (Some(webrtcbin), Some(client), Some(tx)) = (webrtcbin, client, self.sender()) else {
             return self.give_up(conn, "not started".into());
@@ -390,33 +398,80 @@ impl CallSink {
                 conn.backoff.attempts()
             );
         }
-        let codecs = conn.codecs.clone();
-        let weak = self.obj().downgrade();
+        let job = Job {
+            generation,
+            gate: self.gate.clone(),
+            tx,
+            webrtcbin,
+            client,
+            codecs: conn.codecs.clone(),
+            ssrc,
+            old,
+            post_timeout,
+        };
         let spawned = std::thread::Builder::new()
             .name("callsink-offer".into())
-            .spawn(move || {
-                let result = match weak.upgrade() {
-                    Some(obj) => obj.imp().attempt(
-                        generation,
-                        &webrtcbin,
-                        &client,
-                        &codecs,
-                        old,
-                        post_timeout,
-                    ),
-                    None => Err(AttemptError::Abandoned),
-                };
-                let _ = tx.send(Msg::Answered { generation, result });
-            });
+            .spawn(move || work(job));
         match spawned {
             Ok(_) => conn.phase = Phase::Offering,
             Err(e) => self.give_up(conn, format!("cannot start publishing: {e}")),
         }
     }
 
+    /// The run's current generation.
+    pub(super) fn generation(&self) -> u64 {
+        *self.gate.lock().unwrap()
+    }
+
+    /// Moves the run to a new generation: whatever the older ones still do is abandoned.
+    pub(super) fn next_generation(&self) -> u64 {
+        let mut gate = self.gate.lock().unwrap();
+        *gate += 1;
+        *gate
+    }
+
+    /// Keeps the session the server answered with and applies its answer to the current
+    /// webrtcbin. Returns the codec and payload type the answer chose.
+    fn apply_answer(&self, session: whip::Session) -> Result<(Codec, u32), AttemptError> {
+        let webrtcbin = {
+            let mut state = self.state.lock().unwrap();
+            state.resource = Some(session.resource.clone());
+            if !session.ice_servers.is_empty() {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "server announced ICE servers {:?} (used when publishing again)",
+                    session.ice_servers
+                );
+                state.link_ice_servers =
+                    session.ice_servers.iter().map(|s| s.to_gst_uri()).collect();
+            }
+            state.webrtcbin.clone()
+        };
+        let webrtcbin = webrtcbin.ok_or(AttemptError::Abandoned)?;
+        gst::info!(CAT, imp = self, "published, session {}", session.resource);
+        gst::debug!(CAT, imp = self, "answer:\n{}", session.answer);
+        let fatal = AttemptError::Fatal;
+        let answer = gst_sdp::SDPMessage::parse_buffer(session.answer.as_bytes())
+            .map_err(|_| fatal("the server's answer is not valid SDP".into()))?;
+        let (codec, pt) = answered_codec(&answer).map_err(fatal)?;
+        gst::info!(
+            CAT,
+            imp = self,
+            "the answer chose {} (payload {pt})",
+            codec.encoding_name()
+        );
+        let desc = gst_webrtc::WebRTCSessionDescription::new(WebRTCSDPType::Answer, answer);
+        let promise = gst::Promise::new();
+        webrtcbin.emit_by_name::<()>("set-remote-description", &[&desc, &promise]);
+        promise.wait();
+        self.watch_rtcp(&webrtcbin);
+        Ok((codec, pt))
+    }
+
     /// The answer of the current attempt is applied: media may flow once connected.
-    fn answered(&self, conn: &mut Conn, answer: Answer) {
-        let (webrtcbin, built, codec) = {
+    fn answered(&self, conn: &mut Conn, codec: Codec, pt: u32) {
+        let (webrtcbin, built, current) = {
             let state = self.state.lock().unwrap();
             (
                 state.webrtcbin.clone(),
@@ -430,16 +485,16 @@ impl CallSink {
         let linked = if !built {
             let caps = self.state.lock().unwrap().input_caps.clone();
             match caps {
-                Some(caps) => self.build_chain(&webrtcbin, &caps, answer.codec, answer.pt),
+                Some(caps) => self.build_chain(&webrtcbin, &caps, codec, pt),
                 None => Err("no caps".into()),
             }
-        } else if codec != Some(answer.codec) || answer.pt != answer.codec.payload_type() as u32 {
+        } else if current != Some(codec) || pt != codec.payload_type() as u32 {
             Err(format!(
                 "the server now answers {} (payload type {}) instead of {} (payload type {})",
-                answer.codec.encoding_name(),
-                answer.pt,
-                codec.map(|c| c.encoding_name()).unwrap_or("?"),
-                answer.codec.payload_type()
+                codec.encoding_name(),
+                pt,
+                current.map(|c| c.encoding_name()).unwrap_or("?"),
+                codec.payload_type()
             ))
         } else {
             self.relink_chain(&webrtcbin)
@@ -450,9 +505,8 @@ impl CallSink {
         gst::debug!(
             CAT,
             imp = self,
-            "answer applied ({}), session {}",
-            answer.codec.encoding_name(),
-            answer.resource
+            "answer applied ({})",
+            codec.encoding_name()
         );
         conn.phase = Phase::Connecting {
             deadline: Instant::now() + self.connect_timeout(conn),
@@ -560,11 +614,8 @@ impl CallSink {
     /// Ends the WHIP session, if there is one, within LEAVE_TIMEOUT; any attempt still
     /// running is abandoned.
     pub(super) fn leave_call(&self) {
-        let resource = {
-            let mut state = self.state.lock().unwrap();
-            state.generation += 1;
-            state.resource.take()
-        };
+        self.next_generation();
+        let resource = self.state.lock().unwrap().resource.take();
         *self.liveness.lock().unwrap() = None;
         if let Some(r) = resource {
             self.delete(&r);
@@ -579,125 +630,6 @@ impl CallSink {
                 Err(e) => gst::info!(CAT, imp = self, "DELETE {resource}: {e}"),
             }
         }
-    }
-
-    /// A worker thread's publishing attempt: delete the old session, offer, POST, apply
-    /// the answer.
-    fn attempt(
-        &self,
-        generation: u64,
-        webrtcbin: &gst::Element,
-        client: &whip::Client,
-        codecs: &[Codec],
-        old: Option<String>,
-        post_timeout: Duration,
-    ) -> Result<Answer, AttemptError> {
-        if let Some(old) = old {
-            // Servers that allow one session per endpoint would refuse the new one.
-            if let Err(e) = client.delete(&old, LEAVE_TIMEOUT) {
-                gst::debug!(CAT, imp = self, "DELETE of the lost session {old}: {e}");
-            }
-        }
-        let sdp = self.offer(webrtcbin, codecs)?;
-        let session = client.publish(&sdp, post_timeout)?;
-        {
-            let mut state = self.state.lock().unwrap();
-            if state.generation != generation {
-                drop(state);
-                let _ = client.delete(&session.resource, LEAVE_TIMEOUT);
-                return Err(AttemptError::Abandoned);
-            }
-            state.resource = Some(session.resource.clone());
-            if !session.ice_servers.is_empty() {
-                gst::info!(
-                    CAT,
-                    imp = self,
-                    "server announced ICE servers {:?} (used when publishing again)",
-                    session.ice_servers
-                );
-                state.link_ice_servers =
-                    session.ice_servers.iter().map(|s| s.to_gst_uri()).collect();
-            }
-        }
-        gst::info!(CAT, imp = self, "published, session {}", session.resource);
-        gst::debug!(CAT, imp = self, "answer:\n{}", session.answer);
-        let fatal = AttemptError::Fatal;
-        let answer = gst_sdp::SDPMessage::parse_buffer(session.answer.as_bytes())
-            .map_err(|_| fatal("the server's answer is not valid SDP".into()))?;
-        let (codec, pt) = answered_codec(&answer).map_err(fatal)?;
-        gst::info!(
-            CAT,
-            imp = self,
-            "the answer chose {} (payload {pt})",
-            codec.encoding_name()
-        );
-        let desc = gst_webrtc::WebRTCSessionDescription::new(WebRTCSDPType::Answer, answer);
-        let promise = gst::Promise::new();
-        webrtcbin.emit_by_name::<()>("set-remote-description", &[&desc, &promise]);
-        promise.wait();
-        self.watch_rtcp(webrtcbin);
-        Ok(Answer {
-            codec,
-            pt,
-            resource: session.resource,
-        })
-    }
-
-    /// Offers `codecs` on a new sendonly transceiver of `webrtcbin` and returns the offer
-    /// once ICE gathering is complete (or after GATHERING_TIMEOUT).
-    fn offer(&self, webrtcbin: &gst::Element, codecs: &[Codec]) -> Result<String, AttemptError> {
-        let fatal = AttemptError::Fatal;
-        let ssrc = self.state.lock().unwrap().ssrc;
-        let mut prefs = gst::Caps::new_empty();
-        {
-            let prefs = prefs.get_mut().expect("new caps are writable");
-            for c in codecs {
-                prefs.append_structure(c.offer_caps(ssrc));
-            }
-        }
-        let trans = webrtcbin.emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>(
-            "add-transceiver",
-            &[&gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly, &prefs],
-        );
-        trans.set_property("do-nack", true);
-
-        let promise = gst::Promise::new();
-        webrtcbin.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
-        let offer = match promise.wait() {
-            gst::PromiseResult::Replied => promise
-                .get_reply()
-                .and_then(|r| r.get::<gst_webrtc::WebRTCSessionDescription>("offer").ok())
-                .ok_or_else(|| fatal("webrtcbin made no offer".into()))?,
-            other => return Err(fatal(format!("webrtcbin made no offer ({other:?})"))),
-        };
-        let (gathered_tx, gathered) = mpsc::channel::<()>();
-        let handler = webrtcbin.connect_notify(Some("ice-gathering-state"), move |bin, _| {
-            if bin.property::<WebRTCICEGatheringState>("ice-gathering-state")
-                == WebRTCICEGatheringState::Complete
-            {
-                let _ = gathered_tx.send(());
-            }
-        });
-        let promise = gst::Promise::new();
-        webrtcbin.emit_by_name::<()>("set-local-description", &[&offer, &promise]);
-        promise.wait();
-        if webrtcbin.property::<WebRTCICEGatheringState>("ice-gathering-state")
-            != WebRTCICEGatheringState::Complete
-            && gathered.recv_timeout(GATHERING_TIMEOUT).is_err()
-        {
-            gst::info!(
-                CAT,
-                imp = self,
-                "ICE gathering not complete after {GATHERING_TIMEOUT:?}: offering what was gathered"
-            );
-        }
-        webrtcbin.disconnect(handler);
-        let local = webrtcbin
-            .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
-            .ok_or_else(|| fatal("webrtcbin has no local description".into()))?;
-        let sdp = local.sdp().as_text().map_err(|e| fatal(e.to_string()))?;
-        gst::debug!(CAT, imp = self, "offer:\n{sdp}");
-        Ok(sdp)
     }
 
     /// Notes every RTCP packet that comes from the receiver (reports, congestion feedback,
@@ -734,14 +666,13 @@ impl CallSink {
     /// chain stays, held.
     fn replace_webrtcbin(&self) -> Result<Option<gst::Element>, String> {
         let mut settings = self.settings.lock().unwrap().clone();
-        let (old, endpoint, generation) = {
+        let generation = self.next_generation();
+        let (old, endpoint) = {
             let mut state = self.state.lock().unwrap();
             settings.ice_servers.extend(state.link_ice_servers.clone());
-            state.generation += 1;
             (
                 state.webrtcbin.take(),
                 state.endpoint.clone().ok_or("not started")?,
-                state.generation,
             )
         };
         self.hold_chain();
@@ -829,10 +760,116 @@ fn supervise(weak: glib::WeakRef<super::CallSink>, rx: mpsc::Receiver<Msg>) {
                 if conn.phase != Phase::Ended {
                     imp.leave_call();
                 }
+                imp.next_generation();
+                // Sessions a worker reported before the generation moved on.
+                while let Ok(msg) = rx.try_recv() {
+                    if let Msg::Answered {
+                        result: Ok(session),
+                        ..
+                    } = msg
+                    {
+                        imp.delete(&session.resource);
+                    }
+                }
                 return;
             }
             Ok(msg) => imp.handle(&mut conn, msg),
             Err(mpsc::RecvTimeoutError::Timeout) => imp.tick(&mut conn),
         }
     }
+}
+
+/// A worker's publishing attempt: delete the lost session, offer, POST; report the answer
+/// if the run is still at this attempt's generation, otherwise delete the new session.
+fn work(job: Job) {
+    let result = attempt(&job);
+    let gate = job.gate.lock().unwrap();
+    if *gate == job.generation {
+        let _ = job.tx.send(Msg::Answered {
+            generation: job.generation,
+            result,
+        });
+        return;
+    }
+    drop(gate);
+    if let Ok(session) = result {
+        gst::debug!(
+            CAT,
+            obj = job.webrtcbin,
+            "attempt abandoned: deleting its session {}",
+            session.resource
+        );
+        let _ = job.client.delete(&session.resource, LEAVE_TIMEOUT);
+    }
+}
+
+fn attempt(job: &Job) -> Result<whip::Session, AttemptError> {
+    if let Some(old) = &job.old {
+        // Servers that allow one session per endpoint would refuse the new one.
+        if let Err(e) = job.client.delete(old, LEAVE_TIMEOUT) {
+            gst::debug!(
+                CAT,
+                obj = job.webrtcbin,
+                "DELETE of the lost session {old}: {e}"
+            );
+        }
+    }
+    let sdp = offer(&job.webrtcbin, &job.codecs, job.ssrc)?;
+    Ok(job.client.publish(&sdp, job.post_timeout)?)
+}
+
+/// Offers `codecs` on a new sendonly transceiver of `webrtcbin` and returns the offer
+/// once ICE gathering is complete (or after GATHERING_TIMEOUT).
+fn offer(webrtcbin: &gst::Element, codecs: &[Codec], ssrc: u32) -> Result<String, AttemptError> {
+    let fatal = AttemptError::Fatal;
+    let mut prefs = gst::Caps::new_empty();
+    {
+        let prefs = prefs.get_mut().expect("new caps are writable");
+        for c in codecs {
+            prefs.append_structure(c.offer_caps(ssrc));
+        }
+    }
+    let trans = webrtcbin.emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>(
+        "add-transceiver",
+        &[&gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly, &prefs],
+    );
+    trans.set_property("do-nack", true);
+
+    let promise = gst::Promise::new();
+    webrtcbin.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
+    let offer = match promise.wait() {
+        gst::PromiseResult::Replied => promise
+            .get_reply()
+            .and_then(|r| r.get::<gst_webrtc::WebRTCSessionDescription>("offer").ok())
+            .ok_or_else(|| fatal("webrtcbin made no offer".into()))?,
+        other => return Err(fatal(format!("webrtcbin made no offer ({other:?})"))),
+    };
+    let (gathered_tx, gathered) = mpsc::channel::<()>();
+    let handler = webrtcbin.connect_notify(Some("ice-gathering-state"), move |bin, _| {
+        if bin.property::<WebRTCICEGatheringState>("ice-gathering-state")
+            == WebRTCICEGatheringState::Complete
+        {
+            let _ = gathered_tx.send(());
+        }
+    });
+    let promise = gst::Promise::new();
+    webrtcbin.emit_by_name::<()>("set-local-description", &[&offer, &promise]);
+    promise.wait();
+    if webrtcbin.property::<WebRTCICEGatheringState>("ice-gathering-state")
+        != WebRTCICEGatheringState::Complete
+        && gathered.recv_timeout(GATHERING_TIMEOUT).is_err()
+    {
+        gst::info!(
+            CAT,
+            obj = webrtcbin,
+            "ICE gathering not complete after {GATHERING_TIMEOUT:?}: offering what was gathered"
+        );
+    }
+    webrtcbin.disconnect(handler);
+    let local = webrtcbin
+        .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
+        .ok_or_else(|| fatal("webrtcbin has no local description".into()))?;
+    let sdp = local.sdp().as_text().map_err(|e| fatal(e.to_string()))?;
+    gst::debug!(CAT, obj = webrtcbin, "offer:\n{sdp}");
+    Ok(sdp)
 }

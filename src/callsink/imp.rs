@@ -89,9 +89,6 @@ impl Default for Settings {
 #[derive(Default)]
 pub(super) struct State {
     pub(super) webrtcbin: Option<gst::Element>,
-    /// Identifies the current webrtcbin and publishing attempt: bumped for each new one and
-    /// when the call is left, so that late news from an older one is recognised.
-    pub(super) generation: u64,
     pub(super) client: Option<Arc<whip::Client>>,
     /// The WHIP session resource of the current call.
     pub(super) resource: Option<String>,
@@ -126,6 +123,10 @@ pub struct CallSink {
     keyframes: Mutex<KeyframePacer>,
     /// The connection supervisor of the current run (see `connection.rs`).
     pub(super) supervisor: Mutex<Option<Supervisor>>,
+    /// The generation: identifies the current webrtcbin and publishing attempt, bumped for
+    /// each new one, when the call is left and when the element stops, so that late news
+    /// from an older one is recognised (shared with the attempts' worker threads).
+    pub(super) gate: Arc<Mutex<u64>>,
     /// Whether the receiver still answers, while connected.
     pub(super) liveness: Mutex<Option<Liveness>>,
     queue: gst::Element,
@@ -634,7 +635,7 @@ impl CallSink {
         let client = whip::Client::new(&endpoint, settings.token.clone())
             .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ("{}", e)))?;
 
-        let generation = self.state.lock().unwrap().generation + 1;
+        let generation = self.next_generation();
         let webrtcbin = self
             .make_webrtcbin(&settings, &endpoint, generation)
             .map_err(|e| gst::error_msg!(gst::CoreError::MissingPlugin, ("{}", e)))?;
@@ -655,7 +656,6 @@ impl CallSink {
                 .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
         }
         let mut state = self.state.lock().unwrap();
-        state.generation = generation;
         state.ssrc = crate::random::ssrc();
         state.webrtcbin = Some(webrtcbin);
         state.client = Some(Arc::new(client));
@@ -673,18 +673,9 @@ impl CallSink {
 
     /// Removes what the run added (the supervisor has stopped and left the call).
     fn stop(&self) {
-        let state = {
-            let mut state = self.state.lock().unwrap();
-            // Generations keep counting across runs: news from an old run stays old.
-            let generation = state.generation + 1;
-            std::mem::replace(
-                &mut *state,
-                State {
-                    generation,
-                    ..Default::default()
-                },
-            )
-        };
+        // Generations keep counting across runs: news from an old run stays old.
+        self.next_generation();
+        let state = std::mem::take(&mut *self.state.lock().unwrap());
         *self.liveness.lock().unwrap() = None;
         let obj = self.obj();
         if let Some(id) = state.block {
@@ -852,6 +843,7 @@ impl ObjectSubclass for CallSink {
             state: Mutex::default(),
             connection: Mutex::new(ConnectionState::New),
             supervisor: Mutex::default(),
+            gate: Arc::default(),
             liveness: Mutex::default(),
             stats: Mutex::default(),
             keyframes: Mutex::default(),
