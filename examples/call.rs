@@ -42,7 +42,15 @@ fn parse_args() -> Result<Args, String> {
             }
             "--port" => args.port = value()?.parse().map_err(|e| format!("--port: {e}"))?,
             "--channel" => args.channel = value()?,
-            "--codec" => args.codec = value()?,
+            "--codec" => {
+                args.codec = value()?;
+                if !["auto", "vp8", "vp9", "h264", "av1"].contains(&args.codec.as_str()) {
+                    return Err(format!(
+                        "--codec {}: use auto, vp8, vp9, h264 or av1",
+                        args.codec
+                    ));
+                }
+            }
             _ => {
                 return Err(format!(
                     "unknown argument {a}\nusage: call [--duration SECS] [--port 8080] [--channel demo] [--codec auto|vp8|vp9|h264|av1]"
@@ -85,7 +93,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .property("channel", &args.channel)
         .property("uid", "demo-track")
         .property("port", args.port)
-        .property("codec", &args.codec)
+        .property_from_str("codec", &args.codec)
         .build()?;
     let pipeline = gst::Pipeline::new();
     pipeline.add_many([src.upcast_ref(), &sink])?;

@@ -12,6 +12,7 @@
 use gst::glib;
 
 pub mod callsink;
+pub mod codec;
 pub mod customvideosrc;
 pub mod events;
 mod random;

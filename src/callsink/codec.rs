@@ -5,14 +5,7 @@
 use gst::prelude::*;
 use gst_rtp::prelude::*;
 
-/// A video codec for the call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Codec {
-    Vp8,
-    Vp9,
-    H264,
-    Av1,
-}
+pub use crate::codec::Codec;
 
 /// The TWCC header extension (transport-wide congestion control feedback).
 pub const TWCC_URI: &str =
@@ -20,24 +13,6 @@ pub const TWCC_URI: &str =
 pub const TWCC_ID: u32 = 1;
 
 impl Codec {
-    pub const ALL: [Codec; 4] = [Codec::Vp8, Codec::H264, Codec::Vp9, Codec::Av1];
-
-    /// The name in SDP (`a=rtpmap`) and in the `codec` property (lower case).
-    pub fn encoding_name(self) -> &'static str {
-        match self {
-            Codec::Vp8 => "VP8",
-            Codec::Vp9 => "VP9",
-            Codec::H264 => "H264",
-            Codec::Av1 => "AV1",
-        }
-    }
-
-    pub fn from_encoding_name(name: &str) -> Option<Codec> {
-        Codec::ALL
-            .into_iter()
-            .find(|c| c.encoding_name().eq_ignore_ascii_case(name))
-    }
-
     /// The codec of encoded input caps (`video/x-vp8`, ...).
     pub fn from_caps(caps: &gst::CapsRef) -> Option<Codec> {
         match caps.structure(0)?.name().as_str() {
@@ -358,18 +333,6 @@ fn set_if_present(element: &gst::Element, name: &str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_round_trip() {
-        for c in Codec::ALL {
-            assert_eq!(Codec::from_encoding_name(c.encoding_name()), Some(c));
-            assert_eq!(
-                Codec::from_encoding_name(&c.encoding_name().to_lowercase()),
-                Some(c)
-            );
-        }
-        assert_eq!(Codec::from_encoding_name("h265"), None);
-    }
 
     #[test]
     fn every_installed_encoder_takes_and_reports_its_bitrate() {

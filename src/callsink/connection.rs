@@ -452,9 +452,9 @@ impl CallSink {
         gst::info!(CAT, imp = self, "published, session {}", session.resource);
         gst::debug!(CAT, imp = self, "answer:\n{}", session.answer);
         let fatal = AttemptError::Fatal;
+        let (codec, pt) = answered_codec(&session.answer).map_err(fatal)?;
         let answer = gst_sdp::SDPMessage::parse_buffer(session.answer.as_bytes())
             .map_err(|_| fatal("the server's answer is not valid SDP".into()))?;
-        let (codec, pt) = answered_codec(&answer).map_err(fatal)?;
         gst::info!(
             CAT,
             imp = self,

@@ -14,11 +14,10 @@
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
-use gst_webrtc::WebRTCPeerConnectionState;
+use gst_webrtc::{WebRTCICETransportPolicy, WebRTCPeerConnectionState};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use super::ConnectionState;
 use super::cc::{Bitrates, Congestion, TrackHints};
 use super::chain::{ChainConfig, EncodingChain, KeyframePacer, KeyframeRequest};
 use super::codec::{Codec, Encoder};
@@ -27,6 +26,7 @@ use super::liveness::Liveness;
 use super::net;
 use super::stats::{self, SendStats};
 use super::whip;
+use super::{CodecChoice, ConnectionState};
 use crate::server::CallServer;
 
 pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -39,7 +39,6 @@ pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 
 const DEFAULT_CHANNEL: &str = "demo";
 const DEFAULT_PORT: u32 = 8080;
-const DEFAULT_CODEC: &str = "auto";
 const DEFAULT_KEYFRAME_INTERVAL: u32 = 2;
 const DEFAULT_TIMEOUT: u32 = 10;
 /// Keep trying to restore a lost call for as long as the pipeline runs.
@@ -52,13 +51,13 @@ pub(super) struct Settings {
     token: Option<String>,
     whip_url: Option<String>,
     port: u32,
-    codec: String,
+    codec: CodecChoice,
     start_bitrate: u32,
     min_bitrate: u32,
     max_bitrate: u32,
     keyframe_interval: u32,
     pub(super) ice_servers: Vec<String>,
-    ice_transport_policy: String,
+    ice_transport_policy: WebRTCICETransportPolicy,
     pub(super) timeout: u32,
     pub(super) reconnect_timeout: i32,
 }
@@ -72,13 +71,13 @@ impl Default for Settings {
             token: None,
             whip_url: None,
             port: DEFAULT_PORT,
-            codec: DEFAULT_CODEC.into(),
+            codec: CodecChoice::Auto,
             start_bitrate: 0,
             min_bitrate: 0,
             max_bitrate: 0,
             keyframe_interval: DEFAULT_KEYFRAME_INTERVAL,
             ice_servers: vec![],
-            ice_transport_policy: "all".into(),
+            ice_transport_policy: WebRTCICETransportPolicy::All,
             timeout: DEFAULT_TIMEOUT,
             reconnect_timeout: DEFAULT_RECONNECT_TIMEOUT,
         }
@@ -134,34 +133,23 @@ pub struct CallSink {
 }
 
 /// The payload type and codec the answer chose for the video section.
-pub(super) fn answered_codec(answer: &gst_sdp::SDPMessageRef) -> Result<(Codec, u32), String> {
-    let media = answer
-        .medias()
-        .find(|m| m.media() == Some("video"))
+pub(super) fn answered_codec(answer: &str) -> Result<(Codec, u32), String> {
+    let sections = crate::server::sdp::media_sections(answer);
+    let video = sections
+        .iter()
+        .find(|s| s.kind == "video")
         .ok_or("the SDP answer has no video section")?;
-    if media.port() == 0 {
+    if video.port == 0 {
         return Err("the server rejected the video section (port 0 in the answer)".into());
     }
-    for fmt in media.formats() {
-        let Ok(pt) = fmt.parse::<u32>() else { continue };
-        let Some(rtpmap) = media
-            .attributes()
-            .filter(|a| a.key() == "rtpmap")
-            .filter_map(|a| a.value())
-            .find(|v| v.split_whitespace().next() == Some(fmt))
-        else {
-            continue;
-        };
-        let name = rtpmap
-            .split_whitespace()
-            .nth(1)
-            .and_then(|e| e.split('/').next())
-            .unwrap_or("");
-        if let Some(codec) = Codec::from_encoding_name(name) {
-            return Ok((codec, pt));
-        }
-    }
-    Err("the SDP answer accepts none of the offered video codecs".into())
+    video
+        .formats
+        .iter()
+        .find_map(|pt| {
+            let codec = Codec::from_encoding_name(video.encoding(*pt)?)?;
+            Some((codec, u32::from(*pt)))
+        })
+        .ok_or_else(|| "the SDP answer accepts none of the offered video codecs".into())
 }
 
 impl CallSink {
@@ -205,8 +193,7 @@ impl CallSink {
             }
             return Ok(vec![c]);
         }
-        let wanted = self.settings.lock().unwrap().codec.to_ascii_lowercase();
-        if wanted == "auto" {
+        let Some(c) = self.settings.lock().unwrap().codec.codec() else {
             let all: Vec<Codec> = Codec::ALL.into_iter().filter(|c| c.can_encode()).collect();
             if all.is_empty() {
                 return Err(
@@ -214,10 +201,7 @@ impl CallSink {
                 );
             }
             return Ok(all);
-        }
-        let c = Codec::from_encoding_name(&wanted).ok_or_else(|| {
-            format!("unknown codec \"{wanted}\": use auto, vp8, vp9, h264 or av1")
-        })?;
+        };
         if !c.can_encode() {
             return Err(format!(
                 "codec {} cannot be published: its encoder or payloader is not installed",
@@ -554,7 +538,7 @@ impl CallSink {
                 "webrtcbin is not installed (gstreamer1.0-plugins-bad, gstreamer1.0-nice)"
                     .to_string()
             })?;
-        webrtcbin.set_property_from_str("ice-transport-policy", &settings.ice_transport_policy);
+        webrtcbin.set_property("ice-transport-policy", settings.ice_transport_policy);
         for uri in &settings.ice_servers {
             if uri.starts_with("stun:") {
                 webrtcbin.set_property("stun-server", uri);
@@ -619,16 +603,6 @@ impl CallSink {
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().unwrap().clone();
-        let wanted = settings.codec.to_ascii_lowercase();
-        if wanted != "auto" && Codec::from_encoding_name(&wanted).is_none() {
-            return Err(gst::error_msg!(
-                gst::LibraryError::Settings,
-                (
-                    "unknown codec \"{}\": use auto, vp8, vp9, h264 or av1",
-                    settings.codec
-                )
-            ));
-        }
         let (endpoint, server) = self
             .endpoint(&settings)
             .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ("{}", e)))?;
@@ -799,13 +773,12 @@ mod tests {
 
     #[test]
     fn answer_decides_the_codec() {
-        gst::init().unwrap();
         let sdp = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102 103\r\na=rtpmap:102 H264/90000\r\na=rtpmap:103 rtx/90000\r\n";
-        let msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).unwrap();
-        assert_eq!(answered_codec(&msg).unwrap(), (Codec::H264, 102));
+        assert_eq!(answered_codec(sdp).unwrap(), (Codec::H264, 102));
         let audio = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
-        let msg = gst_sdp::SDPMessage::parse_buffer(audio.as_bytes()).unwrap();
-        assert!(answered_codec(&msg).unwrap_err().contains("no video"));
+        assert!(answered_codec(audio).unwrap_err().contains("no video"));
+        let refused = "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
+        assert!(answered_codec(refused).unwrap_err().contains("port 0"));
     }
 }
 
@@ -890,10 +863,9 @@ impl ObjectImpl for CallSink {
                     .default_value(DEFAULT_PORT)
                     .mutable_ready()
                     .build(),
-                glib::ParamSpecString::builder("codec")
+                glib::ParamSpecEnum::builder::<CodecChoice>("codec")
                     .nick("Codec")
-                    .blurb("Video codec for raw input: auto (offer VP8, H264, VP9, AV1 and let the server's answer decide), vp8, vp9, h264 or av1. Encoded input is sent as it is")
-                    .default_value(Some(DEFAULT_CODEC))
+                    .blurb("Video codec for raw input: auto offers every codec that can be encoded here (VP8, H.264, VP9, AV1) and lets the server's answer decide. Encoded input is sent as it is")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("start-bitrate")
@@ -928,10 +900,9 @@ impl ObjectImpl for CallSink {
                     .element_spec(&glib::ParamSpecString::builder("ice-server").build())
                     .mutable_ready()
                     .build(),
-                glib::ParamSpecString::builder("ice-transport-policy")
+                glib::ParamSpecEnum::builder_with_default("ice-transport-policy", WebRTCICETransportPolicy::All)
                     .nick("ICE transport policy")
                     .blurb("all, or relay to send through TURN only")
-                    .default_value(Some("all"))
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("timeout")
@@ -978,7 +949,7 @@ impl ObjectImpl for CallSink {
             "token" => s.token = string(),
             "whip-url" => s.whip_url = string(),
             "port" => s.port = value.get().expect("type checked upstream"),
-            "codec" => s.codec = string().unwrap_or_else(|| DEFAULT_CODEC.into()),
+            "codec" => s.codec = value.get().expect("type checked upstream"),
             "start-bitrate" => s.start_bitrate = value.get().expect("type checked upstream"),
             "min-bitrate" => s.min_bitrate = value.get().expect("type checked upstream"),
             "max-bitrate" => s.max_bitrate = value.get().expect("type checked upstream"),
@@ -994,7 +965,7 @@ impl ObjectImpl for CallSink {
                     .collect()
             }
             "ice-transport-policy" => {
-                s.ice_transport_policy = string().unwrap_or_else(|| "all".into())
+                s.ice_transport_policy = value.get().expect("type checked upstream")
             }
             "timeout" => s.timeout = value.get().expect("type checked upstream"),
             "reconnect-timeout" => {

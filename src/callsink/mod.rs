@@ -55,6 +55,41 @@ pub enum ConnectionState {
     Closed = 5,
 }
 
+/// The `codec` property: what to encode raw input with.
+#[derive(Debug, Eq, PartialEq, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstCallSinkCodec")]
+pub enum CodecChoice {
+    /// Offer every codec that can be encoded here; the server's answer decides.
+    #[default]
+    #[enum_value(
+        name = "Auto: offer VP8, H.264, VP9, AV1; the answer decides",
+        nick = "auto"
+    )]
+    Auto = 0,
+    #[enum_value(name = "VP8", nick = "vp8")]
+    Vp8 = 1,
+    #[enum_value(name = "VP9", nick = "vp9")]
+    Vp9 = 2,
+    #[enum_value(name = "H.264 (constrained baseline)", nick = "h264")]
+    H264 = 3,
+    #[enum_value(name = "AV1", nick = "av1")]
+    Av1 = 4,
+}
+
+impl CodecChoice {
+    /// The codec chosen, `None` for auto.
+    pub fn codec(self) -> Option<Codec> {
+        match self {
+            CodecChoice::Auto => None,
+            CodecChoice::Vp8 => Some(Codec::Vp8),
+            CodecChoice::Vp9 => Some(Codec::Vp9),
+            CodecChoice::H264 => Some(Codec::H264),
+            CodecChoice::Av1 => Some(Codec::Av1),
+        }
+    }
+}
+
 /// Makes sure the RTP elements from gst-plugins-rs (AV1 payloader, congestion control)
 /// are registered in this process.
 pub(crate) fn register_rtp_elements() {
@@ -71,6 +106,7 @@ pub(crate) fn register_rtp_elements() {
 /// Registers `callsink` with `plugin`.
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     ConnectionState::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    CodecChoice::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),
         "callsink",

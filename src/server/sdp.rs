@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::codec::Codec;
+
 /// Largest SDP offer or trickle fragment accepted, in bytes.
 pub const MAX_SDP_BYTES: usize = 64 * 1024;
 
@@ -52,32 +54,73 @@ impl fmt::Display for OfferError {
     }
 }
 
+/// One media section of an SDP (`m=` and its attributes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaSection {
+    /// `video`, `audio`, `application`, ...
+    pub kind: String,
+    /// 0 when the section is refused.
+    pub port: u16,
+    /// Payload types, in order of preference.
+    pub formats: Vec<u8>,
+    /// The encoding names (`a=rtpmap`) of the payload types, without clock rate.
+    pub rtpmaps: Vec<(u8, String)>,
+}
+
+impl MediaSection {
+    /// The encoding name of payload type `pt`.
+    pub fn encoding(&self, pt: u8) -> Option<&str> {
+        self.rtpmaps
+            .iter()
+            .find(|(p, _)| *p == pt)
+            .map(|(_, n)| n.as_str())
+    }
+}
+
+/// The media sections of `sdp`: the one SDP reader of the project (callsink reads answers
+/// with it, the server offers). Lines it cannot read are skipped.
+pub fn media_sections(sdp: &str) -> Vec<MediaSection> {
+    let mut sections: Vec<MediaSection> = Vec::new();
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            let mut fields = m.split_whitespace();
+            let kind = fields.next().unwrap_or_default().to_owned();
+            let port = fields
+                .next()
+                .and_then(|p| p.split('/').next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            let formats = fields.skip(1).filter_map(|f| f.parse().ok()).collect();
+            sections.push(MediaSection {
+                kind,
+                port,
+                formats,
+                rtpmaps: vec![],
+            });
+        } else if let (Some(rtpmap), Some(section)) =
+            (line.strip_prefix("a=rtpmap:"), sections.last_mut())
+        {
+            let mut fields = rtpmap.split_whitespace();
+            let pt = fields.next().and_then(|p| p.parse().ok());
+            let name = fields.next().and_then(|enc| enc.split('/').next());
+            if let (Some(pt), Some(name)) = (pt, name) {
+                section.rtpmaps.push((pt, name.to_owned()));
+            }
+        }
+    }
+    sections
+}
+
 /// The video codec names (upper case, without clock rate) offered in `sdp`'s video sections,
 /// in order of preference, without duplicates and without RTX/RED/FEC helpers.
 pub fn offered_video_codecs(sdp: &str) -> Vec<String> {
     let mut codecs: Vec<String> = Vec::new();
-    let mut in_video = false;
-    for line in sdp.lines().map(str::trim) {
-        if let Some(m) = line.strip_prefix("m=") {
-            in_video = m.starts_with("video ");
-            continue;
-        }
-        if !in_video {
-            continue;
-        }
-        if let Some(rtpmap) = line.strip_prefix("a=rtpmap:") {
-            let Some(name) = rtpmap
-                .split_whitespace()
-                .nth(1)
-                .and_then(|enc| enc.split('/').next())
-            else {
-                continue;
-            };
+    for section in media_sections(sdp).iter().filter(|s| s.kind == "video") {
+        for (_, name) in &section.rtpmaps {
             let name = name.to_ascii_uppercase();
-            if ["RTX", "RED", "ULPFEC", "FLEXFEC-03"].contains(&name.as_str()) {
-                continue;
-            }
-            if !codecs.contains(&name) {
+            if !["RTX", "RED", "ULPFEC", "FLEXFEC-03"].contains(&name.as_str())
+                && !codecs.contains(&name)
+            {
                 codecs.push(name);
             }
         }
@@ -85,18 +128,25 @@ pub fn offered_video_codecs(sdp: &str) -> Vec<String> {
     codecs
 }
 
+/// The codecs of `offered_video_codecs` that the project knows.
+pub fn video_codecs(sdp: &str) -> Vec<Codec> {
+    offered_video_codecs(sdp)
+        .iter()
+        .filter_map(|n| Codec::from_encoding_name(n))
+        .collect()
+}
+
 /// The payload types listed on the media lines (`m=`) of `sdp`.
 pub fn payload_types(sdp: &str) -> Vec<u8> {
-    sdp.lines()
-        .filter_map(|l| l.trim().strip_prefix("m="))
-        .flat_map(|m| m.split_whitespace().skip(3))
-        .filter_map(|pt| pt.parse().ok())
+    media_sections(sdp)
+        .into_iter()
+        .flat_map(|s| s.formats)
         .collect()
 }
 
 /// Whether `sdp` has at least one video media section.
 pub fn has_video(sdp: &str) -> bool {
-    sdp.lines().any(|l| l.trim().starts_with("m=video "))
+    media_sections(sdp).iter().any(|s| s.kind == "video")
 }
 
 /// Checks an offer's size, basic syntax and video codecs.

@@ -36,6 +36,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use super::CAT;
 use super::bitstream;
 use super::sdp::{self, OfferError};
+use crate::codec::Codec as VideoCodec;
 use crate::rate::Rate;
 
 /// Minimum time between two keyframe requests sent to one publisher.
@@ -156,8 +157,9 @@ struct Publisher {
     /// Media sections the publisher sends (mid, kind).
     tracks: Vec<(Mid, MediaKind)>,
     /// Video codecs accepted in the answer, in order.
-    codecs: Vec<String>,
-    codec: Option<String>,
+    codecs: Vec<VideoCodec>,
+    /// The codec of the frames it sends.
+    codec: Option<VideoCodec>,
     size: Option<(u32, u32)>,
     frames: u64,
     packets: u64,
@@ -182,7 +184,7 @@ struct Subscriber {
     /// Since when the publisher is away.
     waiting_since: Option<Instant>,
     /// Video codecs of the subscriber's answer.
-    codecs: Vec<String>,
+    codecs: Vec<VideoCodec>,
     /// Keeps the subscriber's media time continuous across publisher sessions.
     timeline: Timeline,
     /// Payload types of the answer's media sections.
@@ -399,7 +401,7 @@ impl Sfu {
     ) -> Result<Created, SfuError> {
         let mut rtc = self.new_rtc(now);
         let answer = self.accept(&mut rtc, offer)?;
-        let codecs = sdp::offered_video_codecs(&answer);
+        let codecs = sdp::video_codecs(&answer);
         if codecs.is_empty() {
             return Err(SfuError::Offer(OfferError::UnsupportedCodecs(
                 sdp::offered_video_codecs(offer),
@@ -424,11 +426,7 @@ impl Sfu {
             );
             self.close(old, now);
         }
-        gst::info!(
-            CAT,
-            "publisher {uid} joins {channel} ({})",
-            codecs.join(", ")
-        );
+        gst::info!(CAT, "publisher {uid} joins {channel} ({})", names(&codecs));
         self.insert(
             key,
             &id,
@@ -471,10 +469,11 @@ impl Sfu {
                 }
             })?;
         let wanted = sdp::offered_video_codecs(offer);
-        if sdp::has_video(offer) && !wanted.iter().any(|c| pub_codecs.contains(c)) {
+        let accepted = sdp::video_codecs(offer);
+        if sdp::has_video(offer) && !accepted.iter().any(|c| pub_codecs.contains(c)) {
             return Err(SfuError::NotAcceptable(format!(
                 "publisher \"{uid}\" sends {} but the offer accepts only {}",
-                pub_codecs.join("/"),
+                names(&pub_codecs).replace(", ", "/"),
                 if wanted.is_empty() {
                     "no video codec".to_owned()
                 } else {
@@ -490,7 +489,7 @@ impl Sfu {
         let role = Role::Subscriber(Subscriber {
             publisher_uid: uid.to_owned(),
             publisher: Some(pub_key),
-            codecs: sdp::offered_video_codecs(&answer),
+            codecs: sdp::video_codecs(&answer),
             answered_pts: sdp::payload_types(&answer),
             ..Default::default()
         });
@@ -614,7 +613,7 @@ impl Sfu {
                     CAT,
                     "subscriber {} cannot take the new {uid}'s {}: ending it",
                     s.id,
-                    codecs.join("/")
+                    names(&codecs)
                 );
                 s.rtc.disconnect();
             }
@@ -646,7 +645,10 @@ impl Sfu {
                 Role::Publisher(p) => channels[idx].publishers.push(PublisherInfo {
                     uid: s.uid.clone(),
                     state: s.state(),
-                    codec: p.codec.clone().or_else(|| p.codecs.first().cloned()),
+                    codec: p
+                        .codec
+                        .or_else(|| p.codecs.first().copied())
+                        .map(|c| c.encoding_name().to_owned()),
                     width: p.size.map(|s| s.0),
                     height: p.size.map(|s| s.1),
                     bitrate: p.rate.per_second(now) * 8,
@@ -955,15 +957,24 @@ fn drain(
     }
 }
 
-fn codec_name(codec: Codec) -> String {
+/// The project's name for a video codec str0m depacketized.
+fn video_codec(codec: Codec) -> Option<VideoCodec> {
     match codec {
-        Codec::Vp8 => "VP8".into(),
-        Codec::Vp9 => "VP9".into(),
-        Codec::H264 => "H264".into(),
-        Codec::Av1 => "AV1".into(),
-        Codec::Opus => "OPUS".into(),
-        other => format!("{other:?}").to_ascii_uppercase(),
+        Codec::Vp8 => Some(VideoCodec::Vp8),
+        Codec::Vp9 => Some(VideoCodec::Vp9),
+        Codec::H264 => Some(VideoCodec::H264),
+        Codec::Av1 => Some(VideoCodec::Av1),
+        _ => None,
     }
+}
+
+/// Codec names for logs and messages.
+fn names(codecs: &[VideoCodec]) -> String {
+    codecs
+        .iter()
+        .map(|c| c.encoding_name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn on_event(key: u64, s: &mut Session, now: Instant, event: Event, forwards: &mut Vec<Forward>) {
@@ -1008,7 +1019,7 @@ fn on_event(key: u64, s: &mut Session, now: Instant, event: Event, forwards: &mu
                 {
                     p.frames += 1;
                     let codec = data.params.spec().codec;
-                    p.codec = Some(codec_name(codec));
+                    p.codec = video_codec(codec).or(p.codec);
                     if data.is_keyframe() {
                         gst::debug!(CAT, "keyframe from {}", s.uid);
                         p.last_keyframe = Some(now);
