@@ -155,8 +155,22 @@ pub struct Encoder {
     /// Another property that takes the same bitrate (a ceiling), if any.
     max_bitrate: Option<&'static str>,
     keyframe_distance: &'static str,
+    /// Settings shared with other encoders of the same library.
+    base: &'static [(&'static str, &'static str)],
     settings: &'static [(&'static str, &'static str)],
 }
+
+/// libvpx (vp8enc, vp9enc) in real time, at a constant bitrate with the rate-control buffer of
+/// WebRTC's own encoder.
+const LIBVPX_REAL_TIME: &[(&str, &str)] = &[
+    ("deadline", "1"),
+    ("end-usage", "cbr"),
+    ("lag-in-frames", "0"),
+    ("error-resilient", "default"),
+    ("buffer-size", "1000"),
+    ("buffer-initial-size", "500"),
+    ("buffer-optimal-size", "600"),
+];
 
 /// Every encoder, best first for each codec.
 const ENCODERS: &[Encoder] = &[
@@ -166,17 +180,8 @@ const ENCODERS: &[Encoder] = &[
         bitrate: ("target-bitrate", Unit::BitsPerSecond),
         max_bitrate: None,
         keyframe_distance: "keyframe-max-dist",
-        // Real time, constant bitrate with the rate-control buffer of WebRTC's own encoder.
-        settings: &[
-            ("deadline", "1"),
-            ("cpu-used", "4"),
-            ("end-usage", "cbr"),
-            ("lag-in-frames", "0"),
-            ("error-resilient", "default"),
-            ("buffer-size", "1000"),
-            ("buffer-initial-size", "500"),
-            ("buffer-optimal-size", "600"),
-        ],
+        base: LIBVPX_REAL_TIME,
+        settings: &[("cpu-used", "4")],
     },
     Encoder {
         factory: "x264enc",
@@ -184,6 +189,7 @@ const ENCODERS: &[Encoder] = &[
         bitrate: ("bitrate", Unit::KilobitsPerSecond),
         max_bitrate: None,
         keyframe_distance: "key-int-max",
+        base: &[],
         settings: &[
             ("tune", "zerolatency"),
             ("speed-preset", "ultrafast"),
@@ -198,6 +204,7 @@ const ENCODERS: &[Encoder] = &[
         bitrate: ("bitrate", Unit::BitsPerSecond),
         max_bitrate: Some("max-bitrate"),
         keyframe_distance: "gop-size",
+        base: &[],
         // Its default rate control ("quality") ignores the bitrate.
         settings: &[
             ("rate-control", "bitrate"),
@@ -211,17 +218,8 @@ const ENCODERS: &[Encoder] = &[
         bitrate: ("target-bitrate", Unit::BitsPerSecond),
         max_bitrate: None,
         keyframe_distance: "keyframe-max-dist",
-        settings: &[
-            ("deadline", "1"),
-            ("cpu-used", "8"),
-            ("end-usage", "cbr"),
-            ("lag-in-frames", "0"),
-            ("error-resilient", "default"),
-            ("buffer-size", "1000"),
-            ("buffer-initial-size", "500"),
-            ("buffer-optimal-size", "600"),
-            ("row-mt", "true"),
-        ],
+        base: LIBVPX_REAL_TIME,
+        settings: &[("cpu-used", "8"), ("row-mt", "true")],
     },
     Encoder {
         factory: "av1enc",
@@ -229,6 +227,7 @@ const ENCODERS: &[Encoder] = &[
         bitrate: ("target-bitrate", Unit::KilobitsPerSecond),
         max_bitrate: None,
         keyframe_distance: "keyframe-max-dist",
+        base: &[],
         settings: &[
             ("usage-profile", "realtime"),
             ("cpu-used", "10"),
@@ -276,7 +275,7 @@ impl Encoder {
         let enc = gst::ElementFactory::make(spec.factory)
             .build()
             .map_err(|e| format!("cannot create {}: {e}", spec.factory))?;
-        for (k, v) in spec.settings {
+        for (k, v) in spec.base.iter().chain(spec.settings) {
             set_if_present(&enc, k, v);
         }
         set_if_present(
@@ -343,7 +342,7 @@ mod tests {
                 continue;
             }
             let enc = gst::ElementFactory::make(spec.factory).build().unwrap();
-            for (k, _) in spec.settings {
+            for (k, _) in spec.base.iter().chain(spec.settings) {
                 assert!(
                     enc.find_property(k).is_some(),
                     "{} has no property {k}",

@@ -888,7 +888,7 @@ impl ObjectImpl for CallSink {
                     .build(),
                 glib::ParamSpecUInt::builder("keyframe-interval")
                     .nick("Keyframe interval")
-                    .blurb("Seconds between keyframes (receivers also get one when they ask with PLI/FIR, at most every 500 ms)")
+                    .blurb("Seconds between keyframes (receivers also get one when they ask with PLI/FIR: at once, or when 200 ms have passed since the last one)")
                     .minimum(1)
                     .maximum(60)
                     .default_value(DEFAULT_KEYFRAME_INTERVAL)

@@ -204,15 +204,23 @@ async fn publish(
         Err(r) => return r,
     };
     let uid = query.get("uid").cloned();
-    match ask(&state, |reply| Command::Publish {
+    answer(&state, &headers, |reply| Command::Publish {
         channel,
         uid,
         offer,
         reply,
     })
     .await
-    {
-        Ok(Ok(c)) => created(&headers, c),
+}
+
+/// Hands an offer to the media loop and answers with the session it makes.
+async fn answer(
+    state: &AppState,
+    headers: &HeaderMap,
+    command: impl FnOnce(oneshot::Sender<Result<Created, SfuError>>) -> Command,
+) -> Response {
+    match ask(state, command).await {
+        Ok(Ok(c)) => created(headers, c),
         Ok(Err(e)) => sfu_error(e),
         Err(r) => r,
     }
@@ -228,18 +236,13 @@ async fn subscribe(
         Ok(o) => o,
         Err(r) => return r,
     };
-    match ask(&state, |reply| Command::Subscribe {
+    answer(&state, &headers, |reply| Command::Subscribe {
         channel,
         uid,
         offer,
         reply,
     })
     .await
-    {
-        Ok(Ok(c)) => created(&headers, c),
-        Ok(Err(e)) => sfu_error(e),
-        Err(r) => r,
-    }
 }
 
 async fn trickle(

@@ -1199,7 +1199,6 @@ mod tests {
         panic!("condition not reached in {steps} steps");
     }
 
-    /// A VP8 key frame of 320x240 whose payload bytes are all `n`.
     #[test]
     fn keyframe_requests_wait_for_the_keyframe_already_asked_for() {
         let t0 = Instant::now();
@@ -1214,6 +1213,7 @@ mod tests {
         assert!(keyframe_request_due(ms(500), Some(t0), None));
     }
 
+    /// A VP8 key frame of 320x240 whose payload bytes are all `n`.
     fn vp8_keyframe(n: u8) -> Vec<u8> {
         let mut f = vec![0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
         f.extend(std::iter::repeat_n(n, 3000));
