@@ -143,8 +143,17 @@ fn decode_pads(pipeline: &gst::Pipeline, element: &gst::Element, log: Arc<Mutex<
     });
 }
 
-/// Loopback hosts need loopback candidates, which libnice does not gather on its own.
+/// Loopback hosts need loopback candidates, which libnice does not gather on its own. And
+/// no UPnP port mapping (SSDP multicast, a local HTTP server per agent).
 fn add_loopback_candidates(webrtcbin: &gst::Element, url: &str) {
+    let agent = webrtcbin.property::<gst::glib::Object>("ice-agent");
+    if let Some(nice) = agent
+        .find_property("agent")
+        .and_then(|_| agent.property::<Option<gst::glib::Object>>("agent"))
+        .filter(|n| n.find_property("upnp").is_some())
+    {
+        nice.set_property("upnp", false);
+    }
     if url.contains("://127.0.0.1") || url.contains("://localhost") {
         let agent = webrtcbin.property::<gst::glib::Object>("ice-agent");
         let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]);
