@@ -822,10 +822,10 @@ fn h264_through_openh264_keeps_its_bitrate_and_follows_congestion_control() {
         gst::ElementFactory::find("openh264enc").is_some(),
         "openh264enc (gstreamer1.0-plugins-bad) is not installed"
     );
-    // Incompressible input (snow), 2.5 Mbit/s at most, through a 600 kbit/s bottleneck:
-    // congestion control lowers the encoder's bitrate (set on openh264enc's own property,
-    // without a panic) and the server receives less than the bottleneck.
-    let (stats, info) = publish_through_a_bottleneck("motion", "h264", "pattern=snow");
+    // 2.5 Mbit/s at most, through a 600 kbit/s bottleneck: congestion control lowers the
+    // encoder's bitrate (set on openh264enc's own property, without a panic) and the server
+    // receives less than the bottleneck.
+    let (stats, info) = publish_through_a_bottleneck("motion", "h264", MOVING_BARS);
     eprintln!(
         "openh264enc through 600 kbit/s: {stats}; the server receives {} bit/s",
         info.bitrate

@@ -125,17 +125,24 @@ pub(super) fn fixate(peer: &gst::Caps, preferred: &gst::Caps) -> gst::Caps {
             .make_mut()
             .structure_mut(0)
             .expect("peer caps are not empty");
+        // Only fields downstream names can be fixated (GStreamer asserts they are there).
         for field in ["width", "height"] {
-            if let Ok(v) = want.get::<i32>(field) {
+            if let Ok(v) = want.get::<i32>(field)
+                && s.has_field(field)
+            {
                 s.fixate_field_nearest_int(field, v);
             }
         }
         for field in ["framerate", "pixel-aspect-ratio"] {
-            if let Ok(v) = want.get::<gst::Fraction>(field) {
+            if let Ok(v) = want.get::<gst::Fraction>(field)
+                && s.has_field(field)
+            {
                 s.fixate_field_nearest_fraction(field, v);
             }
         }
-        if let Ok(format) = want.get::<&str>("format") {
+        if let Ok(format) = want.get::<&str>("format")
+            && s.has_field("format")
+        {
             s.fixate_field_str("format", format);
         }
     }
