@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! callsink's connection to the call: one supervisor thread per run (READY→PAUSED until
-//! PAUSED→READY) owns the call's lifecycle as a typed [`Phase`] and reacts to messages:
+//! PAUSED→READY) feeds what happens to the call's [`Session`] (its rules, in `session.rs`)
+//! and carries out the steps it decides:
 //!
 //! ```text
 //!          caps                 answer              webrtcbin connected
@@ -33,7 +34,8 @@ use super::ConnectionState;
 use super::chain::EncodingChain;
 use super::codec::Codec;
 use super::imp::{CAT, CallSink, answered_codec};
-use super::liveness::{Backoff, Liveness, ReconnectLimit};
+use super::liveness::{Liveness, ReconnectLimit};
+use super::session::{Phase, Session, Step};
 use super::whip;
 
 /// Longest wait for ICE gathering before the offer goes out with what was gathered.
@@ -45,10 +47,6 @@ pub const LEAVE_TIMEOUT: Duration = Duration::from_millis(750);
 const RETRY_POST_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time for ICE and DTLS to connect after the answer, while restoring a lost call.
 const RETRY_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the encoder may take to let its last frames out at EOS.
-const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
-/// How often the supervisor looks at the receiver's liveness while connected.
-const LIVENESS_TICK: Duration = Duration::from_millis(100);
 
 /// What the supervisor is told.
 pub enum Msg {
@@ -119,50 +117,13 @@ impl From<whip::WhipError> for AttemptError {
     }
 }
 
-/// Where the call stands.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Phase {
-    /// Waiting for the first caps.
-    Idle,
-    /// An attempt (offer, WHIP POST, answer) runs on a worker thread.
-    Offering,
-    /// The answer is applied; ICE and DTLS must connect before `deadline`.
-    Connecting { deadline: Instant },
-    /// Media flows.
-    Connected,
-    /// The call was lost; the next attempt starts at `at`.
-    Waiting { at: Instant },
-    /// End of stream: the encoder's last frames leave before `deadline`, then the call ends.
-    Draining { deadline: Instant },
-    /// The call ended (EOS posted) or failed (error posted).
-    Ended,
-}
-
-/// The supervisor's own state.
+/// The supervisor's own state: the call's lifecycle and what it carries along.
 struct Conn {
-    phase: Phase,
+    session: Session,
     codecs: Vec<Codec>,
-    backoff: Backoff,
-    /// When the call was lost, while it is being restored.
-    lost_at: Option<Instant>,
-    /// The call was up once: later failures are retried instead of failing the element.
-    was_connected: bool,
     eos_seqnum: Option<gst::Seqnum>,
     /// The liveness check learnt the receiver's pace (logged once per connection).
     pace_known: bool,
-}
-
-impl Conn {
-    /// How long the supervisor may sleep before it has something to do on its own.
-    fn wait(&self, now: Instant) -> Option<Duration> {
-        let until = |t: Instant| t.saturating_duration_since(now);
-        match self.phase {
-            Phase::Connected => Some(LIVENESS_TICK),
-            Phase::Connecting { deadline } | Phase::Draining { deadline } => Some(until(deadline)),
-            Phase::Waiting { at } => Some(until(at)),
-            Phase::Idle | Phase::Offering | Phase::Ended => None,
-        }
-    }
 }
 
 /// The supervisor thread and the way to reach it.
@@ -221,144 +182,172 @@ impl CallSink {
             imp = self,
             "message {} in {:?}",
             msg.name(),
-            conn.phase
+            conn.session.phase
         );
-        match msg {
-            Msg::Caps(caps) => {
-                if conn.phase != Phase::Idle {
-                    return;
-                }
-                match self.codecs_for(&caps) {
+        let now = Instant::now();
+        let step = match msg {
+            Msg::Caps(caps) => match conn.session.caps() {
+                Step::Attempt => match self.codecs_for(&caps) {
                     Ok(codecs) => {
                         conn.codecs = codecs;
                         self.set_connection_state(ConnectionState::Connecting);
-                        self.start_attempt(conn);
+                        Step::Attempt
                     }
-                    Err(e) => self.give_up(conn, e),
-                }
-            }
+                    Err(e) => conn.session.fail(e),
+                },
+                other => other,
+            },
             Msg::Answered { generation, result } => {
-                if self.generation() != generation || conn.phase != Phase::Offering {
+                if self.generation() != generation || conn.session.phase != Phase::Offering {
                     if let Ok(session) = result {
                         // Too late: the call was left meanwhile.
                         self.delete(&session.resource);
                     }
                     return;
                 }
-                let applied = result.and_then(|session| self.apply_answer(session));
+                let applied = result
+                    .and_then(|session| self.apply_answer(session))
+                    .and_then(|(codec, pt)| {
+                        self.link_answered(codec, pt).map_err(AttemptError::Fatal)
+                    });
                 match applied {
-                    Ok((codec, pt)) => self.answered(conn, codec, pt),
-                    Err(e) => self.attempt_failed(conn, e),
+                    Ok(()) => {
+                        conn.session
+                            .answered(now, self.connect_timeout(&conn.session));
+                        Step::Nothing
+                    }
+                    Err(AttemptError::Abandoned) => Step::Nothing,
+                    Err(AttemptError::Fatal(m)) => {
+                        conn.session.failed(now, m, false, self.reconnect_limit())
+                    }
+                    Err(AttemptError::Retry(m)) => {
+                        self.log_retry(&m, &conn.session, now);
+                        conn.session.failed(now, m, true, self.reconnect_limit())
+                    }
                 }
             }
             Msg::Peer { generation, state } => {
                 if self.generation() != generation {
                     return;
                 }
-                match (state, conn.phase) {
-                    (WebRTCPeerConnectionState::Connected, Phase::Connecting { .. }) => {
-                        self.connected(conn)
+                match state {
+                    WebRTCPeerConnectionState::Connected => {
+                        if let Some(away) = conn.session.connected(now) {
+                            gst::info!(
+                                CAT,
+                                imp = self,
+                                "call restored {} ms after it was lost",
+                                away.as_millis()
+                            );
+                        }
+                        if conn.session.phase == Phase::Connected {
+                            conn.pace_known = false;
+                            *self.liveness.lock().unwrap() = Some(Liveness::new(now));
+                            self.release_chain();
+                            self.set_connection_state(ConnectionState::Connected);
+                        }
+                        Step::Nothing
                     }
-                    (
-                        WebRTCPeerConnectionState::Failed
-                        | WebRTCPeerConnectionState::Disconnected
-                        | WebRTCPeerConnectionState::Closed,
-                        Phase::Connected | Phase::Connecting { .. },
-                    ) => {
+                    WebRTCPeerConnectionState::Failed
+                    | WebRTCPeerConnectionState::Disconnected
+                    | WebRTCPeerConnectionState::Closed => {
                         let nick = glib::EnumValue::from_value(&state.to_value())
                             .map(|(_, v)| v.nick().to_owned())
                             .unwrap_or_default();
-                        self.lost(conn, format!("the WebRTC connection is {nick}"));
+                        conn.session.lost(
+                            now,
+                            format!("the WebRTC connection is {nick}"),
+                            self.reconnect_limit(),
+                        )
                     }
-                    _ => (),
+                    _ => Step::Nothing,
                 }
             }
             Msg::Eos(seqnum) => {
                 conn.eos_seqnum = Some(seqnum);
-                match conn.phase {
-                    Phase::Connected => {
-                        conn.phase = Phase::Draining {
-                            deadline: Instant::now() + DRAIN_TIMEOUT,
-                        }
-                    }
-                    Phase::Ended | Phase::Draining { .. } => (),
-                    _ => self.finish(conn),
-                }
+                conn.session.eos(now)
             }
-            Msg::Drained => {
-                if matches!(conn.phase, Phase::Draining { .. }) {
-                    self.finish(conn);
-                }
-            }
+            Msg::Drained => conn.session.drained(),
             Msg::Stop => unreachable!("handled by the loop"),
-        }
+        };
+        self.carry_out(conn, step);
     }
 
     /// Time passed: check the receiver, deadlines, the backoff.
     fn tick(&self, conn: &mut Conn) {
         let now = Instant::now();
-        match conn.phase {
-            Phase::Connected => {
-                gst::trace!(
-                    CAT,
-                    imp = self,
-                    "liveness {:?}",
-                    self.liveness.lock().unwrap()
-                );
-                if !conn.pace_known
-                    && let Some(allowed) = self
-                        .liveness
-                        .lock()
-                        .unwrap()
-                        .as_ref()
-                        .filter(|l| l.learned())
-                        .map(Liveness::allowed_silence)
-                {
+        let mut silence = None;
+        if conn.session.phase == Phase::Connected {
+            let liveness = self.liveness.lock().unwrap();
+            if let Some(l) = liveness.as_ref() {
+                gst::trace!(CAT, imp = self, "liveness {l:?}");
+                if !conn.pace_known && l.learned() {
                     conn.pace_known = true;
                     gst::debug!(
                         CAT,
                         imp = self,
                         "the receiver's RTCP pace is known: silence over {} ms while sending means it is gone",
-                        allowed.as_millis()
+                        l.allowed_silence().as_millis()
                     );
                 }
-                let silence = self
-                    .liveness
-                    .lock()
-                    .unwrap()
-                    .as_ref()
-                    .and_then(|l| l.lost(now).map(|s| (s, l.allowed_silence())));
-                if let Some((silence, allowed)) = silence {
-                    self.lost(
-                        conn,
-                        format!(
-                            "no RTCP from the receiver for {} ms while sending (allowed: {} ms)",
-                            silence.as_millis(),
-                            allowed.as_millis()
-                        ),
-                    );
+                silence = l.lost(now).map(|s| (s, l.allowed_silence()));
+            }
+        }
+        if matches!(conn.session.phase, Phase::Draining { deadline } if now >= deadline) {
+            gst::debug!(CAT, imp = self, "the encoder did not drain in time");
+        }
+        let step = conn.session.tick(
+            now,
+            silence,
+            self.connect_timeout(&conn.session),
+            self.reconnect_limit(),
+        );
+        self.carry_out(conn, step);
+    }
+
+    /// Does what the session decided.
+    fn carry_out(&self, conn: &mut Conn, step: Step) {
+        match step {
+            Step::Nothing => (),
+            Step::Attempt => self.start_attempt(conn),
+            Step::Reconnect { reason } => {
+                gst::warning!(CAT, imp = self, "connection lost: {reason}");
+                *self.liveness.lock().unwrap() = None;
+                self.hold_chain();
+                self.set_connection_state(ConnectionState::Reconnecting);
+            }
+            Step::Finish => {
+                self.leave_call();
+                self.set_connection_state(ConnectionState::Closed);
+                gst::info!(CAT, imp = self, "end of stream: call left, posting EOS");
+                let mut eos = gst::message::Eos::builder().src(&*self.obj());
+                if let Some(seqnum) = conn.eos_seqnum {
+                    eos = eos.seqnum(seqnum);
                 }
+                let _ = self.obj().post_message(eos.build());
             }
-            Phase::Connecting { deadline } if now >= deadline => {
-                let msg = format!(
-                    "the WHIP server answered but the WebRTC connection (ICE, DTLS) did not come up within {} s: \
-                     the server's ICE candidates are not reachable from here (use ice-servers for a TURN server across NATs)",
-                    self.connect_timeout(conn).as_secs()
-                );
-                self.attempt_failed(conn, AttemptError::Retry(msg));
+            Step::GiveUp(msg) => {
+                self.leave_call();
+                gst::error!(CAT, imp = self, "{msg}");
+                self.fail(msg);
             }
-            Phase::Waiting { at } if now >= at => self.start_attempt(conn),
-            Phase::Draining { deadline } if now >= deadline => {
-                gst::debug!(CAT, imp = self, "the encoder did not drain in time");
-                self.finish(conn);
-            }
-            _ => (),
         }
     }
 
-    fn connect_timeout(&self, conn: &Conn) -> Duration {
+    fn log_retry(&self, reason: &str, session: &Session, now: Instant) {
+        if let Phase::Waiting { at } = session.phase {
+            gst::info!(
+                CAT,
+                imp = self,
+                "publishing again failed ({reason}); next attempt in {} ms",
+                at.saturating_duration_since(now).as_millis()
+            );
+        }
+    }
+
+    fn connect_timeout(&self, session: &Session) -> Duration {
         let configured = Duration::from_secs(self.settings.lock().unwrap().timeout.max(1) as u64);
-        if conn.was_connected {
+        if session.was_connected {
             configured.min(RETRY_CONNECT_TIMEOUT)
         } else {
             configured
@@ -368,11 +357,14 @@ impl CallSink {
     /// Starts a publishing attempt on a worker thread: the first with the webrtcbin made at
     /// start, later ones with a new webrtcbin (the old session is deleted first).
     fn start_attempt(&self, conn: &mut Conn) {
-        let retry = conn.was_connected;
+        let retry = conn.session.was_connected;
         let webrtcbin = if retry {
             match self.replace_webrtcbin() {
                 Ok(w) => w,
-                Err(e) => return self.give_up(conn, e),
+                Err(e) => {
+                    let step = conn.session.fail(e);
+                    return self.carry_out(conn, step);
+                }
             }
         } else {
             self.state.lock().unwrap().webrtcbin.clone()
@@ -383,19 +375,20 @@ impl CallSink {
             (state.client.clone(), state.resource.take(), state.ssrc)
         };
         let (Some(webrtcbin), Some(client), Some(tx)) = (webrtcbin, client, self.sender()) else {
-            return self.give_up(conn, "not started".into());
+            let step = conn.session.fail("not started".into());
+            return self.carry_out(conn, step);
         };
         let post_timeout = if retry {
-            self.connect_timeout(conn).min(RETRY_POST_TIMEOUT)
+            self.connect_timeout(&conn.session).min(RETRY_POST_TIMEOUT)
         } else {
-            self.connect_timeout(conn)
+            self.connect_timeout(&conn.session)
         };
         if retry {
             gst::info!(
                 CAT,
                 imp = self,
                 "publishing again (attempt {})",
-                conn.backoff.attempts()
+                conn.session.attempts()
             );
         }
         let job = Job {
@@ -413,8 +406,11 @@ impl CallSink {
             .name("callsink-offer".into())
             .spawn(move || work(job));
         match spawned {
-            Ok(_) => conn.phase = Phase::Offering,
-            Err(e) => self.give_up(conn, format!("cannot start publishing: {e}")),
+            Ok(_) => conn.session.offering(),
+            Err(e) => {
+                let step = conn.session.fail(format!("cannot start publishing: {e}"));
+                self.carry_out(conn, step)
+            }
         }
     }
 
@@ -469,38 +465,31 @@ impl CallSink {
         Ok((codec, pt))
     }
 
-    /// The answer of the current attempt is applied: media may flow once connected.
-    fn answered(&self, conn: &mut Conn, codec: Codec, pt: u32) {
-        let (webrtcbin, built, current) = {
+    /// Links the encoding chain (built now, for the first answer) to the current
+    /// webrtcbin, which has the answer: media may flow once connected.
+    fn link_answered(&self, codec: Codec, pt: u32) -> Result<(), String> {
+        let (webrtcbin, current, caps) = {
             let state = self.state.lock().unwrap();
             (
                 state.webrtcbin.clone(),
-                state.chain.is_some(),
                 state.chain.as_ref().map(|c| c.codec),
+                state.input_caps.clone(),
             )
         };
-        let Some(webrtcbin) = webrtcbin else {
-            return self.give_up(conn, "not started".into());
-        };
-        let linked = if !built {
-            let caps = self.state.lock().unwrap().input_caps.clone();
-            match caps {
-                Some(caps) => self.build_chain(&webrtcbin, &caps, codec, pt),
-                None => Err("no caps".into()),
+        let webrtcbin = webrtcbin.ok_or("not started")?;
+        match current {
+            None => self.build_chain(&webrtcbin, &caps.ok_or("no caps")?, codec, pt)?,
+            Some(c) if c == codec && pt == codec.payload_type() as u32 => {
+                self.relink_chain(&webrtcbin)?
             }
-        } else if current != Some(codec) || pt != codec.payload_type() as u32 {
-            Err(format!(
-                "the server now answers {} (payload type {}) instead of {} (payload type {})",
-                codec.encoding_name(),
-                pt,
-                current.map(|c| c.encoding_name()).unwrap_or("?"),
-                codec.payload_type()
-            ))
-        } else {
-            self.relink_chain(&webrtcbin)
-        };
-        if let Err(e) = linked {
-            return self.give_up(conn, e);
+            Some(c) => {
+                return Err(format!(
+                    "the server now answers {} (payload type {pt}) instead of {} (payload type {})",
+                    codec.encoding_name(),
+                    c.encoding_name(),
+                    c.payload_type()
+                ));
+            }
         }
         gst::debug!(
             CAT,
@@ -508,107 +497,11 @@ impl CallSink {
             "answer applied ({})",
             codec.encoding_name()
         );
-        conn.phase = Phase::Connecting {
-            deadline: Instant::now() + self.connect_timeout(conn),
-        };
-    }
-
-    fn connected(&self, conn: &mut Conn) {
-        let now = Instant::now();
-        conn.phase = Phase::Connected;
-        conn.was_connected = true;
-        conn.pace_known = false;
-        conn.backoff = Backoff::new();
-        if let Some(lost) = conn.lost_at.take() {
-            gst::info!(
-                CAT,
-                imp = self,
-                "call restored {} ms after it was lost",
-                now.duration_since(lost).as_millis()
-            );
-        }
-        *self.liveness.lock().unwrap() = Some(Liveness::new(now));
-        self.release_chain();
-        self.set_connection_state(ConnectionState::Connected);
-    }
-
-    /// The call was lost: hold the media and try again, within `reconnect-timeout`.
-    fn lost(&self, conn: &mut Conn, reason: String) {
-        let now = Instant::now();
-        gst::warning!(CAT, imp = self, "connection lost: {reason}");
-        *self.liveness.lock().unwrap() = None;
-        self.hold_chain();
-        let lost_at = *conn.lost_at.get_or_insert(now);
-        if !self.reconnect_limit().allows(lost_at, now) {
-            return self.give_up(
-                conn,
-                format!(
-                    "the connection to the call was lost ({reason}) and reconnect-timeout is 0"
-                ),
-            );
-        }
-        if !conn.was_connected {
-            // Never connected: this was the first attempt, which fails the element.
-            return self.give_up(conn, reason);
-        }
-        self.set_connection_state(ConnectionState::Reconnecting);
-        conn.phase = Phase::Waiting {
-            at: now + conn.backoff.next_delay(),
-        };
-    }
-
-    fn attempt_failed(&self, conn: &mut Conn, e: AttemptError) {
-        let now = Instant::now();
-        match e {
-            AttemptError::Abandoned => (),
-            AttemptError::Fatal(m) => self.give_up(conn, m),
-            AttemptError::Retry(m) if !conn.was_connected => self.give_up(conn, m),
-            AttemptError::Retry(m) => {
-                let lost_at = *conn.lost_at.get_or_insert(now);
-                if !self.reconnect_limit().allows(lost_at, now) {
-                    return self.give_up(
-                        conn,
-                        format!(
-                            "the connection to the call was lost and could not be restored within reconnect-timeout ({} attempts): {m}",
-                            conn.backoff.attempts()
-                        ),
-                    );
-                }
-                let delay = conn.backoff.next_delay();
-                gst::info!(
-                    CAT,
-                    imp = self,
-                    "publishing again failed ({m}); next attempt in {} ms",
-                    delay.as_millis()
-                );
-                conn.phase = Phase::Waiting { at: now + delay };
-            }
-        }
+        Ok(())
     }
 
     fn reconnect_limit(&self) -> ReconnectLimit {
         ReconnectLimit::from_seconds(self.settings.lock().unwrap().reconnect_timeout)
-    }
-
-    /// End of stream handled: leave the call and let the pipeline finish.
-    fn finish(&self, conn: &mut Conn) {
-        conn.phase = Phase::Ended;
-        self.leave_call();
-        self.set_connection_state(ConnectionState::Closed);
-        gst::info!(CAT, imp = self, "end of stream: call left, posting EOS");
-        let mut eos = gst::message::Eos::builder().src(&*self.obj());
-        if let Some(seqnum) = conn.eos_seqnum {
-            eos = eos.seqnum(seqnum);
-        }
-        let _ = self.obj().post_message(eos.build());
-    }
-
-    /// Fails the element with `msg` after leaving the call.
-    fn give_up(&self, conn: &mut Conn, msg: String) {
-        conn.phase = Phase::Ended;
-        self.leave_call();
-        gst::error!(CAT, imp = self, "{msg}");
-        self.fail(msg);
     }
 
     /// Ends the WHIP session, if there is one, within LEAVE_TIMEOUT; any attempt still
@@ -740,16 +633,13 @@ impl CallSink {
 /// The supervisor's loop. See the module documentation.
 fn supervise(weak: glib::WeakRef<super::CallSink>, rx: mpsc::Receiver<Msg>) {
     let mut conn = Conn {
-        phase: Phase::Idle,
+        session: Session::default(),
         codecs: vec![],
-        backoff: Backoff::new(),
-        lost_at: None,
-        was_connected: false,
         eos_seqnum: None,
         pace_known: false,
     };
     loop {
-        let msg = match conn.wait(Instant::now()) {
+        let msg = match conn.session.wait(Instant::now()) {
             Some(d) => rx.recv_timeout(d),
             None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
         };
@@ -757,7 +647,7 @@ fn supervise(weak: glib::WeakRef<super::CallSink>, rx: mpsc::Receiver<Msg>) {
         let imp = obj.imp();
         match msg {
             Ok(Msg::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                if conn.phase != Phase::Ended {
+                if conn.session.phase != Phase::Ended {
                     imp.leave_call();
                 }
                 imp.next_generation();

@@ -16,6 +16,7 @@ mod connection;
 mod imp;
 pub mod liveness;
 mod net;
+mod session;
 mod stats;
 pub mod whip;
 
