@@ -131,17 +131,12 @@ impl Session {
             self.phase = Phase::Ended;
             return Step::GiveUp(reason);
         }
-        let lost_at = *self.lost_at.get_or_insert(now);
-        if !limit.allows(lost_at, now) {
-            self.phase = Phase::Ended;
-            return Step::GiveUp(format!(
+        match self.next_attempt(now, limit) {
+            Some(_) => Step::GiveUp(format!(
                 "the connection to the call was lost ({reason}) and reconnect-timeout is 0"
-            ));
+            )),
+            None => Step::Reconnect { reason },
         }
-        self.phase = Phase::Waiting {
-            at: now + self.backoff.next_delay(),
-        };
-        Step::Reconnect { reason }
     }
 
     /// An attempt failed: `retry` false when asking again cannot help.
@@ -156,18 +151,26 @@ impl Session {
             self.phase = Phase::Ended;
             return Step::GiveUp(reason);
         }
+        match self.next_attempt(now, limit) {
+            Some(attempts) => Step::GiveUp(format!(
+                "the connection to the call was lost and could not be restored within reconnect-timeout ({attempts} attempts): {reason}"
+            )),
+            None => Step::Nothing,
+        }
+    }
+
+    /// Schedules the next attempt after the backoff, if `limit` allows one since the call
+    /// was lost; otherwise ends the session and returns the attempts made.
+    fn next_attempt(&mut self, now: Instant, limit: ReconnectLimit) -> Option<u32> {
         let lost_at = *self.lost_at.get_or_insert(now);
         if !limit.allows(lost_at, now) {
             self.phase = Phase::Ended;
-            return Step::GiveUp(format!(
-                "the connection to the call was lost and could not be restored within reconnect-timeout ({} attempts): {reason}",
-                self.backoff.attempts()
-            ));
+            return Some(self.backoff.attempts());
         }
         self.phase = Phase::Waiting {
             at: now + self.backoff.next_delay(),
         };
-        Step::Nothing
+        None
     }
 
     /// EOS reached the sink.
