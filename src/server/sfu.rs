@@ -319,17 +319,10 @@ pub struct Sfu {
     sessions: HashMap<u64, Session>,
     by_source: HashMap<SocketAddr, u64>,
     next_key: u64,
-    id_seed: u64,
 }
 
 impl Sfu {
     pub fn new(config: SfuConfig) -> Sfu {
-        let id_seed = {
-            use std::hash::{BuildHasher, Hasher};
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(std::process::id() as u64);
-            h.finish()
-        };
         let cert = str0m::crypto::from_feature_flags()
             .dtls_provider
             .generate_certificate();
@@ -339,7 +332,6 @@ impl Sfu {
             sessions: HashMap::new(),
             by_source: HashMap::new(),
             next_key: 1,
-            id_seed,
         }
     }
 
@@ -369,14 +361,17 @@ impl Sfu {
         rtc
     }
 
+    /// A key for a new session and its resource id: 128 random bits from the kernel, so
+    /// that one id tells nothing about any other.
     fn new_session_key(&mut self) -> (u64, String) {
         let key = self.next_key;
         self.next_key += 1;
-        let id = format!(
-            "{:016x}",
-            (key.wrapping_mul(0x9e37_79b9_7f4a_7c15)) ^ self.id_seed
-        );
-        (key, id)
+        loop {
+            let id = format!("{:016x}{:016x}", crate::random::u64(), crate::random::u64());
+            if !self.sessions.values().any(|s| s.id == id) {
+                return (key, id);
+            }
+        }
     }
 
     fn accept(&self, rtc: &mut Rtc, offer: &str) -> Result<String, SfuError> {
