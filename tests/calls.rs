@@ -49,9 +49,11 @@ fn every_publisher_kind_holds_a_long_call_watched_by_every_viewer_kind() {
 
     let callsink = Launched::new(&format!(
         "customvideosrc producer=\"videotestsrc is-live=true pattern=solid-color foreground-color={:#010x}\" \
-         framerate=30/1 width=320 height=240 ! callsink server={} channel={CHANNEL} uid=callsink",
+         framerate=30/1 width=320 height=240 ! callsink server={} channel={CHANNEL} uid=callsink \
+         token={}",
         argb(KINDS[0].1),
-        server.url()
+        server.url(),
+        common::PUBLISH_TOKEN
     ))
     .play();
     let whipclientsink = Publisher::whipclientsink(&whip("whipclientsink"), argb(KINDS[1].1));

@@ -22,6 +22,8 @@ fn server() -> CallServer {
     CallServer::start(ServerConfig {
         port: 0,
         rejoin_grace: GRACE,
+        // The test publisher page is opened from a file.
+        allow_origins: vec!["file://".into()],
         ..Default::default()
     })
     .expect("server starts")
@@ -129,4 +131,60 @@ fn browser_publisher_reaches_the_server_and_other_viewers() {
     let viewer = Browser::start();
     viewer.open(&server.viewer_url("live"));
     viewer_colour(&viewer, "canvas", [0, 255, 0]);
+}
+
+#[test]
+fn the_viewer_page_asks_for_the_view_token_or_takes_it_from_the_url() {
+    if !netns::enter("the_viewer_page_asks_for_the_view_token_or_takes_it_from_the_url") {
+        return;
+    }
+    common::init();
+    let server = CallServer::start(ServerConfig {
+        port: 0,
+        view_token: Some("look".into()),
+        ..Default::default()
+    })
+    .expect("server starts");
+    let _green = publish(&format!(
+        "customvideosrc producer=\"videotestsrc is-live=true pattern=solid-color foreground-color=0xff00ff00\" framerate=30/1 width=320 height=240 ! callsink server={} channel=room uid=green",
+        server.url()
+    ));
+    // From the URL fragment, which is then taken out of the address bar.
+    let browser = Browser::start();
+    browser.open(&format!("{}#token=look", server.viewer_url("room")));
+    viewer_colour(&browser, "green", [0, 255, 0]);
+    assert_eq!(browser.eval("return location.hash"), json!(""));
+
+    // Without it the page asks; a wrong token is asked for again.
+    let asking = Browser::start();
+    asking.open(&server.viewer_url("room"));
+    let type_token = |token: &str| {
+        let form = asking.wait(
+            "const f = document.querySelector('form#token'); return f ? f.innerText : null",
+            10 * SEC,
+        );
+        assert!(
+            form.as_str().is_some_and(|t| t.contains("View token")),
+            "{form}"
+        );
+        asking.eval(&format!(
+            "const f = document.querySelector('form#token'); \
+             f.querySelector('input').value = '{token}'; f.requestSubmit(); return true"
+        ));
+    };
+    type_token("wrong");
+    let reason = asking.wait(
+        "const f = document.querySelector('form#token'); return f ? f.innerText : null",
+        10 * SEC,
+    );
+    assert!(
+        reason.as_str().is_some_and(|t| t.contains("not valid")),
+        "the page says why: {reason}"
+    );
+    assert_eq!(
+        asking.eval("return Object.keys(window.viewerState.publishers).length"),
+        json!(0)
+    );
+    type_token("look");
+    viewer_colour(&asking, "green", [0, 255, 0]);
 }

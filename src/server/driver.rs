@@ -4,24 +4,26 @@
 //! look at the channel at once instead of at the next timeout.
 
 use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use str0m::net::{Protocol, Receive};
 use tokio::sync::oneshot;
 
 use super::CAT;
-use super::sfu::{ChannelInfo, Created, Sfu, SfuError};
+use super::sfu::{ChannelInfo, Created, ResourceInfo, Sfu, SfuError, panic_message};
 
 /// A request from the HTTP side.
 pub enum Command {
     Publish {
+        client: IpAddr,
         channel: String,
         uid: Option<String>,
         offer: String,
         reply: oneshot::Sender<Result<Created, SfuError>>,
     },
     Subscribe {
+        client: IpAddr,
         channel: String,
         uid: String,
         offer: String,
@@ -35,6 +37,10 @@ pub enum Command {
     Leave {
         id: String,
         reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Resource {
+        id: String,
+        reply: oneshot::Sender<Result<ResourceInfo, SfuError>>,
     },
     Channels {
         reply: oneshot::Sender<Vec<ChannelInfo>>,
@@ -107,19 +113,38 @@ fn run(socket: UdpSocket, mut sfu: Sfu, commands: mpsc::Receiver<Command>, waker
                     gst::info!(CAT, "media loop stopping");
                     return;
                 }
-                Ok(cmd) => handle(&mut sfu, now, cmd),
+                Ok(cmd) => {
+                    // A request that makes the server fail is refused (its reply is
+                    // dropped); the other calls go on.
+                    if let Err(panic) =
+                        catch_unwind(AssertUnwindSafe(|| handle(&mut sfu, now, cmd)))
+                    {
+                        gst::error!(CAT, "a request failed: {}", panic_message(&*panic));
+                    }
+                }
                 Err(mpsc::TryRecvError::Empty) => break,
             }
         }
-        // Time only moves the sessions forward when one of them asked for it.
-        if now >= next_timeout {
-            sfu.timeout(now);
-        }
-        let next = sfu.poll(now, &mut |_, dst, bytes| {
-            if let Err(e) = socket.send_to(bytes, dst) {
-                gst::debug!(CAT, "send to {dst} failed: {e}");
+        // Each session's processing is guarded on its own (a session that fails is dropped);
+        // this is the last resort for the rest, which keeps the loop and every call alive.
+        let stepped = catch_unwind(AssertUnwindSafe(|| {
+            // Time only moves the sessions forward when one of them asked for it.
+            if now >= next_timeout {
+                sfu.timeout(now);
             }
-        });
+            sfu.poll(now, &mut |_, dst, bytes| {
+                if let Err(e) = socket.send_to(bytes, dst) {
+                    gst::debug!(CAT, "send to {dst} failed: {e}");
+                }
+            })
+        }));
+        let next = match stepped {
+            Ok(next) => next,
+            Err(panic) => {
+                gst::error!(CAT, "the media loop failed: {}", panic_message(&*panic));
+                now + Duration::from_millis(10)
+            }
+        };
         next_timeout = next;
         let wait = next
             .saturating_duration_since(Instant::now())
@@ -131,18 +156,18 @@ fn run(socket: UdpSocket, mut sfu: Sfu, commands: mpsc::Receiver<Command>, waker
                 if source == waker {
                     continue;
                 }
-                let Ok(contents) = buf[..n].try_into() else {
-                    gst::trace!(CAT, "unrecognised datagram from {source}");
-                    continue;
-                };
-                let r = Receive {
-                    proto: Protocol::Udp,
-                    source,
-                    destination: local,
-                    contents,
-                };
-                if !sfu.receive(Instant::now(), r) {
-                    gst::trace!(CAT, "no peer takes a datagram from {source}");
+                let datagram = &buf[..n];
+                let taken = catch_unwind(AssertUnwindSafe(|| {
+                    sfu.receive(Instant::now(), source, local, datagram)
+                }));
+                match taken {
+                    Ok(true) => (),
+                    Ok(false) => gst::trace!(CAT, "no peer takes a datagram from {source}"),
+                    Err(panic) => gst::error!(
+                        CAT,
+                        "a datagram from {source} made the server fail: {}",
+                        panic_message(&*panic)
+                    ),
                 }
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => (),
@@ -154,20 +179,22 @@ fn run(socket: UdpSocket, mut sfu: Sfu, commands: mpsc::Receiver<Command>, waker
 fn handle(sfu: &mut Sfu, now: Instant, cmd: Command) {
     match cmd {
         Command::Publish {
+            client,
             channel,
             uid,
             offer,
             reply,
         } => {
-            let _ = reply.send(sfu.publish(now, &channel, uid.as_deref(), &offer));
+            let _ = reply.send(sfu.publish(now, client, &channel, uid.as_deref(), &offer));
         }
         Command::Subscribe {
+            client,
             channel,
             uid,
             offer,
             reply,
         } => {
-            let _ = reply.send(sfu.subscribe(now, &channel, &uid, &offer));
+            let _ = reply.send(sfu.subscribe(now, client, &channel, &uid, &offer));
         }
         Command::Trickle {
             id,
@@ -178,6 +205,9 @@ fn handle(sfu: &mut Sfu, now: Instant, cmd: Command) {
         }
         Command::Leave { id, reply } => {
             let _ = reply.send(sfu.leave(&id, now));
+        }
+        Command::Resource { id, reply } => {
+            let _ = reply.send(sfu.resource(&id));
         }
         Command::Channels { reply } => {
             let _ = reply.send(sfu.channels(now));

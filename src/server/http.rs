@@ -8,25 +8,67 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::collections::HashMap;
-use tokio::sync::oneshot;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, oneshot};
 
-use super::CAT;
 use super::driver::{Command, DriverHandle};
+use super::guard::{self, FailureLimit, Need, Origin, Origins, Refusal, Tokens};
 use super::sdp::MAX_SDP_BYTES;
 use super::sfu::{Created, SfuError};
+use super::{CAT, ServerConfig};
 
 const VIEWER_PAGE: &str = include_str!("viewer.html");
+/// Longest channel name or uid, in bytes.
+const MAX_NAME_BYTES: usize = 128;
+/// Addresses whose failed authentications are tracked at once.
+const TRACKED_ADDRESSES: usize = 65536;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub driver: DriverHandle,
-    pub token: Option<String>,
+    driver: DriverHandle,
+    tokens: Arc<Tokens>,
+    origins: Arc<Origins>,
+    failures: Arc<Mutex<FailureLimit>>,
+    /// One permit per offer being processed.
+    offers: Arc<Semaphore>,
+    max_offers: usize,
+    request_timeout: Duration,
+}
+
+impl AppState {
+    pub fn new(driver: DriverHandle, config: &ServerConfig) -> AppState {
+        AppState {
+            driver,
+            tokens: Arc::new(Tokens {
+                publish: config.token.clone(),
+                view: config.view_token.clone(),
+            }),
+            origins: Arc::new(Origins {
+                allowed: config.allow_origins.clone(),
+                loopback: config.bind.is_loopback(),
+            }),
+            failures: Arc::new(Mutex::new(FailureLimit::new(
+                config.limits.auth_failures,
+                Duration::from_secs(60),
+                TRACKED_ADDRESSES,
+            ))),
+            offers: Arc::new(Semaphore::new(config.limits.pending_offers)),
+            max_offers: config.limits.pending_offers,
+            request_timeout: config.limits.request_timeout,
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, FailureLimit> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -38,14 +80,15 @@ pub fn router(state: AppState) -> Router {
         .route("/whep/{channel}/{uid}", post(subscribe).fallback(only_post))
         .route(
             "/resource/{id}",
-            axum::routing::patch(trickle)
+            get(resource)
+                .patch(trickle)
                 .delete(leave)
-                .fallback(only_patch_delete),
+                .fallback(only_get_patch_delete),
         )
         .route("/{channel}", get(viewer).fallback(only_get))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(4 * MAX_SDP_BYTES))
-        .layer(middleware::from_fn(cors))
+        .layer(middleware::from_fn_with_state(state.clone(), gate))
         .with_state(state)
 }
 
@@ -58,36 +101,105 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// `text` with a `Retry-After` of `after`, rounded up to whole seconds.
+fn retry_after(status: StatusCode, msg: impl Into<String>, after: Duration) -> Response {
+    let mut r = text(status, msg);
+    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    r
+}
+
 fn sfu_error(e: SfuError) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
     gst::info!(CAT, "request refused: {status} {e}");
-    text(status, e.to_string())
+    match e {
+        SfuError::Busy(_) | SfuError::TooMany(_) => {
+            retry_after(status, e.to_string(), Duration::from_secs(2))
+        }
+        e => text(status, e.to_string()),
+    }
 }
 
-/// CORS for browser WHIP/WHEP clients and the API; answers preflight requests.
-async fn cors(req: Request, next: Next) -> Response {
+fn refusal(r: Refusal) -> Response {
+    match r {
+        Refusal::Unauthorized(msg) => {
+            let mut r = text(StatusCode::UNAUTHORIZED, msg);
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"callserver\""),
+            );
+            r
+        }
+        Refusal::Forbidden(msg) => text(StatusCode::FORBIDDEN, msg),
+        Refusal::TooMany(left) => retry_after(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many failed authentications from this address: try again in {} s",
+                left.as_secs().max(1)
+            ),
+            left,
+        ),
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| v.to_str().unwrap_or("(not text)").to_owned())
+}
+
+/// Every request passes here first: the origin and host checks, CORS for the allowed
+/// origins, and the time limit of the whole request (a body sent too slowly ends in 408).
+async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (origin, host) = (
+        header_text(req.headers(), header::ORIGIN),
+        header_text(req.headers(), header::HOST),
+    );
+    let origin = match state.origins.check(origin.as_deref(), host.as_deref()) {
+        Ok(o) => o,
+        Err(r) => {
+            gst::info!(CAT, "request refused: {r:?}");
+            return refusal(r);
+        }
+    };
     let mut res = if req.method() == Method::OPTIONS {
         let mut r = StatusCode::NO_CONTENT.into_response();
         r.headers_mut()
             .insert("accept-post", HeaderValue::from_static("application/sdp"));
         r
     } else {
-        next.run(req).await
+        let limit = state.request_timeout;
+        match tokio::time::timeout(limit, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => text(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request took longer than {} s (its body came too slowly)",
+                    limit.as_secs_f32()
+                ),
+            ),
+        }
     };
-    let h = res.headers_mut();
-    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
-    h.insert(
-        "access-control-allow-methods",
-        HeaderValue::from_static("GET, POST, PATCH, DELETE, OPTIONS"),
-    );
-    h.insert(
-        "access-control-allow-headers",
-        HeaderValue::from_static("Authorization, Content-Type, If-Match"),
-    );
-    h.insert(
-        "access-control-expose-headers",
-        HeaderValue::from_static("Location, Link, ETag, Accept-Patch"),
-    );
+    if let Origin::Allowed(o) = origin
+        && let Ok(o) = HeaderValue::from_str(&o)
+    {
+        let h = res.headers_mut();
+        h.insert("access-control-allow-origin", o);
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        h.insert(
+            "access-control-allow-methods",
+            HeaderValue::from_static("GET, POST, PATCH, DELETE, OPTIONS"),
+        );
+        h.insert(
+            "access-control-allow-headers",
+            HeaderValue::from_static("Authorization, Content-Type, If-Match"),
+        );
+        h.insert(
+            "access-control-expose-headers",
+            HeaderValue::from_static("Location, Link, ETag, Accept-Patch"),
+        );
+    }
     res
 }
 
@@ -102,36 +214,68 @@ async fn ask<T>(
             "the server is stopping",
         ));
     }
-    rx.await
-        .map_err(|_| text(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"))
+    rx.await.map_err(|_| {
+        text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the server failed on this request (see its log)",
+        )
+    })
 }
 
-fn check_token(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(token) = &state.token else {
-        return Ok(());
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(t) if t == token => Ok(()),
-        Some(_) => Err(unauthorized(
-            "the bearer token is not valid for this server",
-        )),
-        None => Err(unauthorized(
-            "publishing needs an Authorization: Bearer <token> header",
-        )),
+/// Lets the request through when `client` may do `need`; a refused token counts as a
+/// failed authentication of the client.
+fn authorize(
+    state: &AppState,
+    client: IpAddr,
+    headers: &HeaderMap,
+    need: Need,
+) -> Result<(), Response> {
+    let now = Instant::now();
+    let mut failures = state.failures();
+    failures.check(client, now).map_err(refusal)?;
+    let given = guard::bearer(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
+    state.tokens.check(need, given).map_err(|r| {
+        failures.fail(client, now);
+        gst::info!(CAT, "{client} refused: {r:?}");
+        refusal(r)
+    })
+}
+
+/// The answer about a session resource: an unknown id counts as a failed authentication
+/// (someone guessing ids).
+fn about_resource<T>(
+    state: &AppState,
+    client: IpAddr,
+    result: Result<T, SfuError>,
+    ok: impl FnOnce(T) -> Response,
+) -> Response {
+    match result {
+        Ok(v) => ok(v),
+        Err(e @ SfuError::NotFound(_)) => {
+            state.failures().fail(client, Instant::now());
+            sfu_error(e)
+        }
+        Err(e) => sfu_error(e),
     }
 }
 
-fn unauthorized(msg: &str) -> Response {
-    let mut r = text(StatusCode::UNAUTHORIZED, msg);
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"callserver\""),
-    );
-    r
+/// A channel name or uid from the path or query: 1 to MAX_NAME_BYTES bytes, no control
+/// characters.
+fn check_name(what: &str, name: &str) -> Result<(), Response> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "a {what} is 1 to {MAX_NAME_BYTES} bytes without control characters (got {} bytes)",
+                name.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The SDP body of a POST, or the error answer.
@@ -191,12 +335,20 @@ fn created(headers: &HeaderMap, c: Created) -> Response {
 
 async fn publish(
     State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(channel): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check_token(&state, &headers) {
+    let client = client.ip();
+    if let Err(r) = authorize(&state, client, &headers, Need::Publish)
+        .and_then(|()| check_name("channel name", &channel))
+        .and_then(|()| match query.get("uid") {
+            Some(uid) if !uid.is_empty() => check_name("uid", uid),
+            _ => Ok(()),
+        })
+    {
         return r;
     }
     let offer = match sdp_body(&headers, &body) {
@@ -205,6 +357,7 @@ async fn publish(
     };
     let uid = query.get("uid").cloned();
     answer(&state, &headers, |reply| Command::Publish {
+        client,
         channel,
         uid,
         offer,
@@ -219,6 +372,16 @@ async fn answer(
     headers: &HeaderMap,
     command: impl FnOnce(oneshot::Sender<Result<Created, SfuError>>) -> Command,
 ) -> Response {
+    let Ok(_permit) = state.offers.try_acquire() else {
+        return retry_after(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the server is processing {} offers, its limit (--max-pending-offers)",
+                state.max_offers
+            ),
+            Duration::from_secs(1),
+        );
+    };
     match ask(state, command).await {
         Ok(Ok(c)) => created(headers, c),
         Ok(Err(e)) => sfu_error(e),
@@ -228,15 +391,24 @@ async fn answer(
 
 async fn subscribe(
     State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path((channel, uid)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let client = client.ip();
+    if let Err(r) = authorize(&state, client, &headers, Need::View)
+        .and_then(|()| check_name("channel name", &channel))
+        .and_then(|()| check_name("uid", &uid))
+    {
+        return r;
+    }
     let offer = match sdp_body(&headers, &body) {
         Ok(o) => o,
         Err(r) => return r,
     };
     answer(&state, &headers, |reply| Command::Subscribe {
+        client,
         channel,
         uid,
         offer,
@@ -245,12 +417,25 @@ async fn subscribe(
     .await
 }
 
+/// Refuses a client that failed to authenticate too often, before it tries another id.
+fn not_refused(state: &AppState, client: IpAddr) -> Result<(), Response> {
+    state
+        .failures()
+        .check(client, Instant::now())
+        .map_err(refusal)
+}
+
 async fn trickle(
     State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let client = client.ip();
+    if let Err(r) = not_refused(&state, client) {
+        return r;
+    }
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -261,7 +446,21 @@ async fn trickle(
             "PATCH bodies must be application/trickle-ice-sdpfrag",
         );
     }
-    let fragment = String::from_utf8_lossy(&body).into_owned();
+    if body.len() > MAX_SDP_BYTES {
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a trickle fragment of {} bytes is larger than the {MAX_SDP_BYTES} bytes accepted",
+                body.len()
+            ),
+        );
+    }
+    let Ok(fragment) = String::from_utf8(body.to_vec()) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "malformed trickle fragment: not UTF-8 text",
+        );
+    };
     match ask(&state, |reply| Command::Trickle {
         id,
         fragment,
@@ -269,28 +468,69 @@ async fn trickle(
     })
     .await
     {
-        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Err(e)) => sfu_error(e),
+        Ok(r) => about_resource(&state, client, r, |()| {
+            StatusCode::NO_CONTENT.into_response()
+        }),
         Err(r) => r,
     }
 }
 
-async fn leave(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+async fn leave(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Response {
+    let client = client.ip();
+    if let Err(r) = not_refused(&state, client) {
+        return r;
+    }
     match ask(&state, |reply| Command::Leave { id, reply }).await {
-        Ok(Ok(())) => text(StatusCode::OK, "session ended"),
-        Ok(Err(e)) => sfu_error(e),
+        Ok(r) => about_resource(&state, client, r, |()| {
+            text(StatusCode::OK, "session ended")
+        }),
         Err(r) => r,
     }
 }
 
-async fn channels(State(state): State<AppState>) -> Response {
+/// The state of a session, for its holder (the viewer page follows its subscriptions so).
+async fn resource(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Response {
+    let client = client.ip();
+    if let Err(r) = not_refused(&state, client) {
+        return r;
+    }
+    match ask(&state, |reply| Command::Resource { id, reply }).await {
+        Ok(r) => about_resource(&state, client, r, |info| axum_json(&info)),
+        Err(r) => r,
+    }
+}
+
+async fn channels(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&state, client.ip(), &headers, Need::View) {
+        return r;
+    }
     match ask(&state, |reply| Command::Channels { reply }).await {
         Ok(c) => axum_json(&serde_json::json!({ "channels": c })),
         Err(r) => r,
     }
 }
 
-async fn channel(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+async fn channel(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&state, client.ip(), &headers, Need::View) {
+        return r;
+    }
     match ask(&state, |reply| Command::Channels { reply }).await {
         Ok(c) => match c.into_iter().find(|c| c.name == name) {
             Some(c) => axum_json(&c),
@@ -348,6 +588,6 @@ async fn only_post(method: Method, uri: axum::http::Uri) -> Response {
     not_allowed(&method, &uri, "POST")
 }
 
-async fn only_patch_delete(method: Method, uri: axum::http::Uri) -> Response {
-    not_allowed(&method, &uri, "PATCH, DELETE")
+async fn only_get_patch_delete(method: Method, uri: axum::http::Uri) -> Response {
+    not_allowed(&method, &uri, "GET, PATCH, DELETE")
 }

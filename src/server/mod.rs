@@ -12,11 +12,14 @@ use std::time::Duration;
 
 pub mod bitstream;
 mod driver;
+mod guard;
 mod http;
+mod listener;
 pub mod sdp;
 pub mod sfu;
+pub mod stun;
 
-pub use sfu::{ChannelInfo, PublisherInfo, SubscriberInfo};
+pub use sfu::{ChannelInfo, PublisherInfo, ResourceInfo, SubscriberInfo};
 
 pub(crate) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -37,6 +40,13 @@ pub struct ServerConfig {
     pub media_port: Option<u16>,
     /// Bearer token required to publish, if any.
     pub token: Option<String>,
+    /// Bearer token required to watch (WHEP, the API and what the viewer page shows), if
+    /// any. The publish token also watches.
+    pub view_token: Option<String>,
+    /// Browser origins allowed to call the server from their pages (CORS), e.g.
+    /// `https://app.example.com`, or `null` for pages opened from files. The viewer page is
+    /// same-origin and needs none. Refused on a non-loopback address without a `token`.
+    pub allow_origins: Vec<String>,
     /// Addresses advertised as ICE host candidates; empty: derived from `bind`.
     pub candidates: Vec<IpAddr>,
     /// A peer from which nothing arrives for this long (healthy peers answer the server's
@@ -45,6 +55,55 @@ pub struct ServerConfig {
     /// How long the subscribers of a publisher that went away wait for a publisher with the
     /// same uid, which they then continue with. Default 30 s.
     pub rejoin_grace: Duration,
+    /// How much the server takes on.
+    pub limits: Limits,
+}
+
+/// How much a call server takes on. A request over a server-wide limit is answered
+/// `503 Service Unavailable`, over a per-client limit `429 Too Many Requests`, both with
+/// `Retry-After` and the limit named.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Sessions (publishers and subscribers) in total. Default 1000.
+    pub sessions: usize,
+    /// Channels. Default 100.
+    pub channels: usize,
+    /// Publishers in one channel. Default 16.
+    pub publishers_per_channel: usize,
+    /// Subscribers of one publisher. Default 500.
+    pub subscribers_per_publisher: usize,
+    /// Sessions made from one client address that have not connected yet. Default 50.
+    pub connecting_per_address: usize,
+    /// Offers (WHIP and WHEP) being processed at once. Default 64.
+    pub pending_offers: usize,
+    /// Open HTTP connections in total (at most half the process's file descriptor limit).
+    /// Default 1024.
+    pub connections: usize,
+    /// Open HTTP connections from one client address. Default 128.
+    pub connections_per_address: usize,
+    /// Time for a whole HTTP request, body included, and for a request head to arrive on an
+    /// open connection (an idle connection is closed after it). Default 10 s.
+    pub request_timeout: Duration,
+    /// Failed authentications (refused tokens, unknown resource ids) from one address in a
+    /// minute before it is refused until the minute is over. Default 10.
+    pub auth_failures: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            sessions: 1000,
+            channels: 100,
+            publishers_per_channel: 16,
+            subscribers_per_publisher: 500,
+            connecting_per_address: 50,
+            pending_offers: 64,
+            connections: 1024,
+            connections_per_address: 128,
+            request_timeout: Duration::from_secs(10),
+            auth_failures: 10,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -54,9 +113,12 @@ impl Default for ServerConfig {
             port: 8080,
             media_port: None,
             token: None,
+            view_token: None,
+            allow_origins: vec![],
             candidates: vec![],
             peer_timeout: sfu::DEFAULT_PEER_TIMEOUT,
             rejoin_grace: sfu::DEFAULT_REJOIN_GRACE,
+            limits: Limits::default(),
         }
     }
 }
@@ -71,8 +133,24 @@ pub struct CallServer {
 }
 
 impl CallServer {
-    /// Binds the ports and starts serving. Fails if a port is taken.
-    pub fn start(config: ServerConfig) -> std::io::Result<CallServer> {
+    /// Binds the ports and starts serving. Fails if a port is taken or the configuration
+    /// would open the server to any web page.
+    pub fn start(mut config: ServerConfig) -> std::io::Result<CallServer> {
+        config.token = config.token.filter(|t| !t.is_empty());
+        config.view_token = config.view_token.filter(|t| !t.is_empty());
+        if !config.allow_origins.is_empty() && !config.bind.is_loopback() && config.token.is_none()
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "allowing cross-origin pages ({}) on {}, which is not a loopback address, \
+                     needs a publish token (--token): any page on the network could publish \
+                     otherwise",
+                    config.allow_origins.join(", "),
+                    config.bind
+                ),
+            ));
+        }
         let tcp = TcpListener::bind(SocketAddr::new(config.bind, config.port))?;
         let http_addr = tcp.local_addr()?;
         let media_port = config.media_port.unwrap_or(http_addr.port());
@@ -92,14 +170,17 @@ impl CallServer {
             candidates,
             peer_timeout: config.peer_timeout,
             rejoin_grace: config.rejoin_grace,
+            limits: config.limits.clone(),
         });
         let (driver, media_thread) = driver::spawn(udp, sfu)?;
 
         tcp.set_nonblocking(true)?;
-        let app = http::router(http::AppState {
-            driver: driver.clone(),
-            token: config.token.clone(),
-        });
+        let limits = listener::ConnectionLimits {
+            total: config.limits.connections.min(descriptor_budget()),
+            per_address: config.limits.connections_per_address,
+            head_timeout: config.limits.request_timeout,
+        };
+        let app = http::router(http::AppState::new(driver.clone(), &config));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let http_thread = std::thread::Builder::new()
             .name("callserver-http".into())
@@ -122,12 +203,7 @@ impl CallServer {
                             return;
                         }
                     };
-                    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                        let _ = rx.await;
-                    });
-                    if let Err(e) = serve.await {
-                        gst::error!(CAT, "HTTP server failed: {e}");
-                    }
+                    listener::serve(listener, app, limits, rx).await;
                 });
             })?;
         gst::info!(
@@ -231,6 +307,31 @@ fn candidate_addresses(config: &ServerConfig, port: u16) -> Vec<SocketAddr> {
     ips.into_iter()
         .map(|ip| SocketAddr::new(ip, port))
         .collect()
+}
+
+/// How many HTTP connections the process can take: half its file descriptor limit, raised
+/// to the hard limit first (the soft default, often 1024, is low for a server).
+fn descriptor_budget() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 512;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    usize::try_from(limit.rlim_cur / 2).unwrap_or(usize::MAX)
 }
 
 /// Socket buffers for the one media port every peer shares: with the defaults (about 200 KB,

@@ -25,17 +25,20 @@
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid};
-use str0m::net::Receive;
+use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use super::CAT;
+use super::Limits;
 use super::bitstream;
 use super::sdp::{self, OfferError};
+use super::stun;
 use crate::codec::Codec as VideoCodec;
 use crate::rate::Rate;
 
@@ -59,6 +62,10 @@ pub enum SfuError {
     NotAcceptable(String),
     BadRequest(String),
     NotImplemented(String),
+    /// A server-wide limit is reached (503): try again later.
+    Busy(String),
+    /// A limit for one client is reached (429): try again later.
+    TooMany(String),
 }
 
 impl SfuError {
@@ -69,6 +76,8 @@ impl SfuError {
             SfuError::NotAcceptable(_) => 406,
             SfuError::BadRequest(_) => 400,
             SfuError::NotImplemented(_) => 501,
+            SfuError::Busy(_) => 503,
+            SfuError::TooMany(_) => 429,
         }
     }
 }
@@ -80,7 +89,9 @@ impl fmt::Display for SfuError {
             SfuError::NotFound(s)
             | SfuError::NotAcceptable(s)
             | SfuError::BadRequest(s)
-            | SfuError::NotImplemented(s) => f.write_str(s),
+            | SfuError::NotImplemented(s)
+            | SfuError::Busy(s)
+            | SfuError::TooMany(s) => f.write_str(s),
         }
     }
 }
@@ -112,6 +123,8 @@ pub struct PublisherInfo {
 /// What the server tells about one subscriber.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SubscriberInfo {
+    /// Its resource id: whoever holds it controls the session, so the API does not tell it.
+    #[serde(skip)]
     pub id: String,
     pub publisher: String,
     pub state: &'static str,
@@ -254,12 +267,22 @@ struct Session {
     dirty: bool,
     /// ICE username fragment of the remote peer (from its offer).
     remote_ufrag: Option<String>,
+    /// The server's ICE username fragment for this session (from the answer).
+    local_ufrag: Option<String>,
+    /// The candidate addresses the peer gave (offer and trickle).
+    remote_addresses: Vec<SocketAddr>,
+    /// The HTTP client that made the session.
+    client: IpAddr,
+    /// Its processing panicked: it is dropped without touching its `Rtc` again.
+    failed: bool,
 }
 
 impl Session {
     fn state(&self) -> &'static str {
+        let waiting = matches!(&self.role, Role::Subscriber(sub) if sub.publisher.is_none());
         match (self.rtc.is_alive(), self.connected, self.ice_disconnected) {
             (false, _, _) => "closed",
+            (true, _, _) if waiting => "waiting",
             (true, true, false) => "connected",
             (true, true, true) => "disconnected",
             (true, false, _) => "connecting",
@@ -281,6 +304,16 @@ impl Session {
     }
 }
 
+/// What `insert` needs to know about a new session.
+struct NewSession<'a> {
+    id: &'a str,
+    channel: &'a str,
+    uid: String,
+    client: IpAddr,
+    offer: &'a str,
+    answer: &'a str,
+}
+
 /// Configuration of the forwarding core.
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
@@ -292,6 +325,8 @@ pub struct SfuConfig {
     /// How long the subscribers of a publisher that went away wait for a publisher with the
     /// same uid before their sessions end.
     pub rejoin_grace: Duration,
+    /// How many sessions, channels, publishers and subscribers the server takes on.
+    pub limits: Limits,
 }
 
 impl Default for SfuConfig {
@@ -300,9 +335,57 @@ impl Default for SfuConfig {
             candidates: vec![],
             peer_timeout: DEFAULT_PEER_TIMEOUT,
             rejoin_grace: DEFAULT_REJOIN_GRACE,
+            limits: Limits::default(),
         }
     }
 }
+
+/// What a session resource tells its holder (`GET /resource/{id}`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ResourceInfo {
+    /// `publisher` or `subscriber`.
+    pub kind: &'static str,
+    pub channel: String,
+    /// The publisher's uid (for a subscriber, the uid it watches).
+    pub uid: String,
+    /// `connecting`, `connected`, `disconnected`, `waiting` (a subscriber whose publisher is
+    /// away) or `closed`.
+    pub state: &'static str,
+}
+
+/// Runs one step of a session's processing. A panic in it (a bug, reached by what a peer
+/// sent) marks the session failed, to be dropped at the next poll, instead of ending the
+/// media loop and every call with it.
+fn guarded<T>(s: &mut Session, what: &str, f: impl FnOnce(&mut Session) -> T) -> Option<T> {
+    match catch_unwind(AssertUnwindSafe(|| f(s))) {
+        Ok(v) => Some(v),
+        Err(panic) => {
+            gst::error!(
+                CAT,
+                "session {} ({} in {}) failed on {what}: {}; dropping it",
+                s.id,
+                s.uid,
+                s.channel,
+                panic_message(&*panic)
+            );
+            s.failed = true;
+            None
+        }
+    }
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
+}
+
+/// Candidate addresses indexed per session, and sessions per indexed address.
+const MAX_INDEXED_CANDIDATES: usize = 32;
+const MAX_SESSIONS_PER_CANDIDATE: usize = 4;
 
 /// A request that forwards work between sessions, collected while polling.
 enum Forward {
@@ -317,7 +400,16 @@ pub struct Sfu {
     /// the rest of setting the peer up.
     cert: Option<str0m::config::DtlsCert>,
     sessions: HashMap<u64, Session>,
+    /// Where datagrams come from: the session that last took one from that address.
     by_source: HashMap<SocketAddr, u64>,
+    /// Sessions by resource id.
+    by_id: HashMap<String, u64>,
+    /// Sessions by the server's ICE ufrag: a binding request from a new address names its
+    /// session in its USERNAME.
+    by_ufrag: HashMap<String, u64>,
+    /// Sessions by the candidate addresses their peers gave: answers to the server's own
+    /// checks come from there.
+    by_candidate: HashMap<SocketAddr, Vec<u64>>,
     next_key: u64,
 }
 
@@ -331,6 +423,9 @@ impl Sfu {
             cert,
             sessions: HashMap::new(),
             by_source: HashMap::new(),
+            by_id: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_candidate: HashMap::new(),
             next_key: 1,
         }
     }
@@ -368,7 +463,7 @@ impl Sfu {
         self.next_key += 1;
         loop {
             let id = format!("{:016x}{:016x}", crate::random::u64(), crate::random::u64());
-            if !self.sessions.values().any(|s| s.id == id) {
+            if !self.by_id.contains_key(&id) {
                 return (key, id);
             }
         }
@@ -376,13 +471,78 @@ impl Sfu {
 
     fn accept(&self, rtc: &mut Rtc, offer: &str) -> Result<String, SfuError> {
         sdp::check_offer(offer)?;
-        let parsed = SdpOffer::from_sdp_string(offer)
-            .map_err(|e| SfuError::Offer(OfferError::Malformed(e.to_string())))?;
-        let answer: SdpAnswer = rtc
-            .sdp_api()
-            .accept_offer(parsed)
-            .map_err(|e| SfuError::Offer(OfferError::Malformed(e.to_string())))?;
-        Ok(answer.to_sdp_string())
+        let malformed = |e: String| SfuError::Offer(OfferError::Malformed(e));
+        catch_unwind(AssertUnwindSafe(|| {
+            let parsed = SdpOffer::from_sdp_string(offer).map_err(|e| malformed(e.to_string()))?;
+            let answer: SdpAnswer = rtc
+                .sdp_api()
+                .accept_offer(parsed)
+                .map_err(|e| malformed(e.to_string()))?;
+            Ok(answer.to_sdp_string())
+        }))
+        .unwrap_or_else(|panic| {
+            gst::error!(
+                CAT,
+                "an offer made the SDP stack fail: {}",
+                panic_message(&*panic)
+            );
+            Err(malformed(
+                "the server could not process this offer".to_owned(),
+            ))
+        })
+    }
+
+    /// Whether one more session may start, within the server-wide and per-client limits.
+    fn admit(&self, client: IpAddr) -> Result<(), SfuError> {
+        let limits = &self.config.limits;
+        if self.sessions.len() >= limits.sessions {
+            return Err(SfuError::Busy(format!(
+                "the server has {} sessions, its limit (--max-sessions)",
+                self.sessions.len()
+            )));
+        }
+        let connecting = self
+            .sessions
+            .values()
+            .filter(|s| s.client == client && !s.connected)
+            .count();
+        if connecting >= limits.connecting_per_address {
+            return Err(SfuError::TooMany(format!(
+                "{client} has {connecting} sessions still connecting, the limit for one address \
+                 (--max-connecting)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether `uid` may publish in `channel`, within the channel limits. A publisher that
+    /// replaces its own earlier session takes no new place.
+    fn admit_publisher(&self, channel: &str, uid: Option<&str>) -> Result<(), SfuError> {
+        let limits = &self.config.limits;
+        let mut channels: Vec<&str> = self.sessions.values().map(|s| s.channel.as_str()).collect();
+        channels.sort_unstable();
+        channels.dedup();
+        if !channels.contains(&channel) && channels.len() >= limits.channels {
+            return Err(SfuError::Busy(format!(
+                "the server has {} channels, its limit (--max-channels)",
+                channels.len()
+            )));
+        }
+        let publishers = self
+            .sessions
+            .values()
+            .filter(|s| {
+                s.channel == channel
+                    && matches!(s.role, Role::Publisher(_))
+                    && uid.is_none_or(|u| u != s.uid)
+            })
+            .count();
+        if publishers >= limits.publishers_per_channel {
+            return Err(SfuError::Busy(format!(
+                "channel \"{channel}\" has {publishers} publishers, its limit (--max-publishers)"
+            )));
+        }
+        Ok(())
     }
 
     /// WHIP: a publisher joins `channel` with an SDP offer. A publisher with the same uid in
@@ -390,10 +550,14 @@ impl Sfu {
     pub fn publish(
         &mut self,
         now: Instant,
+        client: IpAddr,
         channel: &str,
         uid: Option<&str>,
         offer: &str,
     ) -> Result<Created, SfuError> {
+        let uid = uid.filter(|u| !u.is_empty());
+        self.admit(client)?;
+        self.admit_publisher(channel, uid)?;
         let mut rtc = self.new_rtc(now);
         let answer = self.accept(&mut rtc, offer)?;
         let codecs = sdp::video_codecs(&answer);
@@ -404,7 +568,6 @@ impl Sfu {
         }
         let (key, id) = self.new_session_key();
         let uid = uid
-            .filter(|u| !u.is_empty())
             .map(str::to_owned)
             .unwrap_or_else(|| format!("publisher-{key}"));
         if let Some(old) = self
@@ -424,16 +587,20 @@ impl Sfu {
         gst::info!(CAT, "publisher {uid} joins {channel} ({})", names(&codecs));
         self.insert(
             key,
-            &id,
-            channel,
-            uid,
+            NewSession {
+                id: &id,
+                channel,
+                uid,
+                client,
+                offer,
+                answer: &answer,
+            },
             rtc,
             Role::Publisher(Publisher {
                 codecs,
                 ..Default::default()
             }),
             now,
-            offer,
         );
         self.attach_waiting(key);
         Ok(Created { id, answer })
@@ -443,10 +610,12 @@ impl Sfu {
     pub fn subscribe(
         &mut self,
         now: Instant,
+        client: IpAddr,
         channel: &str,
         uid: &str,
         offer: &str,
     ) -> Result<Created, SfuError> {
+        self.admit(client)?;
         let (pub_key, pub_codecs) = self
             .sessions
             .iter()
@@ -476,6 +645,19 @@ impl Sfu {
                 }
             )));
         }
+        let subscribers = self
+            .sessions
+            .values()
+            .filter(|s| {
+                s.channel == channel
+                    && matches!(&s.role, Role::Subscriber(sub) if sub.publisher_uid == uid)
+            })
+            .count();
+        if subscribers >= self.config.limits.subscribers_per_publisher {
+            return Err(SfuError::Busy(format!(
+                "publisher \"{uid}\" has {subscribers} subscribers, its limit (--max-subscribers)"
+            )));
+        }
         let mut rtc = self.new_rtc(now);
         let answer = self.accept(&mut rtc, offer)?;
         let (key, id) = self.new_session_key();
@@ -488,54 +670,110 @@ impl Sfu {
             answered_pts: sdp::payload_types(&answer),
             ..Default::default()
         });
-        self.insert(key, &id, channel, id.clone(), rtc, role, now, offer);
+        let new = NewSession {
+            id: &id,
+            channel,
+            uid: id.clone(),
+            client,
+            offer,
+            answer: &answer,
+        };
+        self.insert(key, new, rtc, role, now);
         Ok(Created { id, answer })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn insert(
-        &mut self,
-        key: u64,
-        id: &str,
-        channel: &str,
-        uid: String,
-        rtc: Rtc,
-        role: Role,
-        now: Instant,
-        offer: &str,
-    ) {
-        self.sessions.insert(
-            key,
-            Session {
-                id: id.to_owned(),
-                channel: channel.to_owned(),
-                uid,
-                rtc,
-                role,
-                created: now,
-                last_heard: now,
-                connected: false,
-                ice_disconnected: false,
-                next_timeout: now,
-                dirty: true,
-                remote_ufrag: sdp::ice_ufrag(offer),
-            },
-        );
+    fn insert(&mut self, key: u64, new: NewSession, rtc: Rtc, role: Role, now: Instant) {
+        let local_ufrag = sdp::ice_ufrag(new.answer);
+        if let Some(u) = &local_ufrag {
+            self.by_ufrag.insert(u.clone(), key);
+        }
+        self.by_id.insert(new.id.to_owned(), key);
+        let mut session = Session {
+            id: new.id.to_owned(),
+            channel: new.channel.to_owned(),
+            uid: new.uid,
+            rtc,
+            role,
+            created: now,
+            last_heard: now,
+            connected: false,
+            ice_disconnected: false,
+            next_timeout: now,
+            dirty: true,
+            remote_ufrag: sdp::ice_ufrag(new.offer),
+            local_ufrag,
+            remote_addresses: vec![],
+            client: new.client,
+            failed: false,
+        };
+        let candidates = new
+            .offer
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("a="))
+            .filter(|l| l.starts_with("candidate:"));
+        for c in candidates {
+            if let Ok(c) = Candidate::from_sdp_string(c) {
+                self.index_candidate(key, &mut session, c.addr());
+            }
+        }
+        self.sessions.insert(key, session);
+    }
+
+    /// Notes that answers to the server's checks for session `key` may come from `addr`.
+    fn index_candidate(&mut self, key: u64, session: &mut Session, addr: SocketAddr) {
+        if session.remote_addresses.len() >= MAX_INDEXED_CANDIDATES
+            || session.remote_addresses.contains(&addr)
+        {
+            return;
+        }
+        session.remote_addresses.push(addr);
+        let keys = self.by_candidate.entry(addr).or_default();
+        if keys.len() >= MAX_SESSIONS_PER_CANDIDATE {
+            keys.remove(0);
+        }
+        keys.push(key);
     }
 
     fn key_of(&self, id: &str) -> Result<u64, SfuError> {
-        self.sessions
-            .iter()
-            .find(|(_, s)| s.id == id)
-            .map(|(k, _)| *k)
+        self.by_id
+            .get(id)
+            .copied()
             .ok_or_else(|| SfuError::NotFound(format!("no session \"{id}\"")))
+    }
+
+    /// What the holder of resource `id` may know about its session.
+    pub fn resource(&self, id: &str) -> Result<ResourceInfo, SfuError> {
+        let s = &self.sessions[&self.key_of(id)?];
+        let (kind, uid) = match &s.role {
+            Role::Publisher(_) => ("publisher", s.uid.clone()),
+            Role::Subscriber(sub) => ("subscriber", sub.publisher_uid.clone()),
+        };
+        Ok(ResourceInfo {
+            kind,
+            channel: s.channel.clone(),
+            uid,
+            state: s.state(),
+        })
     }
 
     /// Trickle ICE: remote candidates for session `id` (a PATCH body).
     pub fn trickle(&mut self, id: &str, fragment: &str) -> Result<(), SfuError> {
         let key = self.key_of(id)?;
         let frag = sdp::parse_fragment(fragment).map_err(SfuError::BadRequest)?;
-        let session = self.sessions.get_mut(&key).expect("key exists");
+        let Some(mut session) = self.sessions.remove(&key) else {
+            return Err(SfuError::NotFound(format!("no session \"{id}\"")));
+        };
+        let added = self.add_candidates(key, &mut session, &frag);
+        self.sessions.insert(key, session);
+        added
+    }
+
+    fn add_candidates(
+        &mut self,
+        key: u64,
+        session: &mut Session,
+        frag: &sdp::Fragment,
+    ) -> Result<(), SfuError> {
         if let Some(ufrag) = &frag.ice_ufrag
             && session.remote_ufrag.as_ref().is_some_and(|c| c != ufrag)
         {
@@ -543,10 +781,17 @@ impl Sfu {
                 "ICE restart is not supported: start a new session".into(),
             ));
         }
+        let mut candidates = vec![];
         for c in &frag.candidates {
             let cand = Candidate::from_sdp_string(c)
                 .map_err(|e| SfuError::BadRequest(format!("bad candidate {c:?}: {e}")))?;
-            session.rtc.add_remote_candidate(cand);
+            candidates.push(cand);
+        }
+        for cand in candidates {
+            self.index_candidate(key, session, cand.addr());
+            guarded(session, "a trickled candidate", |s| {
+                s.rtc.add_remote_candidate(cand)
+            });
         }
         session.dirty = true;
         Ok(())
@@ -565,8 +810,24 @@ impl Sfu {
             return;
         };
         gst::info!(CAT, "session {} ({} in {}) closed", s.id, s.uid, s.channel);
-        s.rtc.disconnect();
+        if !s.failed {
+            guarded(&mut s, "closing", |s| s.rtc.disconnect());
+        }
         self.by_source.retain(|_, k| *k != key);
+        self.by_id.remove(&s.id);
+        if let Some(u) = &s.local_ufrag
+            && self.by_ufrag.get(u) == Some(&key)
+        {
+            self.by_ufrag.remove(u);
+        }
+        for addr in &s.remote_addresses {
+            if let Some(keys) = self.by_candidate.get_mut(addr) {
+                keys.retain(|k| *k != key);
+                if keys.is_empty() {
+                    self.by_candidate.remove(addr);
+                }
+            }
+        }
         if matches!(s.role, Role::Publisher(_)) {
             for sub in self
                 .sessions
@@ -663,11 +924,7 @@ impl Sfu {
                 Role::Subscriber(sub) => channels[idx].subscribers.push(SubscriberInfo {
                     id: s.id.clone(),
                     publisher: sub.publisher_uid.clone(),
-                    state: if sub.publisher.is_none() && s.rtc.is_alive() {
-                        "waiting"
-                    } else {
-                        s.state()
-                    },
+                    state: s.state(),
                     packets: sub.packets,
                     bitrate: sub.rate.per_second(now) * 8,
                 }),
@@ -679,30 +936,38 @@ impl Sfu {
 
     /// Hands a received datagram to the peer it belongs to. Returns false when no peer
     /// accepts it (a stray packet).
-    pub fn receive(&mut self, now: Instant, receive: Receive) -> bool {
-        let input = Input::Receive(now, receive);
-        let source = match &input {
-            Input::Receive(_, r) => r.source,
-            _ => unreachable!(),
+    ///
+    /// The work per datagram does not grow with the number of sessions: the session is
+    /// found by the datagram's source address, else by the ufrag its STUN binding request
+    /// names, else among the few sessions whose peers gave that address as a candidate.
+    pub fn receive(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        datagram: &[u8],
+    ) -> bool {
+        let Ok(contents) = datagram.try_into() else {
+            return false;
         };
-        let cached = self
-            .by_source
-            .get(&source)
-            .copied()
-            .filter(|k| self.sessions.get(k).is_some_and(|s| s.rtc.accepts(&input)));
-        let key = cached.or_else(|| {
-            self.sessions
-                .iter()
-                .find(|(_, s)| s.rtc.accepts(&input))
-                .map(|(k, _)| *k)
-        });
-        let Some(key) = key else {
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        let Some(key) = self.route(source, datagram, &input) else {
             return false;
         };
         self.by_source.insert(source, key);
-        let session = self.sessions.get_mut(&key).expect("key exists");
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return false;
+        };
         session.last_heard = now;
-        if let Err(e) = session.rtc.handle_input(input) {
+        if let Some(Err(e)) = guarded(session, "a datagram", |s| s.rtc.handle_input(input)) {
             gst::warning!(
                 CAT,
                 "session {} failed on input, disconnecting: {e}",
@@ -712,6 +977,27 @@ impl Sfu {
         }
         session.dirty = true;
         true
+    }
+
+    /// The session a datagram is for (see [`Sfu::receive`]).
+    fn route(&self, source: SocketAddr, datagram: &[u8], input: &Input) -> Option<u64> {
+        let takes = |k: &u64| {
+            self.sessions
+                .get(k)
+                .is_some_and(|s| !s.failed && s.rtc.accepts(input))
+        };
+        if let Some(k) = self.by_source.get(&source).filter(|k| takes(k)) {
+            return Some(*k);
+        }
+        if let Some(ufrag) = stun::request_ufrag(datagram) {
+            let ufrag = std::str::from_utf8(ufrag).ok()?;
+            return self.by_ufrag.get(ufrag).filter(|k| takes(k)).copied();
+        }
+        self.by_candidate
+            .get(&source)?
+            .iter()
+            .find(|k| takes(k))
+            .copied()
     }
 
     /// Advances time for the peers that asked for it, and drops silent peers and the
@@ -751,8 +1037,9 @@ impl Sfu {
                 );
                 s.rtc.disconnect();
             }
-            if s.next_timeout <= now {
-                if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+            if s.next_timeout <= now && !s.failed {
+                let ticked = guarded(s, "a timeout", |s| s.rtc.handle_input(Input::Timeout(now)));
+                if let Some(Err(e)) = ticked {
                     gst::warning!(
                         CAT,
                         "session {} failed on timeout, disconnecting: {e}",
@@ -776,11 +1063,13 @@ impl Sfu {
         let mut forwards: Vec<Forward> = Vec::new();
         loop {
             for (key, s) in self.sessions.iter_mut() {
-                if !s.dirty {
+                if !s.dirty || s.failed {
                     continue;
                 }
                 s.dirty = false;
-                drain(*key, s, now, send, &mut forwards);
+                guarded(s, "its output", |s| {
+                    drain(*key, s, now, send, &mut forwards)
+                });
             }
             if forwards.is_empty() {
                 break;
@@ -805,7 +1094,7 @@ impl Sfu {
         let dead: Vec<u64> = self
             .sessions
             .iter()
-            .filter(|(_, s)| !s.rtc.is_alive())
+            .filter(|(_, s)| s.failed || !s.rtc.is_alive())
             .map(|(k, _)| *k)
             .collect();
         for k in dead {
@@ -830,45 +1119,13 @@ impl Sfu {
             return;
         };
         for s in self.sessions.values_mut() {
-            let Role::Subscriber(sub) = &mut s.role else {
-                continue;
-            };
-            if sub.publisher != Some(from) || !s.connected {
+            let watches = matches!(&s.role, Role::Subscriber(sub) if sub.publisher == Some(from));
+            if !watches || !s.connected || s.failed {
                 continue;
             }
-            let Some(mid) = sub.outs.iter().find(|(_, k)| *k == kind).map(|(m, _)| *m) else {
-                continue;
-            };
-            let Some(writer) = s.rtc.writer(mid) else {
-                continue;
-            };
-            // The exact format when the subscriber offered it; otherwise the same codec with
-            // other parameters (e.g. an H.264 packetization mode): depacketizers take both.
-            // Only payload types that the answer gave the subscriber.
-            let codec = data.params.spec().codec;
-            let allowed = &sub.answered_pts;
-            let Some(pt) = writer
-                .match_params(data.params)
-                .filter(|pt| allowed.contains(&**pt))
-                .or_else(|| {
-                    writer
-                        .payload_params()
-                        .find(|p| p.spec().codec == codec && allowed.contains(&*p.pt()))
-                        .map(|p| p.pt())
-                })
-            else {
-                continue;
-            };
-            let len = data.data.len() as u64;
-            let time = sub.timeline.map(from, data.time, now);
-            if let Err(e) = writer.write(pt, data.network_time, time, data.data.clone()) {
-                gst::warning!(CAT, "subscriber {} failed, disconnecting: {e}", s.id);
-                s.rtc.disconnect();
-                continue;
-            }
-            sub.packets += 1;
-            sub.rate.add(now, len);
-            s.dirty = true;
+            guarded(s, "forwarding a frame", |s| {
+                forward_to(s, from, kind, &data, now)
+            });
         }
     }
 
@@ -876,37 +1133,10 @@ impl Sfu {
     /// pending.
     fn request_keyframes(&mut self, now: Instant) {
         for s in self.sessions.values_mut() {
-            let Role::Publisher(p) = &mut s.role else {
-                continue;
-            };
-            if !p.keyframe_wanted {
-                continue;
-            }
-            if !keyframe_request_due(now, p.last_keyframe_request, p.last_keyframe) {
-                continue;
-            }
-            let Some(mid) = p
-                .tracks
-                .iter()
-                .find(|(_, k)| *k == MediaKind::Video)
-                .map(|(m, _)| *m)
-            else {
-                continue;
-            };
-            if let Some(mut w) = s.rtc.writer(mid) {
-                // PLI, which every sender takes: webrtcbin ignores a FIR from a peer it has
-                // had no RTCP from yet (the first seconds of a session). FIR for senders that
-                // only negotiated FIR.
-                let asked = w
-                    .request_keyframe(None, KeyframeRequestKind::Pli)
-                    .or_else(|_| w.request_keyframe(None, KeyframeRequestKind::Fir));
-                match asked {
-                    Ok(()) => gst::debug!(CAT, "asked {} for a keyframe", s.uid),
-                    Err(e) => gst::debug!(CAT, "keyframe request to {} failed: {e}", s.uid),
-                }
-                p.keyframe_wanted = false;
-                p.last_keyframe_request = Some(now);
-                s.dirty = true;
+            let due = matches!(&s.role, Role::Publisher(p) if p.keyframe_wanted
+                && keyframe_request_due(now, p.last_keyframe_request, p.last_keyframe));
+            if due && !s.failed {
+                guarded(s, "a keyframe request", |s| request_keyframe(s, now));
             }
         }
     }
@@ -919,6 +1149,76 @@ impl Sfu {
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
     }
+}
+
+/// Asks publisher session `s` for a keyframe.
+fn request_keyframe(s: &mut Session, now: Instant) {
+    let Role::Publisher(p) = &mut s.role else {
+        return;
+    };
+    let Some(mid) = p
+        .tracks
+        .iter()
+        .find(|(_, k)| *k == MediaKind::Video)
+        .map(|(m, _)| *m)
+    else {
+        return;
+    };
+    if let Some(mut w) = s.rtc.writer(mid) {
+        // PLI, which every sender takes: webrtcbin ignores a FIR from a peer it has had no
+        // RTCP from yet (the first seconds of a session). FIR for senders that only
+        // negotiated FIR.
+        let asked = w
+            .request_keyframe(None, KeyframeRequestKind::Pli)
+            .or_else(|_| w.request_keyframe(None, KeyframeRequestKind::Fir));
+        match asked {
+            Ok(()) => gst::debug!(CAT, "asked {} for a keyframe", s.uid),
+            Err(e) => gst::debug!(CAT, "keyframe request to {} failed: {e}", s.uid),
+        }
+        p.keyframe_wanted = false;
+        p.last_keyframe_request = Some(now);
+        s.dirty = true;
+    }
+}
+
+/// Writes a frame of publisher session `from` to subscriber session `s`.
+fn forward_to(s: &mut Session, from: u64, kind: MediaKind, data: &MediaData, now: Instant) {
+    let Role::Subscriber(sub) = &mut s.role else {
+        return;
+    };
+    let Some(mid) = sub.outs.iter().find(|(_, k)| *k == kind).map(|(m, _)| *m) else {
+        return;
+    };
+    let Some(writer) = s.rtc.writer(mid) else {
+        return;
+    };
+    // The exact format when the subscriber offered it; otherwise the same codec with other
+    // parameters (e.g. an H.264 packetization mode): depacketizers take both. Only payload
+    // types that the answer gave the subscriber.
+    let codec = data.params.spec().codec;
+    let allowed = &sub.answered_pts;
+    let Some(pt) = writer
+        .match_params(data.params)
+        .filter(|pt| allowed.contains(&**pt))
+        .or_else(|| {
+            writer
+                .payload_params()
+                .find(|p| p.spec().codec == codec && allowed.contains(&*p.pt()))
+                .map(|p| p.pt())
+        })
+    else {
+        return;
+    };
+    let len = data.data.len() as u64;
+    let time = sub.timeline.map(from, data.time, now);
+    if let Err(e) = writer.write(pt, data.network_time, time, data.data.clone()) {
+        gst::warning!(CAT, "subscriber {} failed, disconnecting: {e}", s.id);
+        s.rtc.disconnect();
+        return;
+    }
+    sub.packets += 1;
+    sub.rate.add(now, len);
+    s.dirty = true;
 }
 
 /// Polls one peer until it has nothing more to say.
@@ -1069,6 +1369,7 @@ mod tests {
     use str0m::net::Protocol;
 
     const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000);
+    const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
     fn sfu() -> Sfu {
         Sfu::new(SfuConfig {
@@ -1149,13 +1450,7 @@ mod tests {
             }
         }
         for (source, bytes) in to_server {
-            let r = Receive {
-                proto: Protocol::Udp,
-                source,
-                destination: SERVER,
-                contents: bytes.as_slice().try_into().unwrap(),
-            };
-            sfu.receive(*now, r);
+            sfu.receive(*now, source, SERVER, &bytes);
         }
         let mut to_peers: Vec<(SocketAddr, Vec<u8>)> = vec![];
         sfu.poll(*now, &mut |_, dst, b| to_peers.push((dst, b.to_vec())));
@@ -1218,7 +1513,9 @@ mod tests {
     fn connected_publisher(sfu: &mut Sfu, now: &mut Instant, port: u16) -> (Peer, Created) {
         let mut publisher = Peer::new(*now, port);
         let (offer, pending) = publisher.offer(Direction::SendOnly);
-        let created = sfu.publish(*now, "room", Some("alice"), &offer).unwrap();
+        let created = sfu
+            .publish(*now, CLIENT, "room", Some("alice"), &offer)
+            .unwrap();
         publisher.answer(pending, &created.answer);
         run(sfu, &mut [&mut publisher], now, 400, |p| p[0].connected);
         (publisher, created)
@@ -1232,7 +1529,7 @@ mod tests {
 
         let mut viewer = Peer::new(now, 50001);
         let (offer, pending) = viewer.offer(Direction::RecvOnly);
-        let sub = sfu.subscribe(now, "room", "alice", &offer).unwrap();
+        let sub = sfu.subscribe(now, CLIENT, "room", "alice", &offer).unwrap();
         viewer.answer(pending, &sub.answer);
         run(
             &mut sfu,
@@ -1291,7 +1588,9 @@ mod tests {
         let mut sfu = sfu();
         let mut viewer = Peer::new(now, 50002);
         let (offer, _) = viewer.offer(Direction::RecvOnly);
-        let err = sfu.subscribe(now, "nowhere", "bob", &offer).unwrap_err();
+        let err = sfu
+            .subscribe(now, CLIENT, "nowhere", "bob", &offer)
+            .unwrap_err();
         assert_eq!(err.status(), 404);
         assert!(err.to_string().contains("nowhere"));
     }
@@ -1312,7 +1611,9 @@ mod tests {
     fn connected_viewer(sfu: &mut Sfu, publisher: &mut Peer, now: &mut Instant) -> (Peer, Created) {
         let mut viewer = Peer::new(*now, 50100);
         let (offer, pending) = viewer.offer(Direction::RecvOnly);
-        let sub = sfu.subscribe(*now, "room", "alice", &offer).unwrap();
+        let sub = sfu
+            .subscribe(*now, CLIENT, "room", "alice", &offer)
+            .unwrap();
         viewer.answer(pending, &sub.answer);
         run(sfu, &mut [publisher, &mut viewer], now, 400, |p| {
             p[1].connected
@@ -1467,7 +1768,7 @@ mod tests {
         let mut sfu = sfu();
         let mut publisher = Peer::new(now, 50005);
         let (offer, _) = publisher.offer(Direction::SendOnly);
-        sfu.publish(now, "room", None, &offer).unwrap();
+        sfu.publish(now, CLIENT, "room", None, &offer).unwrap();
         assert_eq!(sfu.channels(now)[0].publishers[0].uid, "publisher-1");
         now += CONNECT_TIMEOUT + Duration::from_secs(1);
         sfu.timeout(now);

@@ -179,13 +179,15 @@ fn query_escape(s: &str) -> String {
 }
 
 impl Browser {
-    /// Opens the test page that publishes a canvas of `colour` (`#rrggbb`) to `whip`.
+    /// Opens the test page that publishes a canvas of `colour` (`#rrggbb`) to `whip`, with
+    /// the bearer token [`super::PUBLISH_TOKEN`].
     pub fn publish_canvas(&self, whip: &str, colour: &str) {
         let page = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pages/publish.html");
         self.open(&format!(
-            "file://{page}?whip={}&color={}",
+            "file://{page}?whip={}&color={}&token={}",
             query_escape(whip),
-            query_escape(colour)
+            query_escape(colour),
+            super::PUBLISH_TOKEN
         ));
     }
 

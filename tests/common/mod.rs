@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod build;
 pub mod callserver;
+pub mod http;
 pub mod netns;
 pub mod peers;
 
@@ -499,14 +500,21 @@ impl Drop for Launched {
     }
 }
 
+/// The publish token of [`server_on_veth`]; the test publishers send it to every server.
+pub const PUBLISH_TOKEN: &str = "test-publish-token";
+
 /// A call server on the network namespace's private veth address (10.255.0.1), where every
 /// WebRTC stack gathers candidates (libnice gathers no loopback candidates on its own, and the
-/// webrtcbin inside whipclientsink is out of reach for adding one).
+/// webrtcbin inside whipclientsink is out of reach for adding one). Publishing needs
+/// [`PUBLISH_TOKEN`]; test pages opened from files (origin `file://` in
+/// the test browser) may call it.
 pub fn server_on_veth() -> gstcustomvideo::server::CallServer {
     init();
     gstcustomvideo::server::CallServer::start(gstcustomvideo::server::ServerConfig {
         bind: "10.255.0.1".parse().unwrap(),
         port: 0,
+        token: Some(PUBLISH_TOKEN.into()),
+        allow_origins: vec!["file://".into()],
         ..Default::default()
     })
     .expect("server starts on the private veth address (run inside netns::enter)")

@@ -192,6 +192,7 @@ fn signal(webrtcbin: &gst::Element, url: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())?;
     let request = ureq::http::Request::post(url)
         .header("Content-Type", "application/sdp")
+        .header("Authorization", format!("Bearer {}", super::PUBLISH_TOKEN))
         .body(sdp)
         .map_err(|e| e.to_string())?;
     let mut res = http()
@@ -422,6 +423,7 @@ impl Publisher {
         sink.set_property("video-caps", gst::Caps::builder("video/x-vp8").build());
         let signaller = sink.property::<gst::glib::Object>("signaller");
         signaller.set_property("whip-endpoint", url);
+        signaller.set_property("auth-token", super::PUBLISH_TOKEN);
         pipeline.set_state(gst::State::Playing).unwrap();
         Publisher {
             kind: "whipclientsink",
