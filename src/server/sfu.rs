@@ -275,6 +275,9 @@ struct Session {
     client: IpAddr,
     /// Its processing panicked: it is dropped without touching its `Rtc` again.
     failed: bool,
+    /// Tests make a session's processing panic with this.
+    #[cfg(test)]
+    explode: bool,
 }
 
 impl Session {
@@ -411,6 +414,9 @@ pub struct Sfu {
     /// checks come from there.
     by_candidate: HashMap<SocketAddr, Vec<u64>>,
     next_key: u64,
+    /// Sessions asked whether they take a datagram (tests count the work per datagram).
+    #[cfg(test)]
+    asked: std::cell::Cell<u64>,
 }
 
 impl Sfu {
@@ -427,6 +433,8 @@ impl Sfu {
             by_ufrag: HashMap::new(),
             by_candidate: HashMap::new(),
             next_key: 1,
+            #[cfg(test)]
+            asked: Default::default(),
         }
     }
 
@@ -705,6 +713,8 @@ impl Sfu {
             remote_addresses: vec![],
             client: new.client,
             failed: false,
+            #[cfg(test)]
+            explode: false,
         };
         let candidates = new
             .offer
@@ -982,6 +992,8 @@ impl Sfu {
     /// The session a datagram is for (see [`Sfu::receive`]).
     fn route(&self, source: SocketAddr, datagram: &[u8], input: &Input) -> Option<u64> {
         let takes = |k: &u64| {
+            #[cfg(test)]
+            self.asked.set(self.asked.get() + 1);
             self.sessions
                 .get(k)
                 .is_some_and(|s| !s.failed && s.rtc.accepts(input))
@@ -1229,6 +1241,10 @@ fn drain(
     send: &mut dyn FnMut(SocketAddr, SocketAddr, &[u8]),
     forwards: &mut Vec<Forward>,
 ) {
+    #[cfg(test)]
+    if s.explode {
+        panic!("session {} explodes", s.id);
+    }
     loop {
         if !s.rtc.is_alive() {
             return;
@@ -1519,6 +1535,87 @@ mod tests {
         publisher.answer(pending, &created.answer);
         run(sfu, &mut [&mut publisher], now, 400, |p| p[0].connected);
         (publisher, created)
+    }
+
+    #[test]
+    fn a_session_that_panics_is_dropped_and_the_others_go_on() {
+        let mut now = Instant::now();
+        let mut sfu = sfu();
+        let (mut publisher, _) = connected_publisher(&mut sfu, &mut now, 50000);
+        let (mut viewer, _) = connected_viewer(&mut sfu, &mut publisher, &mut now);
+        let mut doomed = Peer::new(now, 50101);
+        let (offer, pending) = doomed.offer(Direction::RecvOnly);
+        let sub = sfu.subscribe(now, CLIENT, "room", "alice", &offer).unwrap();
+        doomed.answer(pending, &sub.answer);
+        let peers = &mut [&mut publisher, &mut viewer, &mut doomed];
+        run(&mut sfu, peers, &mut now, 400, |p| p[2].connected);
+        let key = sfu.by_id[&sub.id];
+        sfu.sessions.get_mut(&key).unwrap().explode = true;
+        write_frame(peers[0], now, 1, 0);
+        run(&mut sfu, peers, &mut now, 50, |_| true);
+        for _ in 0..50 {
+            step(&mut sfu, peers, &mut now);
+        }
+        assert!(
+            sfu.resource(&sub.id).is_err(),
+            "the session that failed is gone"
+        );
+        assert_eq!(sfu.len(), 2);
+        for n in 2..12u8 {
+            write_frame(peers[0], now, n, 3000 * u64::from(n));
+            step(&mut sfu, peers, &mut now);
+        }
+        run(&mut sfu, peers, &mut now, 100, |p| {
+            p[1].received.len() >= 10
+        });
+        assert!(peers[2].received.is_empty());
+    }
+
+    #[test]
+    fn the_work_per_datagram_does_not_grow_with_the_sessions() {
+        let mut now = Instant::now();
+        let mut sfu = sfu();
+        // Many sessions that never connect, from many addresses.
+        for n in 0..300u16 {
+            let mut p = Peer::new(now, 20000 + n);
+            let (offer, _) = p.offer(Direction::SendOnly);
+            sfu.publish(
+                now,
+                IpAddr::V4(Ipv4Addr::new(10, 0, (n >> 8) as u8, n as u8)),
+                &format!("c{}", n % 50),
+                Some(&format!("u{n}")),
+                &offer,
+            )
+            .unwrap();
+        }
+        let (mut publisher, _) = connected_publisher(&mut sfu, &mut now, 50000);
+        let stranger: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        sfu.asked.set(0);
+        for b in [0x00u8, 0x16, 0x80, 0x90] {
+            let mut d = vec![b; 60];
+            d[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+            assert!(!sfu.receive(now, stranger, SERVER, &d));
+        }
+        assert!(sfu.asked.get() <= 4, "asked {} sessions", sfu.asked.get());
+        sfu.asked.set(0);
+        for n in 0..20u8 {
+            write_frame(&mut publisher, now, n, 3000 * u64::from(n));
+            step(&mut sfu, &mut [&mut publisher], &mut now);
+        }
+        let frames = sfu
+            .channels(now)
+            .iter()
+            .flat_map(|c| c.publishers.clone())
+            .find(|p| p.uid == "alice")
+            .unwrap()
+            .frames;
+        assert!(frames >= 15, "{frames}");
+        // One question per datagram: the session it came from last time.
+        let asked = sfu.asked.get();
+        assert!(
+            asked < 200,
+            "asked {asked} sessions for 20 frames among 301 sessions"
+        );
     }
 
     #[test]
