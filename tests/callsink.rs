@@ -284,31 +284,6 @@ fn url_without_whip_is_named() {
 }
 
 #[test]
-fn answer_without_video_is_named() {
-    if !netns::enter("answer_without_video_is_named") {
-        return;
-    }
-    // A WHIP endpoint that accepts the offer but answers without video.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        if let Ok((mut s, _)) = listener.accept() {
-            let mut buf = vec![0u8; 65536];
-            let _ = s.read(&mut buf);
-            let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n";
-            let _ = write!(
-                s,
-                "HTTP/1.1 201 Created\r\nContent-Type: application/sdp\r\nLocation: /resource/1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{sdp}",
-                sdp.len()
-            );
-        }
-    });
-    let err = start_error(&format!("whip-url=http://127.0.0.1:{port}/whip"));
-    assert!(err.contains("no video"), "{err}");
-}
-
-#[test]
 fn publisher_reconnects_when_the_server_restarts() {
     if !netns::enter("publisher_reconnects_when_the_server_restarts") {
         return;

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use super::ConnectionState;
 use super::chain::EncodingChain;
 use super::codec::Codec;
-use super::imp::{CAT, CallSink, answered_codec};
+use super::imp::{CAT, CallSink, answered_codec, check_answer};
 use super::liveness::{Liveness, ReconnectLimit};
 use super::session::{Phase, Session, Step};
 use super::whip;
@@ -460,7 +460,18 @@ impl CallSink {
         let desc = gst_webrtc::WebRTCSessionDescription::new(WebRTCSDPType::Answer, answer);
         let promise = gst::Promise::new();
         webrtcbin.emit_by_name::<()>("set-remote-description", &[&desc, &promise]);
-        promise.wait();
+        let refused = match promise.wait() {
+            gst::PromiseResult::Replied => promise
+                .get_reply()
+                .and_then(|r| r.get::<glib::Error>("error").ok())
+                .map(|e| e.to_string()),
+            other => Some(format!("webrtcbin did not take it ({other:?})")),
+        };
+        if let Some(e) = refused {
+            return Err(fatal(format!(
+                "the server's SDP answer cannot be used: {e}"
+            )));
+        }
         self.watch_rtcp(&webrtcbin);
         Ok((codec, pt))
     }
@@ -705,7 +716,15 @@ fn attempt(job: &Job) -> Result<whip::Session, AttemptError> {
         }
     }
     let sdp = offer(&job.webrtcbin, &job.codecs, job.ssrc)?;
-    Ok(job.client.publish(&sdp, job.post_timeout)?)
+    let session = job.client.publish(&sdp, job.post_timeout)?;
+    if let Err(e) = check_answer(&sdp, &session.answer) {
+        let _ = job.client.delete(&session.resource, LEAVE_TIMEOUT);
+        return Err(AttemptError::Fatal(format!(
+            "{} answered with an unusable SDP answer: {e}",
+            job.client.endpoint()
+        )));
+    }
+    Ok(session)
 }
 
 /// Offers `codecs` on a new sendonly transceiver of `webrtcbin` and returns the offer

@@ -152,6 +152,29 @@ pub(super) fn answered_codec(answer: &str) -> Result<(Codec, u32), String> {
         .ok_or_else(|| "the SDP answer accepts none of the offered video codecs".into())
 }
 
+/// Checks that the answer chose a video codec the offer proposed, under the same payload
+/// type: a server that answers with anything else is not answering this offer.
+pub(super) fn check_answer(offer: &str, answer: &str) -> Result<(Codec, u32), String> {
+    let (codec, pt) = answered_codec(answer)?;
+    let offered = crate::server::sdp::media_sections(offer)
+        .into_iter()
+        .find(|s| s.kind == "video")
+        .and_then(|s| {
+            let pt = u8::try_from(pt).ok()?;
+            s.formats
+                .contains(&pt)
+                .then(|| s.encoding(pt).map(str::to_owned))
+                .flatten()
+        });
+    match offered {
+        Some(name) if Codec::from_encoding_name(&name) == Some(codec) => Ok((codec, pt)),
+        _ => Err(format!(
+            "the SDP answer chose {} as payload type {pt}, which the offer did not propose",
+            codec.encoding_name()
+        )),
+    }
+}
+
 impl CallSink {
     pub(super) fn set_connection_state(&self, new: ConnectionState) {
         {
@@ -779,6 +802,30 @@ mod tests {
         assert!(answered_codec(audio).unwrap_err().contains("no video"));
         let refused = "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
         assert!(answered_codec(refused).unwrap_err().contains("port 0"));
+    }
+
+    #[test]
+    fn the_answer_must_choose_what_the_offer_proposed() {
+        let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 102\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\n";
+        let answer = |pt: &str, name: &str| {
+            format!("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF {pt}\r\na=rtpmap:{pt} {name}/90000\r\n")
+        };
+        assert_eq!(
+            check_answer(offer, &answer("102", "H264")).unwrap(),
+            (Codec::H264, 102)
+        );
+        for (pt, name) in [
+            ("97", "VP8"),
+            ("96", "H264"),
+            ("300", "VP8"),
+            ("18446744073709551616", "VP8"),
+        ] {
+            let e = check_answer(offer, &answer(pt, name)).unwrap_err();
+            assert!(
+                e.contains("did not propose") || e.contains("none of"),
+                "{pt} {name}: {e}"
+            );
+        }
     }
 }
 

@@ -9,6 +9,10 @@ use url::Url;
 
 /// Redirects followed for one request (RFC 9725 §4.6: 307/308 keep the method).
 const MAX_REDIRECTS: usize = 5;
+/// Largest SDP answer read; an SDP answer is a few kilobytes.
+const MAX_ANSWER_BYTES: u64 = 1 << 20;
+/// Most of an error answer's body kept as its reason.
+const MAX_REASON_BYTES: u64 = 64 << 10;
 
 /// A STUN or TURN server announced by the WHIP server in a `Link` header (RFC 9725 §4.4).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,17 +133,18 @@ impl WhipError {
         }
     }
 
-    /// Whether asking again cannot help: a bad URL, or a server that refuses this offer or
-    /// this client (a bad request, a refused token, no WHIP here). A server that is down,
+    /// Whether asking again cannot help: a bad URL, a server that refuses this offer or
+    /// this client (a bad request, a refused token, no WHIP here), or one whose answers are
+    /// not WHIP (no Location, no SDP, a redirect loop, a huge body). A server that is down,
     /// slow, overloaded (5xx, 429) or restarting (404 until its endpoints exist again) may
     /// answer later.
     pub fn is_permanent(&self) -> bool {
         match self {
-            WhipError::BadUrl(_) => true,
+            WhipError::BadUrl(_) | WhipError::Protocol(_) => true,
             WhipError::Status { status, .. } => {
                 matches!(status, 400 | 401 | 403 | 405 | 406 | 413 | 415)
             }
-            WhipError::Unreachable { .. } | WhipError::Protocol(_) => false,
+            WhipError::Unreachable { .. } => false,
         }
     }
 }
@@ -194,7 +199,17 @@ pub fn parse_endpoint(url: &str) -> Result<Url, WhipError> {
     Ok(u)
 }
 
+/// `scheme://host:port` of a URL: where a token may go.
+fn origin(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
 /// The WHIP client for one endpoint. Every request is bounded by the timeout it is given.
+///
+/// The bearer token goes only to the endpoint's origin: a redirect of the offer to another
+/// origin is refused (the token is not sent there, and the server there would refuse the
+/// offer without it), and a session resource on another origin gets its PATCH and DELETE
+/// without the token (its URL is what authorises them).
 pub struct Client {
     endpoint: Url,
     token: Option<String>,
@@ -235,7 +250,9 @@ impl Client {
         if let Some(ct) = content_type {
             builder = builder.header("Content-Type", ct);
         }
-        if let Some(t) = &self.token {
+        if let Some(t) = &self.token
+            && origin(url) == origin(&self.endpoint)
+        {
             builder = builder.header("Authorization", format!("Bearer {t}"));
         }
         let request = builder
@@ -248,7 +265,7 @@ impl Client {
             .build();
         self.agent.run(request).map_err(|e| WhipError::Unreachable {
             url: url.to_string(),
-            reason: e.to_string(),
+            reason: failure(&e, timeout),
         })
     }
 
@@ -270,9 +287,17 @@ impl Client {
                         "{url} redirected (HTTP {status}) without a Location"
                     )));
                 };
-                url = url.join(&loc).map_err(|e| {
+                let next = url.join(&loc).map_err(|e| {
                     WhipError::Protocol(format!("{url} redirected to a bad URL {loc:?}: {e}"))
                 })?;
+                if self.token.is_some() && origin(&next) != origin(&self.endpoint) {
+                    return Err(WhipError::Protocol(format!(
+                        "{url} redirected to {next}, on another origin than {}: the token is \
+                         not sent there; set the location to the new server if it is trusted",
+                        origin(&self.endpoint)
+                    )));
+                }
+                url = next;
                 continue;
             }
             let location = header("location");
@@ -282,19 +307,14 @@ impl Client {
                 .iter()
                 .filter_map(|v| v.to_str().ok().map(str::to_owned))
                 .collect();
-            let body = res
-                .body_mut()
-                .with_config()
-                .limit(1 << 20)
-                .read_to_string()
-                .unwrap_or_default();
             if !(200..300).contains(&status) {
                 return Err(WhipError::Status {
                     url: url.to_string(),
                     status,
-                    reason: body.trim().chars().take(500).collect(),
+                    reason: reason(&mut res),
                 });
             }
+            let body = read_answer(&url, &mut res, timeout)?;
             let Some(location) = location else {
                 return Err(WhipError::Protocol(format!(
                     "{url} answered HTTP {status} without a Location header (not a WHIP server?)"
@@ -352,12 +372,84 @@ fn success(url: &Url, mut res: ureq::http::Response<ureq::Body>) -> Result<(), W
     if (200..300).contains(&status) {
         return Ok(());
     }
-    let reason = res.body_mut().read_to_string().unwrap_or_default();
     Err(WhipError::Status {
         url: url.to_string(),
         status,
-        reason: reason.trim().to_owned(),
+        reason: reason(&mut res),
     })
+}
+
+/// The start of an error answer's body, as its reason (at most 500 characters).
+fn reason(res: &mut ureq::http::Response<ureq::Body>) -> String {
+    let mut bytes = vec![];
+    let _ = std::io::Read::read_to_end(
+        &mut res
+            .body_mut()
+            .with_config()
+            .limit(MAX_REASON_BYTES)
+            .reader(),
+        &mut bytes,
+    );
+    String::from_utf8_lossy(&bytes)
+        .trim()
+        .chars()
+        .take(500)
+        .collect()
+}
+
+/// The SDP answer in a body: UTF-8 text of at most MAX_ANSWER_BYTES, read within the
+/// request's time.
+fn read_answer(
+    url: &Url,
+    res: &mut ureq::http::Response<ureq::Body>,
+    timeout: Duration,
+) -> Result<String, WhipError> {
+    let mut bytes = vec![];
+    let read = std::io::Read::read_to_end(
+        &mut res
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER_BYTES + 1)
+            .reader(),
+        &mut bytes,
+    );
+    match read {
+        Ok(_) if bytes.len() as u64 > MAX_ANSWER_BYTES => Err(too_large(url)),
+        Ok(_) => String::from_utf8(bytes).map_err(|_| {
+            WhipError::Protocol(format!("{url} answered with a body that is not UTF-8 text"))
+        }),
+        Err(e) => match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+        {
+            Some(ureq::Error::BodyExceedsLimit(_)) => Err(too_large(url)),
+            Some(u) => Err(WhipError::Unreachable {
+                url: url.to_string(),
+                reason: failure(u, timeout),
+            }),
+            None => Err(WhipError::Unreachable {
+                url: url.to_string(),
+                reason: format!("reading the answer failed: {e}"),
+            }),
+        },
+    }
+}
+
+/// Why a request failed, in words.
+fn failure(e: &ureq::Error, timeout: Duration) -> String {
+    match e {
+        ureq::Error::Timeout(_) => {
+            format!("no complete answer within {} s", timeout.as_secs_f32())
+        }
+        e => e.to_string(),
+    }
+}
+
+fn too_large(url: &Url) -> WhipError {
+    WhipError::Protocol(format!(
+        "{url} answered with a body larger than {} MiB, not an SDP answer",
+        MAX_ANSWER_BYTES >> 20
+    ))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod build;
 pub mod callserver;
+pub mod fakewhip;
 pub mod http;
 pub mod netns;
 pub mod peers;
