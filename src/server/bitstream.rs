@@ -109,16 +109,7 @@ fn parse_sps(rbsp: &[u8]) -> Option<(u32, u32)> {
             let lists = if chroma_format_idc == 3 { 12 } else { 8 };
             for i in 0..lists {
                 if r.bit()? == 1 {
-                    let size = if i < 6 { 16 } else { 64 };
-                    let (mut last, mut next) = (8i32, 8i32);
-                    for _ in 0..size {
-                        if next != 0 {
-                            next = (last + r.se()? + 256) % 256;
-                        }
-                        if next != 0 {
-                            last = next;
-                        }
-                    }
+                    skip_scaling_list(&mut r, if i < 6 { 16 } else { 64 })?;
                 }
             }
         }
@@ -132,7 +123,12 @@ fn parse_sps(rbsp: &[u8]) -> Option<(u32, u32)> {
             r.bit()?;
             r.se()?;
             r.se()?;
-            for _ in 0..r.ue()? {
+            // num_ref_frames_in_pic_order_cnt_cycle: 0..=255 (§7.4.2.1.1).
+            let cycle = r.ue()?;
+            if cycle > 255 {
+                return None;
+            }
+            for _ in 0..cycle {
                 r.se()?;
             }
         }
@@ -140,30 +136,56 @@ fn parse_sps(rbsp: &[u8]) -> Option<(u32, u32)> {
     }
     r.ue()?; // max_num_ref_frames
     r.bit()?; // gaps_in_frame_num_allowed
-    let width_mbs = r.ue()? + 1;
-    let height_map_units = r.ue()? + 1;
-    let frame_mbs_only = r.bit()?;
+    let width_mbs = u64::from(r.ue()?) + 1;
+    let height_map_units = u64::from(r.ue()?) + 1;
+    let frame_mbs_only = u64::from(r.bit()?);
     if frame_mbs_only == 0 {
         r.bit()?;
     }
     r.bit()?; // direct_8x8_inference
-    let (mut cl, mut cr, mut ct, mut cb) = (0, 0, 0, 0);
+    let (mut cl, mut cr, mut ct, mut cb) = (0u64, 0u64, 0u64, 0u64);
     if r.bit()? == 1 {
-        cl = r.ue()?;
-        cr = r.ue()?;
-        ct = r.ue()?;
-        cb = r.ue()?;
+        cl = r.ue()?.into();
+        cr = r.ue()?.into();
+        ct = r.ue()?.into();
+        cb = r.ue()?.into();
     }
     let (sub_w, sub_h) = match chroma_format_idc {
         1 => (2, 2),
         2 => (2, 1),
         _ => (1, 1),
     };
-    let crop_x = if chroma_format_idc == 0 { 1 } else { sub_w };
-    let crop_y = (if chroma_format_idc == 0 { 1 } else { sub_h }) * (2 - frame_mbs_only);
+    let crop_x: u64 = if chroma_format_idc == 0 { 1 } else { sub_w };
+    let crop_y: u64 = (if chroma_format_idc == 0 { 1 } else { sub_h }) * (2 - frame_mbs_only);
+    // Every value is below 2^32, so none of these products overflows 64 bits; the result
+    // must still be a picture size.
     let width = (width_mbs * 16).checked_sub(crop_x * (cl + cr))?;
     let height = (height_map_units * 16 * (2 - frame_mbs_only)).checked_sub(crop_y * (ct + cb))?;
-    Some((width, height))
+    let size = |v: u64| u32::try_from(v).ok().filter(|v| (1..=MAX_SIDE).contains(v));
+    Some((size(width)?, size(height)?))
+}
+
+/// The largest picture side reported: H.264 level 6.2 allows 139264 macroblocks per
+/// frame, at most 8 × √139264 ≈ 2986 of them on one side.
+const MAX_SIDE: u32 = 16 * 2986;
+
+/// Reads past a scaling list of `size` entries (§7.3.2.1.1.1); `None` when a
+/// `delta_scale` is outside -128..=127.
+fn skip_scaling_list(r: &mut Bits, size: usize) -> Option<()> {
+    let (mut last, mut next) = (8i32, 8i32);
+    for _ in 0..size {
+        if next != 0 {
+            let delta = r.se()?;
+            if !(-128..=127).contains(&delta) {
+                return None;
+            }
+            next = (last + delta).rem_euclid(256);
+        }
+        if next != 0 {
+            last = next;
+        }
+    }
+    Some(())
 }
 
 #[cfg(test)]
@@ -192,5 +214,16 @@ mod tests {
         ];
         assert_eq!(h264_resolution(&au), Some((320, 240)));
         assert_eq!(h264_resolution(&[0, 0, 0, 1, 0x41, 0x9a]), None);
+    }
+
+    #[test]
+    fn refuses_sps_whose_sizes_overflow() {
+        // High profile, a scaling list of delta_scale 2^31 - 1 (the first regression input
+        // of the `bitstream` fuzz target).
+        let scaling = include_bytes!("../../fuzz/regressions/bitstream/sps-scaling-overflow");
+        assert_eq!(h264_resolution(scaling), None);
+        // pic_width_in_mbs_minus1 and the cropping at 2^32 - 2, interlaced.
+        let size = include_bytes!("../../fuzz/regressions/bitstream/sps-size-overflow");
+        assert_eq!(h264_resolution(size), None);
     }
 }

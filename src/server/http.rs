@@ -25,6 +25,9 @@ use super::sdp::MAX_SDP_BYTES;
 use super::sfu::{Created, SfuError};
 use super::{CAT, ServerConfig};
 
+/// The largest request body read at all; SDP bodies are checked against [`MAX_SDP_BYTES`].
+const MAX_BODY_BYTES: usize = 4 * MAX_SDP_BYTES;
+
 const VIEWER_PAGE: &str = include_str!("viewer.html");
 /// Longest channel name or uid, in bytes.
 const MAX_NAME_BYTES: usize = 128;
@@ -87,7 +90,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/{channel}", get(viewer).fallback(only_get))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(4 * MAX_SDP_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), gate))
         .with_state(state)
 }
@@ -163,7 +166,21 @@ async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Respon
             return refusal(r);
         }
     };
-    let mut res = if req.method() == Method::OPTIONS {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let mut res = if let Some(n) = declared.filter(|n| *n > MAX_BODY_BYTES as u64) {
+        // Refused before a byte of the body is read; the connection closes after the answer.
+        gst::info!(CAT, "request refused: a body of {n} bytes announced");
+        let mut r = text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a body of {n} bytes is larger than the {MAX_BODY_BYTES} bytes accepted"),
+        );
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
+    } else if req.method() == Method::OPTIONS {
         let mut r = StatusCode::NO_CONTENT.into_response();
         r.headers_mut()
             .insert("accept-post", HeaderValue::from_static("application/sdp"));

@@ -16,6 +16,9 @@ use tower::ServiceExt;
 
 use super::CAT;
 
+/// The largest request head (request line and headers) read.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// Caps on the HTTP connections.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -123,6 +126,8 @@ pub async fn serve(
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.head_timeout)
+                // A request head larger than this is answered 431.
+                .max_buf_size(MAX_HEAD_BYTES)
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = connection.await {
                 gst::debug!(CAT, "HTTP connection from {client} ended: {e}");

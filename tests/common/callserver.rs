@@ -11,6 +11,10 @@ pub struct ServerProcess {
     child: Option<Child>,
     pub port: u16,
     bind: String,
+    /// More `callserver` options.
+    args: Vec<String>,
+    /// The view token the API needs, if the options set one.
+    view_token: Option<String>,
 }
 
 /// A TCP port nobody uses right now.
@@ -24,10 +28,22 @@ pub fn free_port(bind: &str) -> u16 {
 impl ServerProcess {
     /// Starts `callserver` on `bind:port` and waits until it answers.
     pub fn start(bind: &str, port: u16) -> ServerProcess {
+        Self::start_with(bind, port, &[], None)
+    }
+
+    /// Starts `callserver` with more options `args`; `view_token` is the one they set.
+    pub fn start_with(
+        bind: &str,
+        port: u16,
+        args: &[&str],
+        view_token: Option<&str>,
+    ) -> ServerProcess {
         let mut s = ServerProcess {
             child: None,
             port,
             bind: bind.to_owned(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            view_token: view_token.map(str::to_owned),
         };
         s.restart();
         s
@@ -38,6 +54,7 @@ impl ServerProcess {
         assert!(self.child.is_none(), "the server still runs");
         let child = Command::new(env!("CARGO_BIN_EXE_callserver"))
             .args(["--bind", &self.bind, "--port", &self.port.to_string()])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(match std::env::var_os("CALLSERVER_LOG") {
                 // Where the server's log goes (GST_DEBUG=callserver:5 to have one).
@@ -77,6 +94,11 @@ impl ServerProcess {
         }
     }
 
+    /// The server's resident memory in MB (0 when it does not run).
+    pub fn rss_mb(&self) -> f64 {
+        self.pid().map_or(0.0, rss_of)
+    }
+
     /// The server's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
@@ -100,13 +122,11 @@ impl ServerProcess {
             .timeout_global(Some(Duration::from_millis(500)))
             .build()
             .into();
-        let text = agent
-            .get(format!("{}/api/channels", self.url()))
-            .call()
-            .ok()?
-            .body_mut()
-            .read_to_string()
-            .ok()?;
+        let mut request = agent.get(format!("{}/api/channels", self.url()));
+        if let Some(t) = &self.view_token {
+            request = request.header("Authorization", format!("Bearer {t}"));
+        }
+        let text = request.call().ok()?.body_mut().read_to_string().ok()?;
         serde_json::from_str(&text).ok()
     }
 
@@ -133,4 +153,14 @@ impl Drop for ServerProcess {
         self.freeze(false);
         self.kill();
     }
+}
+
+/// The resident memory of process `pid` in MB (0 when it does not run).
+pub fn rss_of(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
 }
