@@ -15,6 +15,8 @@ pub mod callsink;
 pub mod codec;
 pub mod customvideosrc;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 mod random;
 mod rate;
 pub mod server;

@@ -335,9 +335,23 @@ fn every_limit_is_answered_with_its_status_and_names_itself() {
         400,
         "1 to 128 bytes",
     );
-    let huge = format!("v=0\r\n{}", "a=x\r\n".repeat(200_000));
-    let too_big = post(&server.whip_url("x"), None, &huge);
-    assert_eq!(too_big.status, 413, "{too_big:?}");
+    // Over the SDP limit (64 KiB), read and refused.
+    let huge = format!("v=0\r\n{}", "a=x\r\n".repeat(20_000));
+    assert_refused(
+        &post(&server.whip_url("x"), None, &huge),
+        413,
+        "larger than",
+    );
+    // Announced over what the server reads at all: refused before the body comes.
+    let (answer, took) = http::raw(
+        "127.0.0.1".parse().unwrap(),
+        server.http_addr(),
+        head(10_000_000).as_bytes(),
+        Duration::from_secs(5),
+    );
+    assert_eq!(status_of(&answer), 413, "{answer}");
+    assert!(answer.contains("10000000 bytes is larger"), "{answer}");
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
 }
 
 /// The request head of a POST whose body of `len` bytes is still to come.

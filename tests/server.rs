@@ -182,7 +182,7 @@ fn publishing_needs_the_token_when_one_is_set() {
         None,
         "a=ice-ufrag:other\r\na=ice-pwd:otherpassword12345678\r\n",
     );
-    assert_eq!(status, 501, "{body}");
+    assert_eq!(status, 422, "{body}");
     let (status, _, _) = request(
         "PATCH",
         &location,

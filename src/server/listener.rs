@@ -128,6 +128,9 @@ pub async fn serve(
                 .header_read_timeout(limits.head_timeout)
                 // A request head larger than this is answered 431.
                 .max_buf_size(MAX_HEAD_BYTES)
+                // A client that closes its sending side after the request still gets
+                // the answer.
+                .half_close(true)
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = connection.await {
                 gst::debug!(CAT, "HTTP connection from {client} ended: {e}");

@@ -61,7 +61,8 @@ pub enum SfuError {
     NotFound(String),
     NotAcceptable(String),
     BadRequest(String),
-    NotImplemented(String),
+    /// 422: the request is understood but not done (an ICE restart, RFC 9725 §4.3.1).
+    Unprocessable(String),
     /// A server-wide limit is reached (503): try again later.
     Busy(String),
     /// A limit for one client is reached (429): try again later.
@@ -75,7 +76,7 @@ impl SfuError {
             SfuError::NotFound(_) => 404,
             SfuError::NotAcceptable(_) => 406,
             SfuError::BadRequest(_) => 400,
-            SfuError::NotImplemented(_) => 501,
+            SfuError::Unprocessable(_) => 422,
             SfuError::Busy(_) => 503,
             SfuError::TooMany(_) => 429,
         }
@@ -89,7 +90,7 @@ impl fmt::Display for SfuError {
             SfuError::NotFound(s)
             | SfuError::NotAcceptable(s)
             | SfuError::BadRequest(s)
-            | SfuError::NotImplemented(s)
+            | SfuError::Unprocessable(s)
             | SfuError::Busy(s)
             | SfuError::TooMany(s) => f.write_str(s),
         }
@@ -481,7 +482,15 @@ impl Sfu {
         sdp::check_offer(offer)?;
         let malformed = |e: String| SfuError::Offer(OfferError::Malformed(e));
         catch_unwind(AssertUnwindSafe(|| {
-            let parsed = SdpOffer::from_sdp_string(offer).map_err(|e| malformed(e.to_string()))?;
+            let parsed = SdpOffer::from_sdp_string(offer).map_err(|e| {
+                // str0m's parse errors name a memory address, which tells a client nothing
+                // it can use (and something about the server's memory it should not know).
+                let e = e.to_string();
+                malformed(match e.find(" at PointerOffset") {
+                    Some(i) => format!("{}: a line does not follow RFC 8866", &e[..i]),
+                    None => e,
+                })
+            })?;
             let answer: SdpAnswer = rtc
                 .sdp_api()
                 .accept_offer(parsed)
@@ -787,7 +796,7 @@ impl Sfu {
         if let Some(ufrag) = &frag.ice_ufrag
             && session.remote_ufrag.as_ref().is_some_and(|c| c != ufrag)
         {
-            return Err(SfuError::NotImplemented(
+            return Err(SfuError::Unprocessable(
                 "ICE restart is not supported: start a new session".into(),
             ));
         }
