@@ -2,7 +2,7 @@
 //! Publishing cost, side by side in one run, into the same call server on loopback: a
 //! 1280x720@30 VP8 track of moving bars (`videotestsrc pattern=smpte horizontal-speed=4`,
 //! ~2 Mbit/s) published by `callsink` and by the plain webrtcbin publisher
-//! `shared/kit/whip-publish.py` with the same encoder settings. For each: CPU seconds per
+//! `tests/peers/whip_publish.py` with the same encoder settings. For each: CPU seconds per
 //! 30 s, peak RSS, and the time to the first keyframe at a WHEP subscriber that joins as soon
 //! as the publisher is listed. Runs inside a private network namespace.
 //!
@@ -36,8 +36,9 @@ const SOURCE: &str = "videotestsrc is-live=true pattern=smpte horizontal-speed=4
 /// The encoder settings callsink uses for this track (src/callsink/codec.rs: real-time CBR
 /// with the rate-control buffer of WebRTC's own VP8 encoder, keyframes every 2 s), given to
 /// the reference too so that both publish the same bitstream and the comparison is of the
-/// publishing machinery. With the kit's own VBR settings the encoder executes about 12 %
-/// fewer instructions for this source (callgrind, 60 frames).
+/// publishing machinery. With plain VBR settings (`vp8enc deadline=1 cpu-used=4
+/// target-bitrate=2000000`) the encoder executes about 12 % fewer instructions for this source
+/// (callgrind, 60 frames).
 const VP8ENC: &str = "deadline=1 cpu-used=4 end-usage=cbr lag-in-frames=0 target-bitrate=2000000 \
      keyframe-max-dist=60 error-resilient=default buffer-size=1000 buffer-initial-size=500 \
      buffer-optimal-size=600";
@@ -53,7 +54,8 @@ enum Publisher {
     /// A callsink pipeline built a second before it starts, as an application that prepares
     /// its call does.
     CallSinkAhead,
-    Kit,
+    /// The reference publisher, tests/peers/whip_publish.py: plain webrtcbin.
+    Reference,
 }
 
 impl Publisher {
@@ -61,12 +63,12 @@ impl Publisher {
         match self {
             Publisher::CallSink => "callsink",
             Publisher::CallSinkAhead => "callsink-ahead",
-            Publisher::Kit => "whip-publish.py",
+            Publisher::Reference => "whip_publish.py",
         }
     }
 
     fn is_callsink(self) -> bool {
-        self != Publisher::Kit
+        self != Publisher::Reference
     }
 
     fn command(self, server: &CallServer, uid: &str) -> Command {
@@ -86,11 +88,11 @@ impl Publisher {
                 );
                 cmd
             }
-            Publisher::Kit => {
-                let kit = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/kit/whip-publish.py");
+            Publisher::Reference => {
+                let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/whip_publish.py");
                 let mut cmd = Command::new("/usr/bin/python3");
                 cmd.args([
-                    kit,
+                    script,
                     "-q",
                     "-u",
                     &format!("{}?uid={uid}", server.whip_url("bench")),
@@ -181,8 +183,8 @@ fn measure(server: &CallServer, who: Publisher, uid: &str, secs: f64) -> Measure
     let cpu = cpu_seconds(child.id()) - cpu0;
     let bitrate = listed(server).map(|p| p.bitrate).unwrap_or(0);
     let rss_mb = peak_rss_mb(child.id());
-    // The callsink child stops when its input closes, the kit on SIGINT; both send their WHIP
-    // DELETE. Then make sure they are gone.
+    // The callsink child stops when its input closes, the reference on SIGINT; both send their
+    // WHIP DELETE. Then make sure they are gone.
     drop(child.stdin.take());
     if !who.is_callsink() {
         let _ = Command::new("kill")
@@ -265,7 +267,7 @@ fn main() {
     for round in 0..rounds {
         let mut order = [
             Publisher::CallSink,
-            Publisher::Kit,
+            Publisher::Reference,
             Publisher::CallSinkAhead,
         ];
         if round % 2 == 1 {
@@ -295,7 +297,7 @@ fn main() {
             .map(Duration::from_secs_f64)
     };
     println!("medians");
-    for who in [Publisher::CallSink, Publisher::Kit] {
+    for who in [Publisher::CallSink, Publisher::Reference] {
         println!(
             "{:>15}: {:.2} CPU-s per 30 s, peak RSS {:.0} MB",
             who.name(),
@@ -306,7 +308,7 @@ fn main() {
     for who in [
         Publisher::CallSink,
         Publisher::CallSinkAhead,
-        Publisher::Kit,
+        Publisher::Reference,
     ] {
         println!(
             "{:>15}: first keyframe at the subscriber {} after the process start{}",
@@ -318,8 +320,8 @@ fn main() {
         );
     }
     println!(
-        "ratio callsink/whip-publish.py CPU: {:.2} (target <= 1.0); callsink peak RSS {:.0} MB (target < 80); callsink first keyframe {} after PLAYING, {} when built ahead (target < 300 ms)",
-        cpu(Publisher::CallSink) / cpu(Publisher::Kit).max(1e-9),
+        "ratio callsink/whip_publish.py CPU: {:.2} (target <= 1.0); callsink peak RSS {:.0} MB (target < 80); callsink first keyframe {} after PLAYING, {} when built ahead (target < 300 ms)",
+        cpu(Publisher::CallSink) / cpu(Publisher::Reference).max(1e-9),
         rss(Publisher::CallSink),
         ms(first(Publisher::CallSink, |m| m.first_frame_from_playing)),
         ms(first(Publisher::CallSinkAhead, |m| m.first_frame_from_playing)),

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
 //! The call server over HTTP and with third-party WebRTC peers: every error answer with its
-//! reason, publishers made with webrtcbin (the kit's whip-publish.py) and gst-plugins-rs
-//! `whipclientsink`, and a peer that sends garbage. WebRTC tests run in their own network
-//! namespace.
+//! reason, publishers made with webrtcbin (the reference publisher
+//! `tests/peers/whip_publish.py`) and gst-plugins-rs `whipclientsink`, and a peer that sends
+//! garbage. WebRTC tests run in their own network namespace.
 
 mod common;
 
@@ -205,7 +205,7 @@ fn find(server: &CallServer, uid: &str) -> Option<PublisherInfo> {
 }
 
 fn whip_publish(url: &str, secs: u32, video: &str) -> Child {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/kit/whip-publish.py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/whip_publish.py");
     Command::new("/usr/bin/python3")
         .args([
             script,
@@ -220,12 +220,12 @@ fn whip_publish(url: &str, secs: u32, video: &str) -> Child {
             video,
         ])
         .spawn()
-        .expect("whip-publish.py runs (shared/kit beside the repository, /usr/bin/python3)")
+        .expect("whip_publish.py runs (Debian's /usr/bin/python3 with PyGObject)")
 }
 
 fn webrtcbin_publisher(codec_branch: &str, uid: &str, want_codec: &str) {
     let server = server(None);
-    let url = format!("{}?uid={uid}", server.whip_url("kit"));
+    let url = format!("{}?uid={uid}", server.whip_url("webrtcbin"));
     let start = Instant::now();
     let mut child = whip_publish(&url, 4, codec_branch);
     // Listed as soon as the offer is answered.
@@ -245,7 +245,7 @@ fn webrtcbin_publisher(codec_branch: &str, uid: &str, want_codec: &str) {
     assert!(p.bitrate > 0 && p.packets > 0, "{p:?}");
     // The script DELETEs its session when it ends: gone at once.
     let status = child.wait().unwrap();
-    assert!(status.success(), "whip-publish.py failed");
+    assert!(status.success(), "whip_publish.py failed");
     assert!(
         wait_for(SEC, || find(&server, uid).is_none()),
         "still listed after DELETE"
@@ -260,7 +260,7 @@ fn webrtcbin_vp8_publisher_is_listed_and_leaves() {
     }
     webrtcbin_publisher(
         "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 ! videoconvert ! queue ! vp8enc deadline=1 ! rtpvp8pay pt=96 ssrc=2 ! queue ! application/x-rtp,media=video,encoding-name=VP8,payload=96",
-        "kit-vp8",
+        "webrtcbin-vp8",
         "VP8",
     );
 }
@@ -272,7 +272,7 @@ fn webrtcbin_h264_publisher_is_listed_and_leaves() {
     }
     webrtcbin_publisher(
         "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 ! videoconvert ! queue ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! video/x-h264,profile=constrained-baseline ! rtph264pay pt=102 ssrc=2 config-interval=-1 aggregate-mode=zero-latency ! queue ! application/x-rtp,media=video,encoding-name=H264,payload=102",
-        "kit-h264",
+        "webrtcbin-h264",
         "H264",
     );
 }
