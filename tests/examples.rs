@@ -201,3 +201,81 @@ fn python_wrong_size_is_refused_with_a_named_error() {
     );
     assert!(ok, "push.py --bad-size exited with an error:\n{output}");
 }
+
+/// Compiles `examples/push.c` as the README says: `cc … $(pkg-config --cflags --libs
+/// gstreamer-1.0)`.
+fn build_c_example() -> PathBuf {
+    let out = tmp("push-c");
+    let flags = Command::new("pkg-config")
+        .args(["--cflags", "--libs", "gstreamer-1.0"])
+        .output()
+        .expect("pkg-config runs (scripts/setup.sh installs it)");
+    assert!(flags.status.success(), "pkg-config: {}", text(&flags));
+    let flags = String::from_utf8_lossy(&flags.stdout).into_owned();
+    let cc = Command::new("cc")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/push.c"))
+        .arg("-o")
+        .arg(&out)
+        .args(["-Wall", "-Werror"])
+        .args(flags.split_whitespace())
+        .output()
+        .expect("cc runs (a C compiler comes with the Rust toolchain's needs: gcc)");
+    assert!(
+        cc.status.success(),
+        "examples/push.c does not compile:\n{}",
+        text(&cc)
+    );
+    out
+}
+
+#[test]
+fn c_app_pushes_frames_into_a_call() {
+    if !common::netns::enter("c_app_pushes_frames_into_a_call") {
+        return;
+    }
+    let app = build_c_example();
+    let server = common::callserver::ServerProcess::start(
+        "127.0.0.1",
+        common::callserver::free_port("127.0.0.1"),
+    );
+    let mut child = Command::new(&app)
+        .args([server.url().as_str(), "6", "c-call", "c-app"])
+        .env("GST_PLUGIN_PATH", plugin_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the C example runs");
+    // The call server lists the C app's track, receiving frames.
+    let listed = common::wait_for(std::time::Duration::from_secs(20), || {
+        server
+            .publisher("c-call", "c-app")
+            .is_some_and(|p| p["state"] == "connected" && p["frames"].as_u64().unwrap_or(0) > 10)
+    });
+    let publisher = server.publisher("c-call", "c-app");
+    if !listed {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("the C example ends");
+    assert!(
+        listed,
+        "the server never listed the C app receiving frames: {publisher:?}\n{}",
+        text(&out)
+    );
+    assert!(
+        out.status.success(),
+        "the C example failed:\n{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("PUSHED 180 frames, EOS"),
+        "{}",
+        text(&out)
+    );
+    // It left the call at the end of the stream.
+    assert!(
+        common::wait_for(std::time::Duration::from_secs(3), || server
+            .publisher("c-call", "c-app")
+            .is_none()),
+        "the C app is still listed after its end"
+    );
+}
