@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MPL-2.0
 //! callsink publishing into a call server nobody here wrote: Janus VideoRoom (Debian's
-//! janus 1.1) behind Meetecho's WHIP server (simple-whip-server), started with the recipes in
-//! `../shared/kit/` (installed by `scripts/setup.sh`). Janus's Admin API has to report the
-//! publisher receiving media, and the video Janus forwards as plain RTP has to decode to the
-//! colour that was sent.
+//! janus 1.1) behind Meetecho's WHIP server (simple-whip-server), installed by
+//! `scripts/janus.sh install` (or `scripts/setup.sh`) and run by `scripts/janus.sh up`. Janus's
+//! Admin API has to report the publisher receiving media, and the video Janus forwards as
+//! plain RTP has to decode to the colour that was sent.
 //!
 //! Janus skips loopback interfaces, so inside the test's network namespace it answers with a
 //! candidate on the namespace's veth address while the WHIP server is on 127.0.0.1: callsink
@@ -11,76 +11,24 @@
 
 mod common;
 
+use common::janus::{ENDPOINT, Janus};
 use common::{netns, wait_for};
 use gst::prelude::*;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-const KIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/kit");
-/// WHIP endpoints the kit creates: `kit`, and `kit-rtp` whose video Janus also forwards as
-/// plain RTP to 127.0.0.1:5004.
-const ENDPOINT: &str = "http://127.0.0.1:7080/whip/endpoint/kit";
+/// Where Janus forwards the video published at `{ENDPOINT}-rtp`, as plain RTP on 127.0.0.1.
 const FORWARD_PORT: u16 = 5004;
 
-fn kit(script: &str) -> PathBuf {
-    Path::new(KIT).join(script)
-}
-
-/// Janus and the WHIP server, running while this lives.
-struct Janus;
-
-impl Janus {
-    fn start() -> Janus {
-        assert!(
-            Path::new("/usr/bin/janus").exists()
-                && Path::new("/opt/simple-whip-server/node_modules/websocket").exists(),
-            "Janus and simple-whip-server are not installed: run scripts/setup.sh \
-             (it runs {KIT}/install-janus-whip.sh)"
-        );
-        let out = Command::new(kit("janus-whip-up.sh"))
-            .env("RTP_FWD_PORT", FORWARD_PORT.to_string())
-            .output()
-            .expect("run janus-whip-up.sh");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && text.contains(ENDPOINT),
-            "Janus did not start:\n{text}"
-        );
-        Janus
-    }
-
-    /// Runs `janus-check.py`: Janus's own account of its VideoRoom publishers. Returns whether
-    /// a publisher's received video packets grew, and the report.
-    fn check(&self, wait: Duration) -> (bool, String) {
-        let out = Command::new("/usr/bin/python3")
-            .arg(kit("janus-check.py"))
-            .args(["--interval", "1", "--wait", &wait.as_secs().to_string()])
-            .output()
-            .expect("run janus-check.py");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    }
-
-    /// Janus reports `publisher`'s media arriving, in `codec`, within 15 s.
-    fn assert_receives(&self, publisher: &Publisher, codec: &str) {
-        let (ok, report) = self.check(Duration::from_secs(15));
-        assert!(
-            ok && report.contains(&format!("codec={codec}")),
-            "Janus received no {codec} media from callsink (callsink {}, error {:?}):\n{report}",
+/// Asserts that Janus receives `publisher`'s video, in `codec`, within 15 s.
+fn assert_receives(janus: &Janus, publisher: &Publisher, codec: &str) {
+    match janus.wait_video(codec, Duration::from_secs(15)) {
+        Ok(report) => eprint!("Janus receives {codec}:\n{report}"),
+        Err(report) => panic!(
+            "Janus received no {codec} video from callsink (callsink {}, error {:?}):\n{report}{}",
             publisher.state(),
-            publisher.error()
-        );
-    }
-}
-
-impl Drop for Janus {
-    fn drop(&mut self) {
-        let _ = Command::new(kit("janus-whip-down.sh")).output();
+            publisher.error(),
+            janus.logs()
+        ),
     }
 }
 
@@ -170,11 +118,12 @@ fn forwarded_colour(port: u16, want: [u8; 3], timeout: Duration) -> Option<[u8; 
 
 #[test]
 fn callsink_publishes_into_janus_videoroom_through_whip() {
+    common::janus::assert_installed();
     if !netns::enter("callsink_publishes_into_janus_videoroom_through_whip") {
         return;
     }
     common::init();
-    let janus = Janus::start();
+    let janus = Janus::start(FORWARD_PORT);
 
     // VP8 through the endpoint whose video Janus forwards: Janus reports the media and the
     // forwarded frames are red.
@@ -184,7 +133,7 @@ fn callsink_publishes_into_janus_videoroom_through_whip() {
         0xffff0000,
         &format!("callsink name=sink whip-url={ENDPOINT}-rtp codec=vp8"),
     );
-    janus.assert_receives(&publisher, "vp8");
+    assert_receives(&janus, &publisher, "vp8");
     assert_eq!(publisher.state(), "connected");
     let px = receiver.join().unwrap();
     assert!(
@@ -192,16 +141,18 @@ fn callsink_publishes_into_janus_videoroom_through_whip() {
         "the video Janus forwarded is not red: centre pixel {px:?}"
     );
 
-    // Stopping leaves the room (WHIP DELETE): Janus no longer lists a publisher.
+    // Stopping leaves the room (WHIP DELETE): no more media, and Janus no longer lists a
+    // publisher.
     drop(publisher);
-    let (ok, report) = janus.check(Duration::from_secs(0));
+    let (flowing, report) = janus.video_flowing();
     assert!(
-        !ok,
+        flowing.is_empty(),
         "media still flows after the publisher stopped:\n{report}"
     );
+    let participants = janus.participants().unwrap();
     assert!(
-        !report.contains("\"publisher\": true"),
-        "Janus still lists a publisher after the publisher stopped:\n{report}"
+        !participants.iter().any(|p| p["publisher"] == true),
+        "Janus still lists a publisher after the publisher stopped: {participants:?}"
     );
 
     // H264 (constrained baseline, packetization-mode 1) into the same room.
@@ -209,7 +160,7 @@ fn callsink_publishes_into_janus_videoroom_through_whip() {
         0xff0000ff,
         &format!("callsink name=sink whip-url={ENDPOINT} codec=h264"),
     );
-    janus.assert_receives(&publisher, "h264");
+    assert_receives(&janus, &publisher, "h264");
     assert!(
         wait_for(Duration::from_secs(5), || publisher.state() == "connected"),
         "callsink is {}",

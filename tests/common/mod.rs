@@ -8,6 +8,7 @@ pub mod build;
 pub mod callserver;
 pub mod fakewhip;
 pub mod http;
+pub mod janus;
 pub mod netns;
 pub mod peers;
 
