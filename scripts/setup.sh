@@ -53,16 +53,8 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # Janus VideoRoom behind Meetecho's WHIP server, for the interoperability test (tests/janus.rs):
-# the shared kit beside the repository installs it (apt, and npm for the WHIP server's modules).
-kit="$(pwd)/../shared/kit/install-janus-whip.sh"
-if [ -x "$kit" ]; then
-  if ! command -v janus >/dev/null 2>&1 || [ ! -d /opt/simple-whip-server/node_modules/websocket ]; then
-    echo "setup: installing Janus and simple-whip-server ($kit)"
-    $sudo "$kit"
-  fi
-else
-  echo "setup: $kit not found: tests/janus.rs will fail" >&2
-fi
+# installed by scripts/janus.sh (apt, and npm for the WHIP server's modules) when missing.
+bash scripts/janus.sh install
 
 cargo build --locked --all-targets
 echo "setup: ready (plugin at $(pwd)/target/debug/libgstcustomvideo.so)"
