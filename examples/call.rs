@@ -4,14 +4,17 @@
 //! watch it.
 //!
 //! ```text
-//! cargo run --example call -- [--duration SECS] [--port 8080] [--channel demo] [--codec auto]
+//! cargo run --release --bin customvideo-demo -- [--duration SECS] [--port 8080] [--channel demo]
+//!     [--codec auto]
 //! ```
 //!
-//! Without `--duration` it runs until Ctrl-C.
+//! Without `--duration` it runs until Ctrl-C (or SIGTERM); either way it ends the stream, leaves
+//! the call and prints the send statistics.
 
 use gst::prelude::*;
 use gst_video::prelude::*;
 use gstcustomvideo::CustomVideoSrc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -53,7 +56,7 @@ fn parse_args() -> Result<Args, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown argument {a}\nusage: call [--duration SECS] [--port 8080] [--channel demo] [--codec auto|vp8|vp9|h264|av1]"
+                    "unknown argument {a}\nusage: customvideo-demo [--duration SECS] [--port 8080] [--channel demo] [--codec auto|vp8|vp9|h264|av1]"
                 ));
             }
         }
@@ -61,8 +64,26 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
+/// Set by SIGINT and SIGTERM.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
     gst::init()?;
     gstcustomvideo::plugin_register_static()?;
 
@@ -102,16 +123,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let bus = pipeline.bus().expect("pipelines have a bus");
     let deadline = args.duration.map(|d| Instant::now() + d);
+    // At the end of --duration, or on Ctrl-C / SIGTERM: end the stream, so that callsink
+    // leaves the call, and wait for the EOS to reach the bus.
+    let mut ending: Option<Instant> = None;
     let mut result = Ok(());
     loop {
-        let wait = deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
-            .unwrap_or(Duration::from_secs(3600));
-        if wait.is_zero() {
+        let now = Instant::now();
+        if ending.is_none() && (STOP.load(Ordering::Relaxed) || deadline.is_some_and(|d| now >= d))
+        {
+            println!("ending the call");
+            pipeline.send_event(gst::event::Eos::new());
+            ending = Some(now);
+        }
+        if ending.is_some_and(|e| now.duration_since(e) > Duration::from_secs(5)) {
+            result = Err("no EOS within 5 s of the end of the stream".to_owned());
             break;
         }
-        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(wait.as_millis() as u64))
-        else {
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
             continue;
         };
         match msg.view() {
@@ -142,7 +170,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ));
                 break;
             }
-            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Eos(_) => {
+                println!("the call ended (EOS)");
+                break;
+            }
             _ => (),
         }
     }

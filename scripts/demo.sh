@@ -8,5 +8,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --locked --release --quiet --example call
-exec target/release/examples/call "$@"
+cargo build --locked --release --bin customvideo-demo
+exec target/release/customvideo-demo "$@"

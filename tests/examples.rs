@@ -279,3 +279,82 @@ fn c_app_pushes_frames_into_a_call() {
         "the C app is still listed after its end"
     );
 }
+
+/// The demo program (`scripts/demo.sh` runs its release build), for `secs` or until SIGINT.
+fn demo(port: u16, duration: Option<u64>) -> std::process::Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_customvideo-demo"));
+    cmd.args(["--port", &port.to_string(), "--channel", "demo-test"]);
+    if let Some(d) = duration {
+        cmd.args(["--duration", &d.to_string()]);
+    }
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the demo runs")
+}
+
+/// The demo's track as the embedded call server lists it.
+fn demo_track(port: u16) -> Option<serde_json::Value> {
+    let url = format!("http://127.0.0.1:{port}/api/channels/demo-test");
+    let text = ureq::get(&url)
+        .call()
+        .ok()?
+        .body_mut()
+        .read_to_string()
+        .ok()?;
+    let channel: serde_json::Value = serde_json::from_str(&text).ok()?;
+    channel["publishers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["uid"] == "demo-track")
+        .cloned()
+}
+
+fn wait_for_frames(port: u16) -> bool {
+    common::wait_for(std::time::Duration::from_secs(30), || {
+        demo_track(port)
+            .is_some_and(|p| p["state"] == "connected" && p["frames"].as_u64().unwrap_or(0) > 30)
+    })
+}
+
+#[test]
+fn demo_publishes_then_ends_at_its_duration_and_on_ctrl_c() {
+    if !common::netns::enter("demo_publishes_then_ends_at_its_duration_and_on_ctrl_c") {
+        return;
+    }
+    // --duration: the call runs, then the stream ends (EOS on the bus) and the demo exits 0.
+    let port = common::callserver::free_port("127.0.0.1");
+    let child = demo(port, Some(8));
+    let published = wait_for_frames(port);
+    let out = child.wait_with_output().expect("the demo ends");
+    let log = text(&out);
+    assert!(published, "the call never had the demo's frames: {log}");
+    assert!(out.status.success(), "the demo failed:\n{log}");
+    for line in [
+        "Watch it in a browser: http://127.0.0.1:",
+        "connection: connected",
+        "the call ended (EOS)",
+        "send stats:",
+    ] {
+        assert!(log.contains(line), "no {line:?} in:\n{log}");
+    }
+
+    // Ctrl-C: the same clean end, within a few seconds.
+    let port = common::callserver::free_port("127.0.0.1");
+    let child = demo(port, None);
+    let published = wait_for_frames(port);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let asked = std::time::Instant::now();
+    let out = child.wait_with_output().expect("the demo ends");
+    let log = text(&out);
+    assert!(published, "the call never had the demo's frames: {log}");
+    assert!(out.status.success(), "the demo failed on Ctrl-C:\n{log}");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(log.contains("the call ended (EOS)"), "{log}");
+    assert!(log.contains("connection: closed"), "{log}");
+}
