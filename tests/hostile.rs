@@ -536,7 +536,7 @@ fn a_call_holds_while_a_hostile_client_attacks_the_server() {
         eprintln!("rogue peer connected: {connected}; {sent} malformed datagrams");
         rss("the malformed datagrams");
 
-        let mut answers = bad_http(http, 30, &mut noise);
+        let mut answers = bad_http(http, 80, &mut noise);
         rss("the bad requests");
         answers.extend(slow_bodies(http, 8));
         rss("the slow bodies");

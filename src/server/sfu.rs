@@ -478,7 +478,9 @@ impl Sfu {
         }
     }
 
-    fn accept(&self, rtc: &mut Rtc, offer: &str) -> Result<String, SfuError> {
+    /// A new peer for `offer`, and the answer. The offer is checked and parsed before the
+    /// peer (and its DTLS context) is made: an offer that is refused costs little.
+    fn accept(&self, now: Instant, offer: &str) -> Result<(Rtc, String), SfuError> {
         sdp::check_offer(offer)?;
         let malformed = |e: String| SfuError::Offer(OfferError::Malformed(e));
         catch_unwind(AssertUnwindSafe(|| {
@@ -491,11 +493,12 @@ impl Sfu {
                     None => e,
                 })
             })?;
+            let mut rtc = self.new_rtc(now);
             let answer: SdpAnswer = rtc
                 .sdp_api()
                 .accept_offer(parsed)
                 .map_err(|e| malformed(e.to_string()))?;
-            Ok(answer.to_sdp_string())
+            Ok((rtc, answer.to_sdp_string()))
         }))
         .unwrap_or_else(|panic| {
             gst::error!(
@@ -575,8 +578,7 @@ impl Sfu {
         let uid = uid.filter(|u| !u.is_empty());
         self.admit(client)?;
         self.admit_publisher(channel, uid)?;
-        let mut rtc = self.new_rtc(now);
-        let answer = self.accept(&mut rtc, offer)?;
+        let (rtc, answer) = self.accept(now, offer)?;
         let codecs = sdp::video_codecs(&answer);
         if codecs.is_empty() {
             return Err(SfuError::Offer(OfferError::UnsupportedCodecs(
@@ -675,8 +677,7 @@ impl Sfu {
                 "publisher \"{uid}\" has {subscribers} subscribers, its limit (--max-subscribers)"
             )));
         }
-        let mut rtc = self.new_rtc(now);
-        let answer = self.accept(&mut rtc, offer)?;
+        let (rtc, answer) = self.accept(now, offer)?;
         let (key, id) = self.new_session_key();
         gst::info!(CAT, "subscriber {id} joins {channel} for {uid}");
         gst::trace!(CAT, "subscriber offer:\n{offer}\nanswer:\n{answer}");
