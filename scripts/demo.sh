@@ -6,7 +6,7 @@
 # Other options: --port 8080 --channel demo --codec auto|vp8|vp9|h264|av1
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --demo
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --locked --release --bin customvideo-demo
 exec target/release/customvideo-demo "$@"
