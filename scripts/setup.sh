@@ -71,9 +71,13 @@ fi
 need_rust=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "setup: installing Rust (rustup, stable toolchain)"
-  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
-    sh -s -- -y -q --profile minimal --default-toolchain stable
+  echo "setup: installing Rust (rustup-init from static.rust-lang.org, stable toolchain)"
+  init=$(mktemp)
+  curl --proto '=https' --tlsv1.2 -sSf -o "$init" \
+    "https://static.rust-lang.org/rustup/dist/$(uname -m)-unknown-linux-gnu/rustup-init"
+  chmod +x "$init"
+  "$init" -y -q --profile minimal --default-toolchain stable
+  rm -f "$init"
 fi
 have_rust=$(rustc --version | cut -d' ' -f2)
 if [ "$(printf '%s\n%s\n' "$need_rust" "$have_rust" | sort -V | head -1)" != "$need_rust" ]; then
