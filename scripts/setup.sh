@@ -72,12 +72,13 @@ need_rust=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: installing Rust (rustup-init from static.rust-lang.org, stable toolchain)"
-  init=$(mktemp)
-  curl --proto '=https' --tlsv1.2 -sSf -o "$init" \
+  # rustup-init acts by the name it is called with.
+  dir=$(mktemp -d)
+  curl --proto '=https' --tlsv1.2 -sSf -o "$dir/rustup-init" \
     "https://static.rust-lang.org/rustup/dist/$(uname -m)-unknown-linux-gnu/rustup-init"
-  chmod +x "$init"
-  "$init" -y -q --profile minimal --default-toolchain stable
-  rm -f "$init"
+  chmod +x "$dir/rustup-init"
+  "$dir/rustup-init" -y -q --profile minimal --default-toolchain stable
+  rm -rf "$dir"
 fi
 have_rust=$(rustc --version | cut -d' ' -f2)
 if [ "$(printf '%s\n%s\n' "$need_rust" "$have_rust" | sort -V | head -1)" != "$need_rust" ]; then
