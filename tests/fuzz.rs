@@ -6,24 +6,11 @@
 //! repeats. The coverage-guided runs, 10^5 inputs and more per target, are
 //! `scripts/fuzz.sh`.
 
+mod common;
+
+use common::Noise;
 use gstcustomvideo::fuzzing;
 use std::path::Path;
-
-/// A small deterministic generator (xorshift).
-struct Noise(u64);
-
-impl Noise {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 /// The files of `fuzz/<kind>/<target>/`, sorted.
 fn inputs(kind: &str, target: &str) -> Vec<Vec<u8>> {

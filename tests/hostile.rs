@@ -16,7 +16,7 @@ mod common;
 use common::browser::Browser;
 use common::callserver::{ServerProcess, free_port};
 use common::http::{connect_from, raw, status_of};
-use common::{Launched, netns, wait_for};
+use common::{Launched, Noise, netns, wait_for};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -30,22 +30,6 @@ const TOKEN: &str = "publish-secret";
 const VIEW: &str = "view-secret";
 /// Where the attacker comes from: another address than every legitimate client.
 const ATTACKER: &str = "127.0.0.5";
-
-/// A small deterministic generator (xorshift), so that a failing run can be repeated.
-struct Noise(u64);
-
-impl Noise {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 /// Sends `count` datagrams made by `make`, at most `per_second`, within `limit`.
 fn flood(

@@ -478,16 +478,29 @@ async fn trickle(
             "malformed trickle fragment: not UTF-8 text",
         );
     };
-    match ask(&state, |reply| Command::Trickle {
-        id,
-        fragment,
-        reply,
-    })
+    on_resource(
+        &state,
+        client,
+        |reply| Command::Trickle {
+            id,
+            fragment,
+            reply,
+        },
+        |()| StatusCode::NO_CONTENT.into_response(),
+    )
     .await
-    {
-        Ok(r) => about_resource(&state, client, r, |()| {
-            StatusCode::NO_CONTENT.into_response()
-        }),
+}
+
+/// Sends `command` about a session to the media loop and answers with `ok` of its reply, or
+/// with the refusal (an unknown id counts as a failed authentication of `client`).
+async fn on_resource<T>(
+    state: &AppState,
+    client: IpAddr,
+    command: impl FnOnce(oneshot::Sender<Result<T, SfuError>>) -> Command,
+    ok: impl FnOnce(T) -> Response,
+) -> Response {
+    match ask(state, command).await {
+        Ok(r) => about_resource(state, client, r, ok),
         Err(r) => r,
     }
 }
@@ -501,12 +514,13 @@ async fn leave(
     if let Err(r) = not_refused(&state, client) {
         return r;
     }
-    match ask(&state, |reply| Command::Leave { id, reply }).await {
-        Ok(r) => about_resource(&state, client, r, |()| {
-            text(StatusCode::OK, "session ended")
-        }),
-        Err(r) => r,
-    }
+    on_resource(
+        &state,
+        client,
+        |reply| Command::Leave { id, reply },
+        |()| text(StatusCode::OK, "session ended"),
+    )
+    .await
 }
 
 /// The state of a session, for its holder (the viewer page follows its subscriptions so).
@@ -519,10 +533,13 @@ async fn resource(
     if let Err(r) = not_refused(&state, client) {
         return r;
     }
-    match ask(&state, |reply| Command::Resource { id, reply }).await {
-        Ok(r) => about_resource(&state, client, r, |info| axum_json(&info)),
-        Err(r) => r,
-    }
+    on_resource(
+        &state,
+        client,
+        |reply| Command::Resource { id, reply },
+        |info| axum_json(&info),
+    )
+    .await
 }
 
 async fn channels(

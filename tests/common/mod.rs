@@ -549,3 +549,25 @@ pub fn process_resources() -> (f64, u64, u64) {
         .unwrap_or(0);
     (field("VmRSS:") / 1024.0, field("Threads:") as u64, fds)
 }
+
+/// A small deterministic generator (xorshift), so that a failing run can be repeated.
+pub struct Noise(pub u64);
+
+impl Noise {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
