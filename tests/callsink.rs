@@ -957,8 +957,8 @@ fn start_stop_cycles_leave_nothing_behind() {
             readings.push(common::process_resources());
         }
     }
-    let (rss0, threads0, fds0) = readings[0];
-    let (rss, threads, fds) = *readings.last().unwrap();
+    let (_, threads0, fds0) = readings[0];
+    let (_, threads, fds) = *readings.last().unwrap();
     let slowest = stops.iter().max().unwrap();
     let rss_text: Vec<String> = readings.iter().map(|r| format!("{:.1}", r.0)).collect();
     eprintln!(
