@@ -26,7 +26,7 @@
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
-use gst_webrtc::{WebRTCICEGatheringState, WebRTCPeerConnectionState, WebRTCSDPType};
+use gst_webrtc::{WebRTCPeerConnectionState, WebRTCSDPType};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -38,8 +38,6 @@ use super::liveness::{Liveness, ReconnectLimit};
 use super::session::{Phase, Session, Step};
 use super::whip;
 
-/// Longest wait for ICE gathering before the offer goes out with what was gathered.
-const GATHERING_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bound of the DELETE that leaves the call (at EOS, when stopping, before publishing again):
 /// a server that is gone must not hold the pipeline.
 pub const LEAVE_TIMEOUT: Duration = Duration::from_millis(750);
@@ -728,7 +726,7 @@ fn attempt(job: &Job) -> Result<whip::Session, AttemptError> {
 }
 
 /// Offers `codecs` on a new sendonly transceiver of `webrtcbin` and returns the offer
-/// once ICE gathering is complete (or after GATHERING_TIMEOUT).
+/// once ICE gathering is complete (see `net::local_offer`).
 fn offer(webrtcbin: &gst::Element, codecs: &[Codec], ssrc: u32) -> Result<String, AttemptError> {
     let fatal = AttemptError::Fatal;
     let mut prefs = gst::Caps::new_empty();
@@ -744,41 +742,5 @@ fn offer(webrtcbin: &gst::Element, codecs: &[Codec], ssrc: u32) -> Result<String
     );
     trans.set_property("do-nack", true);
 
-    let promise = gst::Promise::new();
-    webrtcbin.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
-    let offer = match promise.wait() {
-        gst::PromiseResult::Replied => promise
-            .get_reply()
-            .and_then(|r| r.get::<gst_webrtc::WebRTCSessionDescription>("offer").ok())
-            .ok_or_else(|| fatal("webrtcbin made no offer".into()))?,
-        other => return Err(fatal(format!("webrtcbin made no offer ({other:?})"))),
-    };
-    let (gathered_tx, gathered) = mpsc::channel::<()>();
-    let handler = webrtcbin.connect_notify(Some("ice-gathering-state"), move |bin, _| {
-        if bin.property::<WebRTCICEGatheringState>("ice-gathering-state")
-            == WebRTCICEGatheringState::Complete
-        {
-            let _ = gathered_tx.send(());
-        }
-    });
-    let promise = gst::Promise::new();
-    webrtcbin.emit_by_name::<()>("set-local-description", &[&offer, &promise]);
-    promise.wait();
-    if webrtcbin.property::<WebRTCICEGatheringState>("ice-gathering-state")
-        != WebRTCICEGatheringState::Complete
-        && gathered.recv_timeout(GATHERING_TIMEOUT).is_err()
-    {
-        gst::info!(
-            CAT,
-            obj = webrtcbin,
-            "ICE gathering not complete after {GATHERING_TIMEOUT:?}: offering what was gathered"
-        );
-    }
-    webrtcbin.disconnect(handler);
-    let local = webrtcbin
-        .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
-        .ok_or_else(|| fatal("webrtcbin has no local description".into()))?;
-    let sdp = local.sdp().as_text().map_err(|e| fatal(e.to_string()))?;
-    gst::debug!(CAT, obj = webrtcbin, "offer:\n{sdp}");
-    Ok(sdp)
+    super::net::local_offer(webrtcbin).map_err(fatal)
 }

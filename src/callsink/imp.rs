@@ -569,32 +569,7 @@ impl CallSink {
                 let _ = webrtcbin.emit_by_name::<bool>("add-turn-server", &[uri]);
             }
         }
-        let ice = webrtcbin.property::<Option<glib::Object>>("ice-agent");
-        if let Some(nice) = ice
-            .as_ref()
-            .filter(|ice| ice.find_property("agent").is_some())
-            .and_then(|ice| ice.property::<Option<glib::Object>>("agent"))
-            .filter(|nice| nice.find_property("upnp").is_some())
-        {
-            // UPnP-IGD port mapping sends SSDP multicast into the local network and holds
-            // back the end of gathering by its 200 ms timeout; WHIP servers are reached
-            // directly or through TURN.
-            nice.set_property("upnp", false);
-        }
-        if net::is_loopback_url(endpoint)
-            && let Some(agent) = ice
-        {
-            // libnice gathers no loopback candidates on its own, and once an address is added
-            // it gathers on the added addresses only: add loopback and every address it would
-            // have used, so that a server on loopback that answers with candidates on another
-            // interface (Janus skips loopback) is still reachable.
-            let mut addresses = vec![std::net::IpAddr::from([127, 0, 0, 1])];
-            addresses.extend(net::interface_addresses());
-            for address in addresses {
-                gst::debug!(CAT, imp = self, "ICE gathers on {address}");
-                let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&address.to_string()]);
-            }
-        }
+        net::configure_ice(&webrtcbin, endpoint);
         let weak = self.obj().downgrade();
         webrtcbin.connect("request-aux-sender", false, move |_| {
             let obj = weak.upgrade()?;

@@ -15,7 +15,7 @@ mod codec;
 mod connection;
 mod imp;
 pub mod liveness;
-mod net;
+pub(crate) mod net;
 mod session;
 mod stats;
 pub mod whip;

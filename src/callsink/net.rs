@@ -3,7 +3,11 @@
 //! ICE on loopback), the DTLS identity every webrtcbin shares, and the embedded call servers
 //! shared by every callsink of the process.
 
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use gst::glib;
+use gst::prelude::*;
+use gst_webrtc::WebRTCICEGatheringState;
+use std::sync::{Arc, LazyLock, Mutex, Weak, mpsc};
+use std::time::Duration;
 
 use super::imp::CAT;
 use crate::server::{CallServer, ServerConfig};
@@ -104,4 +108,80 @@ pub fn is_loopback_url(url: &str) -> bool {
             url::Host::Ipv4(ip) => ip.is_loopback(),
             url::Host::Ipv6(ip) => ip.is_loopback(),
         })
+}
+
+/// Sets up a webrtcbin's ICE agent for `endpoint`: no UPnP-IGD port mapping (it sends SSDP
+/// multicast into the local network and holds back the end of gathering by its 200 ms
+/// timeout; WHIP/WHEP servers are reached directly or through TURN), and loopback candidates
+/// when the endpoint is on loopback.
+pub fn configure_ice(webrtcbin: &gst::Element, endpoint: &str) {
+    let ice = webrtcbin.property::<Option<glib::Object>>("ice-agent");
+    if let Some(nice) = ice
+        .as_ref()
+        .filter(|ice| ice.find_property("agent").is_some())
+        .and_then(|ice| ice.property::<Option<glib::Object>>("agent"))
+        .filter(|nice| nice.find_property("upnp").is_some())
+    {
+        nice.set_property("upnp", false);
+    }
+    if is_loopback_url(endpoint)
+        && let Some(agent) = ice
+    {
+        // libnice gathers no loopback candidates on its own, and once an address is added
+        // it gathers on the added addresses only: add loopback and every address it would
+        // have used, so that a server on loopback that answers with candidates on another
+        // interface (Janus skips loopback) is still reachable.
+        let mut addresses = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+        addresses.extend(interface_addresses());
+        for address in addresses {
+            gst::debug!(CAT, obj = webrtcbin, "ICE gathers on {address}");
+            let _ = agent.emit_by_name::<bool>("add-local-ip-address", &[&address.to_string()]);
+        }
+    }
+}
+
+/// How long an offer waits for ICE gathering before it goes with what was gathered.
+const GATHERING_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Makes webrtcbin's offer for its transceivers, sets it as the local description and
+/// returns it once ICE gathering is complete (or after [`GATHERING_TIMEOUT`]), candidates
+/// included: WHIP and WHEP clients send one offer.
+pub fn local_offer(webrtcbin: &gst::Element) -> Result<String, String> {
+    let promise = gst::Promise::new();
+    webrtcbin.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
+    let offer = match promise.wait() {
+        gst::PromiseResult::Replied => promise
+            .get_reply()
+            .and_then(|r| r.get::<gst_webrtc::WebRTCSessionDescription>("offer").ok())
+            .ok_or_else(|| "webrtcbin made no offer".to_owned())?,
+        other => return Err(format!("webrtcbin made no offer ({other:?})")),
+    };
+    let (gathered_tx, gathered) = mpsc::channel::<()>();
+    let handler = webrtcbin.connect_notify(Some("ice-gathering-state"), move |bin, _| {
+        if bin.property::<WebRTCICEGatheringState>("ice-gathering-state")
+            == WebRTCICEGatheringState::Complete
+        {
+            let _ = gathered_tx.send(());
+        }
+    });
+    let promise = gst::Promise::new();
+    webrtcbin.emit_by_name::<()>("set-local-description", &[&offer, &promise]);
+    promise.wait();
+    if webrtcbin.property::<WebRTCICEGatheringState>("ice-gathering-state")
+        != WebRTCICEGatheringState::Complete
+        && gathered.recv_timeout(GATHERING_TIMEOUT).is_err()
+    {
+        gst::info!(
+            CAT,
+            obj = webrtcbin,
+            "ICE gathering not complete after {GATHERING_TIMEOUT:?}: offering what was gathered"
+        );
+    }
+    webrtcbin.disconnect(handler);
+    let local = webrtcbin
+        .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
+        .ok_or_else(|| "webrtcbin has no local description".to_owned())?;
+    let sdp = local.sdp().as_text().map_err(|e| e.to_string())?;
+    gst::debug!(CAT, obj = webrtcbin, "offer:\n{sdp}");
+    Ok(sdp)
 }
