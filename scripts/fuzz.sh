@@ -17,7 +17,8 @@
 # Each target starts from fuzz/seeds/<target> and fuzz/regressions/<target>; what it learns
 # stays in fuzz/corpus/<target> (not committed). An input that fails is written to
 # fuzz/artifacts/<target>/: fix the cause, then keep the input in fuzz/regressions/<target>/
-# so that tests/fuzz.rs runs it from then on. Ends with one line per target:
+# so that tests/fuzz.rs runs it from then on (the run's output is kept beside it, fuzz.log).
+# Ends with one line per target:
 # "<target>: N inputs, ok" or "... FAILED".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,7 +54,8 @@ for t in "${targets[@]}"; do
   else
     result=FAILED
     status=1
-    tail -40 "$log"
+    cp "$log" "artifacts/$t/fuzz.log"
+    grep -v '^ *[0-9]*: \|^ *at ' "$log" | tail -60
   fi
   done_runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)
   summary+=("$t: ${done_runs:-0} inputs, $result")

@@ -168,11 +168,52 @@ pub fn check_offer(sdp: &str) -> Result<(), OfferError> {
     if !has_video(sdp) {
         return Err(OfferError::NoVideo);
     }
+    if let Some((pt, what)) = described_twice(sdp) {
+        return Err(OfferError::Malformed(format!(
+            "payload type {pt} is described twice in one media section ({what}); each payload \
+             type has one rtpmap and at most one fmtp"
+        )));
+    }
     let codecs = offered_video_codecs(sdp);
     if !codecs.iter().any(|c| SUPPORTED_VIDEO.contains(&c.as_str())) {
         return Err(OfferError::UnsupportedCodecs(codecs));
     }
     Ok(())
+}
+
+/// A payload type listed twice on an `m=` line, or with two `a=rtpmap` or two `a=fmtp` lines
+/// in one media section (e.g. one RTX payload type for two codecs), and the kind of line.
+pub fn described_twice(sdp: &str) -> Option<(u8, &'static str)> {
+    let mut seen: std::collections::HashSet<(u8, &'static str)> = Default::default();
+    for line in sdp.lines().map(str::trim) {
+        let (what, pts): (&'static str, Vec<u8>) = if let Some(m) = line.strip_prefix("m=") {
+            seen.clear();
+            (
+                "m=",
+                m.split_whitespace()
+                    .skip(3)
+                    .filter_map(|f| f.parse().ok())
+                    .collect(),
+            )
+        } else if let Some(v) = line.strip_prefix("a=rtpmap:") {
+            ("a=rtpmap", leading_pt(v).into_iter().collect())
+        } else if let Some(v) = line.strip_prefix("a=fmtp:") {
+            ("a=fmtp", leading_pt(v).into_iter().collect())
+        } else {
+            continue;
+        };
+        for pt in pts {
+            if !seen.insert((pt, what)) {
+                return Some((pt, what));
+            }
+        }
+    }
+    None
+}
+
+/// The payload type an `a=rtpmap:` or `a=fmtp:` value starts with.
+fn leading_pt(value: &str) -> Option<u8> {
+    value.split_whitespace().next()?.parse().ok()
 }
 
 /// The first ICE username fragment in `sdp`.
@@ -226,6 +267,29 @@ mod tests {
         m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103 45\r\na=rtpmap:96 VP8/90000\r\n\
         a=rtpmap:97 rtx/90000\r\na=rtpmap:102 H264/90000\r\na=rtpmap:103 rtx/90000\r\n\
         a=rtpmap:45 AV1/90000\r\n";
+
+    #[test]
+    fn payload_types_described_twice_are_refused() {
+        let base = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=rtpmap:96 VP8/90000\r\n\
+                    a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n";
+        assert_eq!(check_offer(base), Ok(()));
+        // One RTX payload type for two codecs (found by the `offer` fuzz target: str0m
+        // asserts on it).
+        let twice = format!("{base}a=fmtp:97 apt=98\r\n");
+        assert_eq!(described_twice(&twice), Some((97, "a=fmtp")));
+        assert!(matches!(check_offer(&twice), Err(OfferError::Malformed(m)) if m.contains("97")));
+        assert_eq!(
+            described_twice("m=video 9 RTP/AVP 96 96\r\n"),
+            Some((96, "m="))
+        );
+        // Another section may use the same numbers.
+        assert_eq!(
+            described_twice(&format!(
+                "{base}m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n"
+            )),
+            None
+        );
+    }
 
     #[test]
     fn lists_video_codecs_in_order() {
