@@ -12,6 +12,7 @@
 use gst::glib;
 
 pub mod callsink;
+pub mod callsrc;
 pub mod codec;
 pub mod customvideosrc;
 pub mod events;
@@ -22,12 +23,14 @@ mod rate;
 pub mod server;
 
 pub use callsink::CallSink;
+pub use callsrc::CallSrc;
 pub use customvideosrc::{CustomVideoSrc, OnProducerEnd, VideoRotation};
 pub use events::OptimizationMode;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     customvideosrc::register(plugin)?;
     callsink::register(plugin)?;
+    callsrc::register(plugin)?;
     Ok(())
 }
 

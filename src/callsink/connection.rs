@@ -26,7 +26,7 @@
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
-use gst_webrtc::{WebRTCPeerConnectionState, WebRTCSDPType};
+use gst_webrtc::WebRTCPeerConnectionState;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -447,29 +447,13 @@ impl CallSink {
         gst::debug!(CAT, imp = self, "answer:\n{}", session.answer);
         let fatal = AttemptError::Fatal;
         let (codec, pt) = answered_codec(&session.answer).map_err(fatal)?;
-        let answer = gst_sdp::SDPMessage::parse_buffer(session.answer.as_bytes())
-            .map_err(|_| fatal("the server's answer is not valid SDP".into()))?;
         gst::info!(
             CAT,
             imp = self,
             "the answer chose {} (payload {pt})",
             codec.encoding_name()
         );
-        let desc = gst_webrtc::WebRTCSessionDescription::new(WebRTCSDPType::Answer, answer);
-        let promise = gst::Promise::new();
-        webrtcbin.emit_by_name::<()>("set-remote-description", &[&desc, &promise]);
-        let refused = match promise.wait() {
-            gst::PromiseResult::Replied => promise
-                .get_reply()
-                .and_then(|r| r.get::<glib::Error>("error").ok())
-                .map(|e| e.to_string()),
-            other => Some(format!("webrtcbin did not take it ({other:?})")),
-        };
-        if let Some(e) = refused {
-            return Err(fatal(format!(
-                "the server's SDP answer cannot be used: {e}"
-            )));
-        }
+        super::net::set_answer(&webrtcbin, &session.answer).map_err(fatal)?;
         self.watch_rtcp(&webrtcbin);
         Ok((codec, pt))
     }

@@ -154,7 +154,7 @@ pub(super) fn answered_codec(answer: &str) -> Result<(Codec, u32), String> {
 
 /// Checks that the answer chose a video codec the offer proposed, under the same payload
 /// type: a server that answers with anything else is not answering this offer.
-pub(super) fn check_answer(offer: &str, answer: &str) -> Result<(Codec, u32), String> {
+pub(crate) fn check_answer(offer: &str, answer: &str) -> Result<(Codec, u32), String> {
     let (codec, pt) = answered_codec(answer)?;
     let offered = crate::server::sdp::media_sections(offer)
         .into_iter()

@@ -21,6 +21,7 @@ mod stats;
 pub mod whip;
 
 pub use codec::Codec;
+pub(crate) use imp::check_answer;
 
 glib::wrapper! {
     /// The `callsink` element. See the module documentation.

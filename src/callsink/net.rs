@@ -185,3 +185,24 @@ pub fn local_offer(webrtcbin: &gst::Element) -> Result<String, String> {
     gst::debug!(CAT, obj = webrtcbin, "offer:\n{sdp}");
     Ok(sdp)
 }
+
+/// Gives webrtcbin the server's SDP answer; an answer webrtcbin refuses is an error that
+/// says why.
+pub fn set_answer(webrtcbin: &gst::Element, answer: &str) -> Result<(), String> {
+    let sdp = gst_sdp::SDPMessage::parse_buffer(answer.as_bytes())
+        .map_err(|_| "the server's answer is not valid SDP".to_owned())?;
+    let desc = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, sdp);
+    let promise = gst::Promise::new();
+    webrtcbin.emit_by_name::<()>("set-remote-description", &[&desc, &promise]);
+    let refused = match promise.wait() {
+        gst::PromiseResult::Replied => promise
+            .get_reply()
+            .and_then(|r| r.get::<glib::Error>("error").ok())
+            .map(|e| e.to_string()),
+        other => Some(format!("webrtcbin did not take it ({other:?})")),
+    };
+    match refused {
+        Some(e) => Err(format!("the server's SDP answer cannot be used: {e}")),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,280 @@
+// SPDX-License-Identifier: MPL-2.0
+//! callsrc watching a call: callsink publishes into the call server, callsrc subscribes over
+//! WHEP and the frames it outputs have the colour that was published (VP8 and H.264), the
+//! encoded stream comes out with its caps when `decode=false`, the first publisher is found
+//! without a uid, a publisher that comes after callsrc started is waited for, and a
+//! publisher that never comes is an error that names it. Every test runs in its own network
+//! namespace.
+
+mod common;
+
+use common::{Launched, init, netns, wait_for};
+use gst::prelude::*;
+use gstcustomvideo::server::{CallServer, ServerConfig};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SEC: Duration = Duration::from_secs(1);
+const RED: &str = "videotestsrc is-live=true pattern=solid-color foreground-color=0xffff0000";
+
+fn server() -> CallServer {
+    init();
+    CallServer::start(ServerConfig {
+        port: 0,
+        ..Default::default()
+    })
+    .expect("call server starts")
+}
+
+fn publish(server: &CallServer, uid: &str, codec: &str) -> Launched {
+    Launched::new(&format!(
+        "customvideosrc producer=\"{RED}\" framerate=30/1 width=320 height=240 ! callsink \
+         server={} channel=room uid={uid} codec={codec}",
+        server.url()
+    ))
+    .play()
+}
+
+/// What the appsink after callsrc got.
+#[derive(Default)]
+struct Seen {
+    frames: usize,
+    caps: Option<gst::Caps>,
+    /// Centre pixel (RGBA) of the last decoded frame.
+    centre: Option<[u8; 4]>,
+}
+
+/// `callsrc PROPS ! TAIL ! appsink`, playing.
+struct Watch {
+    pipeline: gst::Pipeline,
+    src: gst::Element,
+    seen: Arc<Mutex<Seen>>,
+    started: Instant,
+}
+
+impl Watch {
+    fn start(props: &str, tail: &str) -> Watch {
+        init();
+        let pipeline = gst::parse::launch(&format!(
+            "callsrc name=src {props} ! {tail} ! appsink name=sink sync=false"
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let src = pipeline.by_name("src").unwrap();
+        let sink = pipeline
+            .by_name("sink")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        let seen: Arc<Mutex<Seen>> = Arc::default();
+        let s = seen.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
+                    let mut seen = s.lock().unwrap();
+                    seen.frames += 1;
+                    let caps = sample.caps().map(|c| c.to_owned());
+                    if let (Some(caps), Some(buffer)) = (&caps, sample.buffer())
+                        && let Ok(info) = gst_video::VideoInfo::from_caps(caps)
+                        && info.format() == gst_video::VideoFormat::Rgba
+                        && let Ok(map) = buffer.map_readable()
+                    {
+                        let (w, h) = (info.width() as usize, info.height() as usize);
+                        let stride = info.stride()[0] as usize;
+                        let o = (h / 2) * stride + (w / 2) * 4;
+                        if let Some(px) = map.get(o..o + 4) {
+                            seen.centre = Some([px[0], px[1], px[2], px[3]]);
+                        }
+                    }
+                    seen.caps = caps;
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        pipeline.set_state(gst::State::Playing).unwrap();
+        Watch {
+            pipeline,
+            src,
+            seen,
+            started: Instant::now(),
+        }
+    }
+
+    fn decoded(props: &str) -> Watch {
+        Watch::start(props, "videoconvert ! video/x-raw,format=RGBA")
+    }
+
+    fn error(&self) -> Option<String> {
+        let bus = self.pipeline.bus().unwrap();
+        while let Some(msg) = bus.pop() {
+            if let gst::MessageView::Error(e) = msg.view() {
+                return Some(e.error().to_string());
+            }
+        }
+        None
+    }
+
+    fn wait_red(&self, timeout: Duration) -> bool {
+        wait_for(timeout, || {
+            self.seen
+                .lock()
+                .unwrap()
+                .centre
+                .is_some_and(|px| px[0] > 200 && px[1] < 60 && px[2] < 60)
+        })
+    }
+
+    fn stats(&self) -> gst::Structure {
+        self.src.property("stats")
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+fn watch_codec(codec: &str) {
+    let server = server();
+    let _publisher = publish(&server, "cam", codec);
+    let watch = Watch::decoded(&format!("server={} channel=room uid=cam", server.url()));
+    assert!(
+        watch.wait_red(20 * SEC),
+        "{codec}: no red frame from callsrc: centre {:?}, {} frames, error {:?}, stats {}",
+        watch.seen.lock().unwrap().centre,
+        watch.seen.lock().unwrap().frames,
+        watch.error(),
+        watch.stats()
+    );
+    let stats = watch.stats();
+    assert_eq!(
+        stats.get::<String>("connection-state").unwrap(),
+        "connected"
+    );
+    assert_eq!(stats.get::<String>("codec").unwrap(), codec.to_uppercase());
+    assert_eq!(stats.get::<String>("publisher-uid").unwrap(), "cam");
+    assert_eq!(
+        (
+            stats.get::<i32>("width").unwrap(),
+            stats.get::<i32>("height").unwrap()
+        ),
+        (320, 240)
+    );
+    assert!(stats.get::<u64>("frames-received").unwrap() > 0);
+    // The server lists the subscription while it lasts, and not after callsrc stops.
+    let subscribers = |s: &CallServer| {
+        s.channels()
+            .iter()
+            .flat_map(|c| c.subscribers.iter())
+            .count()
+    };
+    assert_eq!(subscribers(&server), 1);
+    drop(watch);
+    assert!(
+        wait_for(3 * SEC, || subscribers(&server) == 0),
+        "the subscription outlived callsrc"
+    );
+}
+
+#[test]
+fn vp8_publisher_is_watched_with_the_right_colour() {
+    if !netns::enter("vp8_publisher_is_watched_with_the_right_colour") {
+        return;
+    }
+    watch_codec("vp8");
+}
+
+#[test]
+fn h264_publisher_is_watched_with_the_right_colour() {
+    if !netns::enter("h264_publisher_is_watched_with_the_right_colour") {
+        return;
+    }
+    watch_codec("h264");
+}
+
+#[test]
+fn encoded_output_has_the_codec_caps() {
+    if !netns::enter("encoded_output_has_the_codec_caps") {
+        return;
+    }
+    let server = server();
+    let _publisher = publish(&server, "cam", "h264");
+    let watch = Watch::start(
+        &format!("server={} channel=room uid=cam decode=false", server.url()),
+        "identity",
+    );
+    assert!(
+        wait_for(20 * SEC, || watch.seen.lock().unwrap().frames > 10),
+        "no encoded frames: {:?} {}",
+        watch.error(),
+        watch.stats()
+    );
+    let caps = watch.seen.lock().unwrap().caps.clone().unwrap();
+    assert_eq!(caps.structure(0).unwrap().name(), "video/x-h264", "{caps}");
+}
+
+#[test]
+fn without_uid_the_first_publisher_is_watched_even_when_it_comes_later() {
+    if !netns::enter("without_uid_the_first_publisher_is_watched_even_when_it_comes_later") {
+        return;
+    }
+    let server = server();
+    // callsrc first: it waits for somebody to publish.
+    let watch = Watch::decoded(&format!("server={} channel=room timeout=30", server.url()));
+    assert!(
+        wait_for(5 * SEC, || watch
+            .stats()
+            .get::<String>("connection-state")
+            .unwrap()
+            == "waiting"),
+        "{}",
+        watch.stats()
+    );
+    std::thread::sleep(2 * SEC);
+    assert_eq!(watch.error(), None);
+    let _publisher = publish(&server, "late", "vp8");
+    assert!(
+        watch.wait_red(20 * SEC),
+        "{:?} {}",
+        watch.error(),
+        watch.stats()
+    );
+    assert_eq!(
+        watch.stats().get::<String>("publisher-uid").unwrap(),
+        "late"
+    );
+}
+
+#[test]
+fn a_publisher_that_never_comes_is_an_error_naming_it() {
+    if !netns::enter("a_publisher_that_never_comes_is_an_error_naming_it") {
+        return;
+    }
+    let server = server();
+    let watch = Watch::decoded(&format!(
+        "server={} channel=room uid=nobody timeout=2",
+        server.url()
+    ));
+    let mut error = None;
+    assert!(wait_for(6 * SEC, || {
+        error = watch.error();
+        error.is_some()
+    }));
+    let error = error.unwrap();
+    assert!(
+        error.contains("no publisher") && error.contains("/whep/room/nobody"),
+        "{error}"
+    );
+    assert!(
+        watch.started.elapsed() < 5 * SEC,
+        "{:?}",
+        watch.started.elapsed()
+    );
+    assert_eq!(
+        watch.stats().get::<String>("connection-state").unwrap(),
+        "failed"
+    );
+}
