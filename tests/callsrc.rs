@@ -3,8 +3,8 @@
 //! WHEP and the frames it outputs have the colour that was published (VP8 and H.264), the
 //! encoded stream comes out with its caps when `decode=false`, the first publisher is found
 //! without a uid, a publisher that comes after callsrc started is waited for, and a
-//! publisher that never comes is an error that names it. Every test runs in its own network
-//! namespace.
+//! publisher that never comes is an error that names it, and EOS sent to the pipeline reaches
+//! the bus. Every test runs in its own network namespace.
 
 mod common;
 
@@ -172,6 +172,14 @@ fn watch_codec(codec: &str) {
             .count()
     };
     assert_eq!(subscribers(&server), 1);
+    // EOS sent to the pipeline (gst-launch-1.0 -e on Ctrl-C) reaches the bus.
+    assert!(watch.pipeline.send_event(gst::event::Eos::new()));
+    let eos = watch
+        .pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(gst::ClockTime::from_seconds(3), &[gst::MessageType::Eos]);
+    assert!(eos.is_some(), "no EOS on the bus");
     drop(watch);
     assert!(
         wait_for(3 * SEC, || subscribers(&server) == 0),

@@ -725,6 +725,9 @@ impl ObjectImpl for CallSrc {
         self.parent_constructed();
         let obj = self.obj();
         obj.add_pad(&self.ghost).expect("one src pad");
+        // A source, whatever its children are: webrtcbin flags itself a sink too, which
+        // would make the pipeline wait for an EOS from it that never comes.
+        obj.set_suppressed_flags(gst::ElementFlags::SOURCE | gst::ElementFlags::SINK);
         obj.set_element_flags(gst::ElementFlags::SOURCE);
         net::prepare_dtls_identity();
     }
@@ -762,6 +765,17 @@ impl ElementImpl for CallSrc {
             ]
         });
         TEMPLATES.as_ref()
+    }
+
+    /// EOS sent to the element (gst-launch-1.0 -e on Ctrl-C, an application that ends the
+    /// pipeline) leaves from its output, so that it reaches the bus; other events go the
+    /// usual way.
+    fn send_event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::Eos(_) = event.view() {
+            gst::info!(CAT, imp = self, "EOS: ending the output");
+            return self.ghost.push_event(event);
+        }
+        self.parent_send_event(event)
     }
 
     fn change_state(
