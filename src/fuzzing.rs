@@ -286,7 +286,14 @@ pub fn http(data: &[u8]) {
             );
         }
         if let Some(id) = location_id(&answer) {
-            h.resource = id;
+            // One session kept for `@R@`; the one before ends, so that sessions do not pile
+            // up to the server's limits over a long run.
+            let before = std::mem::replace(&mut h.resource, id);
+            if !before.is_empty() {
+                let delete =
+                    format!("DELETE /resource/{before} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+                exchange(h.server.http_addr(), delete.as_bytes());
+            }
         }
         h.inputs += 1;
         if h.inputs % 256 == 0 {
@@ -304,11 +311,11 @@ pub fn http(data: &[u8]) {
 }
 
 /// Sends `request` on a new connection, closes the sending side and reads the answer
-/// (at most 1 s; a server that keeps a closed request waiting longer is a failure).
+/// (at most 2 s; a server that keeps a closed request waiting longer is a failure).
 fn exchange(server: SocketAddr, request: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(2))
         .expect("the server takes connections");
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = s.write_all(request);
     let _ = s.shutdown(std::net::Shutdown::Write);
     let mut answer = vec![];
@@ -320,11 +327,11 @@ fn exchange(server: SocketAddr, request: &[u8]) -> Vec<u8> {
             Ok(n) => answer.extend_from_slice(&buf[..n]),
             Err(e) => {
                 assert!(
-                    start.elapsed() < Duration::from_secs(1),
+                    start.elapsed() < Duration::from_secs(2),
                     "reading the answer: {e}"
                 );
                 panic!(
-                    "no end of the answer within 1 s of a closed request {:?} (got {:?})",
+                    "no end of the answer within 2 s of a closed request {:?} (got {:?})",
                     String::from_utf8_lossy(request),
                     String::from_utf8_lossy(&answer)
                 );
