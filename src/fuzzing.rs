@@ -262,6 +262,10 @@ pub fn http(data: &[u8]) {
                 // (tested on its own) would soon answer every input with 429.
                 limits: Limits {
                     auth_failures: u32::MAX,
+                    // A body shorter than its Content-Length is waited for until this time
+                    // (the sending side being closed is no end of the request: clients may
+                    // close it and wait for the answer).
+                    request_timeout: Duration::from_secs(1),
                     ..Default::default()
                 },
                 ..Default::default()
@@ -311,11 +315,12 @@ pub fn http(data: &[u8]) {
 }
 
 /// Sends `request` on a new connection, closes the sending side and reads the answer
-/// (at most 2 s; a server that keeps a closed request waiting longer is a failure).
+/// (at most 3 s: the request time of the server under test is 1 s; a server that keeps a
+/// closed request waiting longer is a failure).
 fn exchange(server: SocketAddr, request: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(2))
+    let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(3))
         .expect("the server takes connections");
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
     let _ = s.write_all(request);
     let _ = s.shutdown(std::net::Shutdown::Write);
     let mut answer = vec![];
@@ -327,11 +332,11 @@ fn exchange(server: SocketAddr, request: &[u8]) -> Vec<u8> {
             Ok(n) => answer.extend_from_slice(&buf[..n]),
             Err(e) => {
                 assert!(
-                    start.elapsed() < Duration::from_secs(2),
+                    start.elapsed() < Duration::from_secs(3),
                     "reading the answer: {e}"
                 );
                 panic!(
-                    "no end of the answer within 2 s of a closed request {:?} (got {:?})",
+                    "no end of the answer within 3 s of a closed request {:?} (got {:?})",
                     String::from_utf8_lossy(request),
                     String::from_utf8_lossy(&answer)
                 );
