@@ -76,6 +76,11 @@ fn run(name: &str, target: fn(&[u8]), mutations: usize) {
     for input in regressions.iter().chain(&seeds) {
         target(input);
     }
+    // FUZZ_MUTATIONS=N runs N mutations per target instead (longer runs by hand).
+    let mutations = std::env::var("FUZZ_MUTATIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(mutations);
     let mut noise = Noise(0x9e37_79b9_7f4a_7c15 ^ name.len() as u64);
     for _ in 0..mutations {
         let a = &seeds[noise.below(seeds.len())];
