@@ -331,17 +331,17 @@ fn exchange(server: SocketAddr, request: &[u8]) -> Vec<u8> {
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => answer.extend_from_slice(&buf[..n]),
-            Err(e) => {
-                assert!(
-                    start.elapsed() < Duration::from_secs(15),
-                    "reading the answer: {e}"
-                );
-                panic!(
-                    "no end of the answer within 15 s of a closed request {:?} (got {:?})",
-                    String::from_utf8_lossy(request),
-                    String::from_utf8_lossy(&answer)
-                );
-            }
+            // A signal (libFuzzer's timer) interrupted the read.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // The server closed with some of the request unread (an answer before the whole
+            // body, e.g. 413): the kernel resets the connection. Closed, not hung.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!(
+                "no end of the answer {:?} after a closed request ({e}) {:?} (got {:?})",
+                start.elapsed(),
+                String::from_utf8_lossy(request),
+                String::from_utf8_lossy(&answer)
+            ),
         }
     }
     if start.elapsed() > Duration::from_secs(3) {
