@@ -334,7 +334,7 @@ fn callsink_publishes_into_gst_plugins_rs_whipserversrc() {
         port
     ))
     .is_ok()));
-    let _p = Publisher::launch(&format!(
+    let publisher = Publisher::launch(&format!(
         "customvideosrc producer=\"{RED}\" framerate=30/1 width=320 height=240 ! callsink whip-url=http://10.255.0.1:{port}/whip/endpoint codec=vp8"
     ))
     .play();
@@ -344,6 +344,12 @@ fn callsink_publishes_into_gst_plugins_rs_whipserversrc() {
         server.log(),
         server.error()
     );
+    // callsink leaves (DELETE); whipserversrc tears the session down on its own threads,
+    // and stopping it in the middle of that makes it dispose a running element (a
+    // GStreamer-CRITICAL seen on a loaded machine): let it finish first.
+    drop(publisher);
+    std::thread::sleep(SEC);
+    drop(server);
 }
 
 const MOVING_BARS: &str = "pattern=smpte horizontal-speed=4";
