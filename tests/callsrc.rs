@@ -4,7 +4,8 @@
 //! encoded stream comes out with its caps when `decode=false`, the first publisher is found
 //! without a uid, a publisher that comes after callsrc started is waited for, and a
 //! publisher that never comes is an error that names it, and EOS sent to the pipeline reaches
-//! the bus. Every test runs in its own network namespace.
+//! the bus; a minute of watching, then 20 start/stop cycles with threads and files flat. Every
+//! test runs in its own network namespace.
 
 mod common;
 
@@ -284,5 +285,91 @@ fn a_publisher_that_never_comes_is_an_error_naming_it() {
     assert_eq!(
         watch.stats().get::<String>("connection-state").unwrap(),
         "failed"
+    );
+}
+
+#[test]
+fn a_minute_of_watching_then_eos_then_start_stop_cycles_leave_nothing_behind() {
+    if !netns::enter("a_minute_of_watching_then_eos_then_start_stop_cycles_leave_nothing_behind") {
+        return;
+    }
+    let server = server();
+    let _publisher = publish(&server, "cam", "vp8");
+    let props = format!("server={} channel=room uid=cam", server.url());
+
+    // A minute (CALLSRC_SECS) of watching: frames keep coming at the publisher's rate.
+    let secs: u64 = std::env::var("CALLSRC_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let watch = Watch::decoded(&props);
+    assert!(
+        watch.wait_red(20 * SEC),
+        "{:?} {}",
+        watch.error(),
+        watch.stats()
+    );
+    let frames = || watch.seen.lock().unwrap().frames;
+    let (start, f0) = (Instant::now(), frames());
+    let mut slowest_second = usize::MAX;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let before = frames();
+        std::thread::sleep(SEC);
+        slowest_second = slowest_second.min(frames() - before);
+    }
+    let fps = (frames() - f0) as f64 / start.elapsed().as_secs_f64();
+    eprintln!("{secs} s: {fps:.1} fps, slowest second {slowest_second} frames");
+    assert!(fps >= 25.0, "{fps:.1} fps over {secs} s");
+    assert!(
+        slowest_second >= 10,
+        "a second with {slowest_second} frames"
+    );
+    assert_eq!(watch.error(), None);
+    assert_eq!(
+        watch.stats().get::<String>("connection-state").unwrap(),
+        "connected"
+    );
+    // The end: EOS reaches the bus.
+    assert!(watch.pipeline.send_event(gst::event::Eos::new()));
+    assert!(
+        watch
+            .pipeline
+            .bus()
+            .unwrap()
+            .timed_pop_filtered(gst::ClockTime::from_seconds(3), &[gst::MessageType::Eos])
+            .is_some(),
+        "no EOS on the bus"
+    );
+    drop(watch);
+
+    // Start and stop, many times in one process: threads and open files stay flat, and no
+    // subscription is left on the server.
+    let cycle = || {
+        let w = Watch::decoded(&props);
+        assert!(
+            wait_for(20 * SEC, || w.seen.lock().unwrap().frames > 5),
+            "{:?} {}",
+            w.error(),
+            w.stats()
+        );
+    };
+    for _ in 0..5 {
+        cycle();
+    }
+    std::thread::sleep(SEC / 2);
+    let (_, threads0, fds0) = common::process_resources();
+    for _ in 0..15 {
+        cycle();
+    }
+    std::thread::sleep(SEC / 2);
+    let (_, threads, fds) = common::process_resources();
+    eprintln!("after 5 -> 20 cycles: threads {threads0} -> {threads}, fds {fds0} -> {fds}");
+    assert!(threads <= threads0 + 2, "threads {threads0} -> {threads}");
+    assert!(fds <= fds0 + 2, "fds {fds0} -> {fds}");
+    let subscribers = || -> usize { server.channels().iter().map(|c| c.subscribers.len()).sum() };
+    assert!(
+        wait_for(3 * SEC, || subscribers() == 0),
+        "{} subscriptions left",
+        subscribers()
     );
 }
