@@ -68,9 +68,16 @@ impl Codec {
     /// The caps this codec is offered with (RTP, feedback, TWCC). The SSRC goes into the
     /// SDP so that the receiver can tell the stream apart without a MID extension.
     pub fn offer_caps(self, ssrc: u32) -> gst::Structure {
+        let mut s = self.rtp_caps();
+        s.set("ssrc", ssrc);
+        s
+    }
+
+    /// The caps of this codec in an offer, sending or receiving: payload type, feedback
+    /// (NACK, PLI, FIR, TWCC) and, for H.264, the profile every browser decodes.
+    pub fn rtp_caps(self) -> gst::Structure {
         let mut s = gst::Structure::builder("application/x-rtp")
             .field("media", "video")
-            .field("ssrc", ssrc)
             .field("encoding-name", self.encoding_name())
             .field("payload", self.payload_type())
             .field("clock-rate", 90000i32)

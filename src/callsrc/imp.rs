@@ -159,25 +159,11 @@ fn transceiver_caps(decode: bool) -> gst::Caps {
     let mut caps = gst::Caps::new_empty();
     {
         let caps = caps.get_mut().expect("new caps are writable");
-        for (i, codec) in Codec::ALL.into_iter().enumerate() {
+        for codec in Codec::ALL {
             if receive_chain(codec, decode).is_err() {
                 continue;
             }
-            let mut s = gst::Structure::builder("application/x-rtp")
-                .field("media", "video")
-                .field("encoding-name", codec.encoding_name())
-                .field("payload", 96 + i as i32 * 2)
-                .field("clock-rate", 90000i32)
-                .field("rtcp-fb-nack", true)
-                .field("rtcp-fb-nack-pli", true)
-                .field("rtcp-fb-ccm-fir", true)
-                .build();
-            if codec == Codec::H264 {
-                s.set("packetization-mode", "1");
-                s.set("profile-level-id", "42e01f");
-                s.set("level-asymmetry-allowed", "1");
-            }
-            caps.append_structure(s);
+            caps.append_structure(codec.rtp_caps());
         }
     }
     caps
