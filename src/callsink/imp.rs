@@ -562,13 +562,7 @@ impl CallSink {
                     .to_string()
             })?;
         webrtcbin.set_property("ice-transport-policy", settings.ice_transport_policy);
-        for uri in &settings.ice_servers {
-            if uri.starts_with("stun:") {
-                webrtcbin.set_property("stun-server", uri);
-            } else if uri.starts_with("turn") {
-                let _ = webrtcbin.emit_by_name::<bool>("add-turn-server", &[uri]);
-            }
-        }
+        net::set_ice_servers(&webrtcbin, &settings.ice_servers);
         net::configure_ice(&webrtcbin, endpoint);
         let weak = self.obj().downgrade();
         webrtcbin.connect("request-aux-sender", false, move |_| {

@@ -110,6 +110,17 @@ pub fn is_loopback_url(url: &str) -> bool {
         })
 }
 
+/// Gives webrtcbin the STUN and TURN servers of `uris` (`stun://…`, `turn(s)://…`).
+pub fn set_ice_servers(webrtcbin: &gst::Element, uris: &[String]) {
+    for uri in uris {
+        if uri.starts_with("stun:") {
+            webrtcbin.set_property("stun-server", uri);
+        } else if uri.starts_with("turn") {
+            let _ = webrtcbin.emit_by_name::<bool>("add-turn-server", &[uri]);
+        }
+    }
+}
+
 /// Sets up a webrtcbin's ICE agent for `endpoint`: no UPnP-IGD port mapping (it sends SSDP
 /// multicast into the local network and holds back the end of gathering by its 200 ms
 /// timeout; WHIP/WHEP servers are reached directly or through TURN), and loopback candidates

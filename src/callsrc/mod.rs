@@ -18,6 +18,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod output;
 
 glib::wrapper! {
     /// The `callsrc` element. See the module documentation.
@@ -61,6 +62,24 @@ impl ConnectionState {
             ConnectionState::Closed => "closed",
         }
     }
+}
+
+/// What callsrc outputs while the publisher is gone (it left, or its stream stopped), until it
+/// or (without `uid`) the next publisher of the channel is there.
+#[derive(Debug, Eq, PartialEq, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstCallSrcPublisherGone")]
+pub enum PublisherGone {
+    /// The last frame, repeated at the publisher's frame rate.
+    #[default]
+    #[enum_value(name = "Freeze: repeat the last frame", nick = "freeze")]
+    Freeze = 0,
+    /// Black frames of the output's size, at the publisher's frame rate.
+    #[enum_value(name = "Black: black frames", nick = "black")]
+    Black = 1,
+    /// End the stream (EOS).
+    #[enum_value(name = "EOS: end the stream", nick = "eos")]
+    Eos = 2,
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
