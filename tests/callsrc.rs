@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: MPL-2.0
 //! callsrc watching a call: callsink publishes into the call server, callsrc subscribes over
-//! WHEP and the frames it outputs have the colour that was published (VP8 and H.264), the
-//! encoded stream comes out with its caps when `decode=false`, the first publisher is found
-//! without a uid, a publisher that comes after callsrc started is waited for, and a
-//! publisher that never comes is an error that names it, and EOS sent to the pipeline reaches
-//! the bus; a minute of watching, then 20 start/stop cycles with threads and files flat. Every
+//! WHEP and the frames it outputs have the colour that was published (VP8, VP9, H.264, AV1)
+//! with statistics that count them, the encoded stream comes out with its caps when
+//! `decode=false`, the first publisher is found without a uid, a publisher that comes after
+//! callsrc started is waited for, and a publisher that never comes is an error that names it;
+//! a publisher that leaves is stood in for (its last frame, or black) and followed when it
+//! comes back or, without a uid, when the next one publishes, without EOS, with bus messages
+//! saying so; `on-publisher-gone=eos` ends the stream; EOS sent to the pipeline reaches the
+//! bus; a minute of watching, then 20 start/stop cycles with threads and files flat. Every
 //! test runs in its own network namespace.
 
 mod common;
@@ -16,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SEC: Duration = Duration::from_secs(1);
-const RED: &str = "videotestsrc is-live=true pattern=solid-color foreground-color=0xffff0000";
 
 fn server() -> CallServer {
     init();
@@ -28,8 +30,20 @@ fn server() -> CallServer {
 }
 
 fn publish(server: &CallServer, uid: &str, codec: &str) -> Launched {
+    publish_colour(server, uid, codec, 0xffff0000, (320, 240))
+}
+
+/// A publisher of one colour (ARGB) and size.
+fn publish_colour(
+    server: &CallServer,
+    uid: &str,
+    codec: &str,
+    argb: u32,
+    (width, height): (u32, u32),
+) -> Launched {
     Launched::new(&format!(
-        "customvideosrc producer=\"{RED}\" framerate=30/1 width=320 height=240 ! callsink \
+        "customvideosrc producer=\"videotestsrc is-live=true pattern=solid-color \
+         foreground-color={argb:#x}\" framerate=30/1 width={width} height={height} ! callsink \
          server={} channel=room uid={uid} codec={codec}",
         server.url()
     ))
@@ -50,6 +64,8 @@ struct Watch {
     pipeline: gst::Pipeline,
     src: gst::Element,
     seen: Arc<Mutex<Seen>>,
+    /// callsrc's element messages and "eos", in the order they were posted.
+    posted: Arc<Mutex<Vec<gst::Structure>>>,
     started: Instant,
 }
 
@@ -94,11 +110,28 @@ impl Watch {
                 })
                 .build(),
         );
+        let posted: Arc<Mutex<Vec<gst::Structure>>> = Arc::default();
+        let p = posted.clone();
+        pipeline.bus().unwrap().set_sync_handler(move |_, msg| {
+            match msg.view() {
+                gst::MessageView::Element(e) => {
+                    if let Some(s) = e.structure() {
+                        p.lock().unwrap().push(s.to_owned());
+                    }
+                }
+                gst::MessageView::Eos(_) => {
+                    p.lock().unwrap().push(gst::Structure::new_empty("eos"));
+                }
+                _ => (),
+            }
+            gst::BusSyncReply::Pass
+        });
         pipeline.set_state(gst::State::Playing).unwrap();
         Watch {
             pipeline,
             src,
             seen,
+            posted,
             started: Instant::now(),
         }
     }
@@ -118,13 +151,49 @@ impl Watch {
     }
 
     fn wait_red(&self, timeout: Duration) -> bool {
+        self.wait_colour([255, 0, 0], timeout)
+    }
+
+    /// Waits for a centre pixel within 60 of `rgb` in each channel.
+    fn wait_colour(&self, rgb: [u8; 3], timeout: Duration) -> bool {
         wait_for(timeout, || {
             self.seen
                 .lock()
                 .unwrap()
                 .centre
-                .is_some_and(|px| px[0] > 200 && px[1] < 60 && px[2] < 60)
+                .is_some_and(|px| (0..3).all(|i| px[i].abs_diff(rgb[i]) < 60))
         })
+    }
+
+    fn frames(&self) -> usize {
+        self.seen.lock().unwrap().frames
+    }
+
+    fn state(&self) -> String {
+        self.stats().get::<String>("connection-state").unwrap()
+    }
+
+    /// The names (and uid fields) of what callsrc posted.
+    fn posted(&self) -> Vec<String> {
+        self.posted
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| match s.get::<String>("uid") {
+                Ok(uid) => format!(
+                    "{} {uid}{}",
+                    s.name(),
+                    s.get::<String>("previous-uid")
+                        .map(|p| format!(" (was {p})"))
+                        .unwrap_or_default()
+                ),
+                Err(_) => s.name().to_string(),
+            })
+            .filter(|n| {
+                (n.starts_with("callsrc-") && !n.starts_with("callsrc-connection-state"))
+                    || n == "eos"
+            })
+            .collect()
     }
 
     fn stats(&self) -> gst::Structure {
@@ -150,6 +219,8 @@ fn watch_codec(codec: &str) {
         watch.error(),
         watch.stats()
     );
+    // Rates are over the last second, RTP statistics read every second.
+    std::thread::sleep(2 * SEC);
     let stats = watch.stats();
     assert_eq!(
         stats.get::<String>("connection-state").unwrap(),
@@ -164,7 +235,25 @@ fn watch_codec(codec: &str) {
         ),
         (320, 240)
     );
+    // What a call's statistics show, counted.
+    eprintln!("{codec}: {stats}");
     assert!(stats.get::<u64>("frames-received").unwrap() > 0);
+    assert!(stats.get::<u64>("frames-decoded").unwrap() > 0);
+    assert!(stats.get::<u64>("packets-received").unwrap() > 0, "{stats}");
+    assert!(
+        stats.get::<u64>("bytes-received").unwrap() > 1000,
+        "{stats}"
+    );
+    assert!(stats.get::<u64>("bitrate").unwrap() > 10_000, "{stats}");
+    assert!(stats.get::<f64>("fps").unwrap() >= 20.0, "{stats}");
+    let delay = stats.get::<f64>("decode-delay-ms").unwrap();
+    assert!((0.0..100.0).contains(&delay), "{stats}");
+    assert_eq!(stats.get::<u64>("frames-filled").unwrap(), 0, "{stats}");
+    assert_eq!(
+        watch.posted(),
+        ["callsrc-publisher cam (was )"],
+        "the publisher is announced once"
+    );
     // The server lists the subscription while it lasts, and not after callsrc stops.
     let subscribers = |s: &CallServer| {
         s.channels()
@@ -202,6 +291,22 @@ fn h264_publisher_is_watched_with_the_right_colour() {
         return;
     }
     watch_codec("h264");
+}
+
+#[test]
+fn vp9_publisher_is_watched_with_the_right_colour() {
+    if !netns::enter("vp9_publisher_is_watched_with_the_right_colour") {
+        return;
+    }
+    watch_codec("vp9");
+}
+
+#[test]
+fn av1_publisher_is_watched_with_the_right_colour() {
+    if !netns::enter("av1_publisher_is_watched_with_the_right_colour") {
+        return;
+    }
+    watch_codec("av1");
 }
 
 #[test]
@@ -371,5 +476,165 @@ fn a_minute_of_watching_then_eos_then_start_stop_cycles_leave_nothing_behind() {
         wait_for(3 * SEC, || subscribers() == 0),
         "{} subscriptions left",
         subscribers()
+    );
+}
+
+/// Frames output over `d`.
+fn frames_over(watch: &Watch, d: Duration) -> usize {
+    let f0 = watch.frames();
+    std::thread::sleep(d);
+    watch.frames() - f0
+}
+
+#[test]
+fn a_publisher_that_leaves_and_comes_back_is_followed_without_eos() {
+    if !netns::enter("a_publisher_that_leaves_and_comes_back_is_followed_without_eos") {
+        return;
+    }
+    let server = server();
+    let publisher = publish(&server, "cam", "vp8");
+    let watch = Watch::decoded(&format!("server={} channel=room uid=cam", server.url()));
+    assert!(
+        watch.wait_red(20 * SEC),
+        "{:?} {}",
+        watch.error(),
+        watch.stats()
+    );
+    drop(publisher);
+    // Gone: said on the bus, and the last frame (red) goes on at the publisher's rate.
+    assert!(
+        wait_for(5 * SEC, || watch.state() == "waiting"),
+        "{}",
+        watch.stats()
+    );
+    let during = frames_over(&watch, 2 * SEC);
+    assert!(
+        during >= 40,
+        "{during} frames in 2 s while the publisher was away"
+    );
+    assert!(watch.wait_red(SEC));
+    assert!(watch.stats().get::<u64>("frames-filled").unwrap() >= 40);
+    // Back, green and larger: the output follows it at the size it had.
+    let _back = publish_colour(&server, "cam", "vp8", 0xff00ff00, (640, 480));
+    assert!(
+        watch.wait_colour([0, 255, 0], 20 * SEC),
+        "{:?} {}",
+        watch.error(),
+        watch.stats()
+    );
+    assert!(wait_for(SEC, || watch.state() == "connected"));
+    let caps = watch.seen.lock().unwrap().caps.clone().unwrap();
+    let s = caps.structure(0).unwrap();
+    assert_eq!(
+        (
+            s.get::<i32>("width").unwrap(),
+            s.get::<i32>("height").unwrap()
+        ),
+        (320, 240),
+        "{caps}"
+    );
+    assert!(frames_over(&watch, SEC) >= 20);
+    assert_eq!(watch.error(), None);
+    assert_eq!(
+        watch.posted(),
+        [
+            "callsrc-publisher cam (was )",
+            "callsrc-publisher-gone cam",
+            "callsrc-publisher cam (was cam)"
+        ]
+    );
+}
+
+#[test]
+fn without_uid_the_next_publisher_takes_over_after_black() {
+    if !netns::enter("without_uid_the_next_publisher_takes_over_after_black") {
+        return;
+    }
+    let server = server();
+    let first = publish(&server, "a", "vp8");
+    let watch = Watch::decoded(&format!(
+        "server={} channel=room on-publisher-gone=black",
+        server.url()
+    ));
+    assert!(
+        watch.wait_red(20 * SEC),
+        "{:?} {}",
+        watch.error(),
+        watch.stats()
+    );
+    drop(first);
+    assert!(
+        watch.wait_colour([0, 0, 0], 5 * SEC),
+        "no black while nobody publishes: {:?} {}",
+        watch.seen.lock().unwrap().centre,
+        watch.stats()
+    );
+    assert!(frames_over(&watch, SEC) >= 20);
+    let _next = publish_colour(&server, "b", "h264", 0xff0000ff, (320, 240));
+    assert!(
+        watch.wait_colour([0, 0, 255], 20 * SEC),
+        "{:?} {}",
+        watch.error(),
+        watch.stats()
+    );
+    let stats = watch.stats();
+    assert_eq!(stats.get::<String>("publisher-uid").unwrap(), "b");
+    assert_eq!(stats.get::<String>("codec").unwrap(), "H264");
+    assert_eq!(watch.error(), None);
+    assert_eq!(
+        watch.posted(),
+        [
+            "callsrc-publisher a (was )",
+            "callsrc-publisher-gone a",
+            "callsrc-publisher b (was a)"
+        ]
+    );
+    // Only the new subscription is left on the server.
+    assert!(wait_for(3 * SEC, || {
+        server
+            .channels()
+            .iter()
+            .map(|c| c.subscribers.len())
+            .sum::<usize>()
+            == 1
+    }));
+}
+
+#[test]
+fn on_publisher_gone_eos_ends_the_stream() {
+    if !netns::enter("on_publisher_gone_eos_ends_the_stream") {
+        return;
+    }
+    let server = server();
+    let publisher = publish(&server, "cam", "vp8");
+    let watch = Watch::decoded(&format!(
+        "server={} channel=room uid=cam on-publisher-gone=eos",
+        server.url()
+    ));
+    assert!(
+        watch.wait_red(20 * SEC),
+        "{:?} {}",
+        watch.error(),
+        watch.stats()
+    );
+    drop(publisher);
+    let eos = watch
+        .pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Eos]);
+    assert!(eos.is_some(), "no EOS: {}", watch.stats());
+    assert_eq!(
+        watch.posted(),
+        [
+            "callsrc-publisher cam (was )",
+            "callsrc-publisher-gone cam",
+            "eos"
+        ]
+    );
+    assert!(
+        wait_for(2 * SEC, || watch.state() == "closed"),
+        "{}",
+        watch.state()
     );
 }

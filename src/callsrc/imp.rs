@@ -244,16 +244,19 @@ fn number(s: &gst::StructureRef, field: &str) -> Option<f64> {
 }
 
 /// The RTP statistics of webrtcbin's `get-stats` reply: the inbound video stream's, and the
-/// round trip time the sender's reports give, when there is one.
+/// round trip time when webrtcbin has one (GStreamer 1.22 gives a receiver none: it takes
+/// RTCP XR from the sender, which neither webrtcbin nor our server sends).
 fn rtp_stats(reply: &gst::StructureRef) -> Option<Rtp> {
     let all: Vec<gst::Structure> = reply
         .iter()
         .filter_map(|(_, v)| v.get::<gst::Structure>().ok())
         .collect();
     let kind = |s: &gst::Structure| s.get::<gst_webrtc::WebRTCStatsType>("type").ok();
+    // The video stream's (not the retransmissions').
     let inbound = all
         .iter()
-        .find(|s| kind(s) == Some(gst_webrtc::WebRTCStatsType::InboundRtp))?;
+        .filter(|s| kind(s) == Some(gst_webrtc::WebRTCStatsType::InboundRtp))
+        .max_by_key(|s| number(s, "packets-received").unwrap_or(0.0) as u64)?;
     let rtt = all
         .iter()
         .filter(|s| {
@@ -1055,7 +1058,8 @@ fn subscribe(
 /// Watches subscription `generation` to `uid` until the run ends or the publisher is gone
 /// for good: gone (no frame for a second, or the connection lost) is said on the bus and,
 /// unless the stream ends there, stood in for by the filler; frames coming back end that
-/// (and are said on the bus if `announce`: a new publisher was announced already).
+/// (and are said on the bus unless `announce` is false: the subscription is to a publisher
+/// that was just announced).
 fn watch(
     weak: &glib::WeakRef<super::CallSrc>,
     job: &Job,
@@ -1067,6 +1071,9 @@ fn watch(
     // Frames take a moment to come on a new subscription (the keyframe it asks for).
     let first_frame = Duration::from_secs(u64::from(job.settings.timeout.max(1)));
     let mut gone_since = job.gone.load(Ordering::SeqCst).then_some(since);
+    // Frames that end a gone that began before this subscription come from the publisher
+    // announced for it.
+    announce |= gone_since.is_none();
     let mut stats_at = since;
     let mut listed_at = since;
     loop {
@@ -1235,7 +1242,7 @@ impl ObjectImpl for CallSrc {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("connection-state, publisher-uid, codec, width, height, frames-received (encoded), frames-decoded, frames-output (from the publisher), frames-filled (while it was gone), fps and bitrate (bit/s) over the last second, bytes-received, packets-received, packets-lost, jitter-ms, nack-sent, pli-sent, rtt-ms (-1: unknown), freeze-count, freeze-ms, decode-delay-ms (-1: unknown); RTP figures are of the current subscription")
+                    .blurb("connection-state, publisher-uid, codec, width, height, frames-received (encoded), frames-decoded, frames-output (from the publisher), frames-filled (while it was gone), fps and bitrate (bit/s) over the last second, bytes-received, packets-received, packets-lost, jitter-ms, nack-sent, pli-sent, rtt-ms (-1: unknown, as with GStreamer 1.22's webrtcbin), freeze-count, freeze-ms, decode-delay-ms (-1: unknown); RTP figures are of the current subscription")
                     .read_only()
                     .build(),
             ]
