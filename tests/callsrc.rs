@@ -12,6 +12,7 @@
 
 mod common;
 
+use common::callserver::{ServerProcess, free_port};
 use common::{Launched, init, netns, wait_for};
 use gst::prelude::*;
 use gstcustomvideo::server::{CallServer, ServerConfig};
@@ -126,7 +127,8 @@ impl Watch {
             }
             gst::BusSyncReply::Pass
         });
-        pipeline.set_state(gst::State::Playing).unwrap();
+        // A bad URL fails here; the error on the bus says why.
+        let _ = pipeline.set_state(gst::State::Playing);
         Watch {
             pipeline,
             src,
@@ -636,5 +638,104 @@ fn on_publisher_gone_eos_ends_the_stream() {
         wait_for(2 * SEC, || watch.state() == "closed"),
         "{}",
         watch.state()
+    );
+}
+
+#[test]
+fn a_server_that_dies_and_comes_back_is_watched_again_without_eos() {
+    if !netns::enter("a_server_that_dies_and_comes_back_is_watched_again_without_eos") {
+        return;
+    }
+    init();
+    let mut server = ServerProcess::start("127.0.0.1", free_port("127.0.0.1"));
+    let _publisher = Launched::new(&format!(
+        "customvideosrc producer=\"videotestsrc is-live=true pattern=solid-color \
+         foreground-color=0xffff0000\" framerate=30/1 width=320 height=240 ! callsink \
+         server={} channel=room uid=cam",
+        server.url()
+    ))
+    .play();
+    let watch = Watch::decoded(&format!("server={} channel=room uid=cam", server.url()));
+    assert!(
+        watch.wait_red(20 * SEC),
+        "{:?} {}",
+        watch.error(),
+        watch.stats()
+    );
+    server.kill();
+    assert!(
+        wait_for(5 * SEC, || watch.state() == "waiting"),
+        "{}",
+        watch.stats()
+    );
+    // The last frame goes on while the server is away.
+    assert!(frames_over(&watch, 3 * SEC) >= 60);
+    let from_publisher = || watch.stats().get::<u64>("frames-output").unwrap();
+    let before = from_publisher();
+    server.restart();
+    assert!(
+        wait_for(30 * SEC, || from_publisher() > before + 30),
+        "no frame from the publisher after the restart: {:?} {}",
+        watch.error(),
+        watch.stats()
+    );
+    assert!(wait_for(SEC, || watch.state() == "connected"));
+    assert_eq!(watch.error(), None);
+    assert!(!watch.posted().contains(&"eos".to_string()));
+    assert_eq!(
+        watch.posted(),
+        [
+            "callsrc-publisher cam (was )",
+            "callsrc-publisher-gone cam",
+            "callsrc-publisher cam (was cam)"
+        ]
+    );
+}
+
+#[test]
+fn a_refused_token_and_an_unreachable_server_are_errors_naming_them() {
+    if !netns::enter("a_refused_token_and_an_unreachable_server_are_errors_naming_them") {
+        return;
+    }
+    init();
+    let server = CallServer::start(ServerConfig {
+        port: 0,
+        token: Some("secret".into()),
+        view_token: Some("view".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let error_of = |props: &str| {
+        let watch = Watch::decoded(props);
+        let mut error = None;
+        assert!(
+            wait_for(8 * SEC, || {
+                error = watch.error();
+                error.is_some()
+            }),
+            "no error for {props}: {}",
+            watch.stats()
+        );
+        let error = error.unwrap();
+        eprintln!("{props}: {error}");
+        error
+    };
+    let refused = error_of(&format!(
+        "server={} channel=room uid=cam token=wrong timeout=3",
+        server.url()
+    ));
+    assert!(refused.contains("401"), "{refused}");
+    let port = free_port("127.0.0.1");
+    let unreachable = error_of(&format!(
+        "server=http://127.0.0.1:{port} channel=room uid=cam timeout=3"
+    ));
+    assert!(
+        unreachable.contains("cannot reach") && unreachable.contains(&port.to_string()),
+        "{unreachable}"
+    );
+    let bad = error_of("whep-url=ftp://example/whep timeout=3");
+    assert!(
+        bad.contains("bad WHEP URL") && bad.contains("ftp://example/whep"),
+        "{bad}"
     );
 }

@@ -325,7 +325,8 @@ impl CallSrc {
                 (server.url(), Some(server))
             }
         };
-        whip::parse_endpoint(&base).map_err(|e| e.to_string())?;
+        // The same URL rules as WHIP's.
+        whip::parse_endpoint(&base).map_err(|e| e.to_string().replacen("WHIP", "WHEP", 1))?;
         if gst::ElementFactory::find("webrtcbin").is_none() {
             return Err(
                 "webrtcbin is not installed (gstreamer1.0-plugins-bad, gstreamer1.0-nice)".into(),
