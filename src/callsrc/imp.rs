@@ -892,9 +892,11 @@ fn supervise(weak: &glib::WeakRef<super::CallSrc>, job: &Job) -> Result<(), Stri
         let generation = match attempt {
             Ok(Some(generation)) => generation,
             Ok(None) => return Ok(()),
-            Err(e) if deadline.is_some() || job.stopped() => return Err(e),
-            Err(e) => {
-                gst::info!(CAT, "subscribing again to {url} failed: {e}");
+            Err(f) if deadline.is_some() || f.permanent || job.stopped() => {
+                return Err(f.message);
+            }
+            Err(f) => {
+                gst::info!(CAT, "subscribing again to {url} failed: {}", f.message);
                 with(&|imp| imp.drop_leg());
                 waiting();
                 std::thread::sleep(RETRY);
@@ -960,6 +962,22 @@ fn find_publisher(
     }
 }
 
+/// Why a subscription failed, and whether asking again cannot help (a refused token, a bad
+/// request, a server that does not speak WHEP).
+struct Failure {
+    message: String,
+    permanent: bool,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure {
+            message,
+            permanent: false,
+        }
+    }
+}
+
 /// One subscription to `url`: a new webrtcbin, its offer POSTed until the publisher is
 /// there, the answer set, and the connection up. Returns the subscription's generation, or
 /// `None` when the run ended.
@@ -969,12 +987,12 @@ fn subscribe(
     url: &str,
     deadline: Option<Instant>,
     link_ice: &mut Vec<String>,
-) -> Result<Option<u64>, String> {
+) -> Result<Option<u64>, Failure> {
     let timeout = Duration::from_secs(u64::from(job.settings.timeout.max(1)));
     let (webrtcbin, generation) = match imp.new_leg(job, link_ice) {
         Ok(leg) => leg,
         Err(_) if job.stopped() => return Ok(None),
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     let offer = net::local_offer(&webrtcbin)?;
     let client =
@@ -998,12 +1016,15 @@ fn subscribe(
                 std::thread::sleep(RETRY);
             }
             Err(e) => {
-                return Err(match e.status() {
-                    Some(404) => format!(
-                        "no publisher at {url} within {} s: {e}",
-                        job.settings.timeout
-                    ),
-                    _ => e.to_string(),
+                return Err(Failure {
+                    message: match e.status() {
+                        Some(404) => format!(
+                            "no publisher at {url} within {} s: {e}",
+                            job.settings.timeout
+                        ),
+                        _ => e.to_string(),
+                    },
+                    permanent: e.is_permanent(),
                 });
             }
         }
@@ -1041,7 +1062,11 @@ fn subscribe(
                 return Ok(Some(generation));
             }
             Some(WebRTCPeerConnectionState::Failed) => {
-                return Err("the WebRTC connection to the publisher failed (ICE or DTLS)".into());
+                return Err(
+                    "the WebRTC connection to the publisher failed (ICE or DTLS)"
+                        .to_owned()
+                        .into(),
+                );
             }
             _ => std::thread::sleep(Duration::from_millis(20)),
         }
@@ -1053,7 +1078,8 @@ fn subscribe(
         "the WHEP server answered but the WebRTC connection (ICE, DTLS) did not come up within \
          {} s: check that its candidates are reachable from here",
         job.settings.timeout
-    ))
+    )
+    .into())
 }
 
 /// Watches subscription `generation` to `uid` until the run ends or the publisher is gone
