@@ -34,6 +34,16 @@ impl Rate {
     }
 }
 
+/// The bytes of the buffer or buffer list a pad probe sees (0 for anything else).
+pub(crate) fn probed_bytes(info: &gst::PadProbeInfo) -> u64 {
+    let bytes = match &info.data {
+        Some(gst::PadProbeData::Buffer(b)) => b.size(),
+        Some(gst::PadProbeData::BufferList(l)) => l.calculate_size(),
+        _ => 0,
+    };
+    bytes as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -152,6 +152,18 @@ impl Watch {
         None
     }
 
+    /// Asserts that red frames come within 20 s.
+    fn assert_red(&self) {
+        assert!(
+            self.wait_red(20 * SEC),
+            "no red frame: centre {:?}, {} frames, error {:?}, {}",
+            self.seen.lock().unwrap().centre,
+            self.frames(),
+            self.error(),
+            self.stats()
+        );
+    }
+
     fn wait_red(&self, timeout: Duration) -> bool {
         self.wait_colour([255, 0, 0], timeout)
     }
@@ -213,14 +225,7 @@ fn watch_codec(codec: &str) {
     let server = server();
     let _publisher = publish(&server, "cam", codec);
     let watch = Watch::decoded(&format!("server={} channel=room uid=cam", server.url()));
-    assert!(
-        watch.wait_red(20 * SEC),
-        "{codec}: no red frame from callsrc: centre {:?}, {} frames, error {:?}, stats {}",
-        watch.seen.lock().unwrap().centre,
-        watch.seen.lock().unwrap().frames,
-        watch.error(),
-        watch.stats()
-    );
+    watch.assert_red();
     // Rates are over the last second, RTP statistics read every second.
     std::thread::sleep(2 * SEC);
     let stats = watch.stats();
@@ -352,12 +357,7 @@ fn without_uid_the_first_publisher_is_watched_even_when_it_comes_later() {
     std::thread::sleep(2 * SEC);
     assert_eq!(watch.error(), None);
     let _publisher = publish(&server, "late", "vp8");
-    assert!(
-        watch.wait_red(20 * SEC),
-        "{:?} {}",
-        watch.error(),
-        watch.stats()
-    );
+    watch.assert_red();
     assert_eq!(
         watch.stats().get::<String>("publisher-uid").unwrap(),
         "late"
@@ -410,12 +410,7 @@ fn a_minute_of_watching_then_eos_then_start_stop_cycles_leave_nothing_behind() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let watch = Watch::decoded(&props);
-    assert!(
-        watch.wait_red(20 * SEC),
-        "{:?} {}",
-        watch.error(),
-        watch.stats()
-    );
+    watch.assert_red();
     let frames = || watch.seen.lock().unwrap().frames;
     let (start, f0) = (Instant::now(), frames());
     let mut slowest_second = usize::MAX;
@@ -496,12 +491,7 @@ fn a_publisher_that_leaves_and_comes_back_is_followed_without_eos() {
     let server = server();
     let publisher = publish(&server, "cam", "vp8");
     let watch = Watch::decoded(&format!("server={} channel=room uid=cam", server.url()));
-    assert!(
-        watch.wait_red(20 * SEC),
-        "{:?} {}",
-        watch.error(),
-        watch.stats()
-    );
+    watch.assert_red();
     drop(publisher);
     // Gone: said on the bus, and the last frame (red) goes on at the publisher's rate.
     assert!(
@@ -558,12 +548,7 @@ fn without_uid_the_next_publisher_takes_over_after_black() {
         "server={} channel=room on-publisher-gone=black",
         server.url()
     ));
-    assert!(
-        watch.wait_red(20 * SEC),
-        "{:?} {}",
-        watch.error(),
-        watch.stats()
-    );
+    watch.assert_red();
     drop(first);
     assert!(
         watch.wait_colour([0, 0, 0], 5 * SEC),
@@ -613,12 +598,7 @@ fn on_publisher_gone_eos_ends_the_stream() {
         "server={} channel=room uid=cam on-publisher-gone=eos",
         server.url()
     ));
-    assert!(
-        watch.wait_red(20 * SEC),
-        "{:?} {}",
-        watch.error(),
-        watch.stats()
-    );
+    watch.assert_red();
     drop(publisher);
     let eos = watch
         .pipeline
@@ -656,12 +636,7 @@ fn a_server_that_dies_and_comes_back_is_watched_again_without_eos() {
     ))
     .play();
     let watch = Watch::decoded(&format!("server={} channel=room uid=cam", server.url()));
-    assert!(
-        watch.wait_red(20 * SEC),
-        "{:?} {}",
-        watch.error(),
-        watch.stats()
-    );
+    watch.assert_red();
     server.kill();
     assert!(
         wait_for(5 * SEC, || watch.state() == "waiting"),

@@ -366,14 +366,10 @@ impl CallSink {
         pay.static_pad("src").unwrap().add_probe(
             gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
             move |_, info| {
-                let bytes = match &info.data {
-                    Some(gst::PadProbeData::Buffer(b)) => b.size(),
-                    Some(gst::PadProbeData::BufferList(l)) => l.calculate_size(),
-                    _ => 0,
-                };
+                let bytes = crate::rate::probed_bytes(info);
                 if let Some(obj) = weak.upgrade() {
                     let now = Instant::now();
-                    obj.imp().stats.lock().unwrap().rtp_sent(now, bytes as u64);
+                    obj.imp().stats.lock().unwrap().rtp_sent(now, bytes);
                     if let Some(l) = obj.imp().liveness.lock().unwrap().as_mut() {
                         l.rtp_sent(now);
                     }

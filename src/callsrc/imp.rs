@@ -641,15 +641,11 @@ impl CallSrc {
         pad(0, "sink").add_probe(
             gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
             move |_, info| {
-                let bytes = match &info.data {
-                    Some(gst::PadProbeData::Buffer(b)) => b.size(),
-                    Some(gst::PadProbeData::BufferList(l)) => l.calculate_size(),
-                    _ => 0,
-                };
+                let bytes = crate::rate::probed_bytes(info);
                 if let Some(obj) = weak.upgrade() {
                     let mut stats = obj.imp().stats.lock().unwrap();
-                    stats.bytes += bytes as u64;
-                    stats.bitrate.add(Instant::now(), bytes as u64);
+                    stats.bytes += bytes;
+                    stats.bitrate.add(Instant::now(), bytes);
                 }
                 gst::PadProbeReturn::Ok
             },
