@@ -1207,34 +1207,41 @@ impl ObjectImpl for CallSrc {
                 glib::ParamSpecString::builder("server")
                     .nick("Server")
                     .blurb("Base URL of a call server of this project (http://host:port); the subscription goes to <server>/whep/<channel>/<uid>")
+                    .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("channel")
                     .nick("Channel")
                     .blurb("Channel of the publisher to watch")
                     .default_value(Some("demo"))
+                    .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("uid")
                     .nick("Publisher uid")
                     .blurb("The publisher to watch; unset: the first publisher the server lists in the channel")
+                    .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("whep-url")
                     .nick("WHEP URL")
                     .blurb("Any WHEP endpoint; takes precedence over server, channel and uid")
+                    .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("token")
                     .nick("Token")
                     .blurb("Bearer token for the WHEP requests (and the server's API), sent only to the origin of the URL")
+                    .mutable_ready()
                     .build(),
                 gst::ParamSpecArray::builder("ice-servers")
                     .nick("ICE servers")
                     .blurb("STUN/TURN servers: stun://host:port, turn://user:password@host:port, turns://... (none by default; those the WHEP server announces are added)")
                     .element_spec(&glib::ParamSpecString::builder("ice-server").build())
+                    .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("port")
                     .nick("Port")
                     .blurb("Port of the process's embedded call server, used when neither server nor whep-url is set")
                     .maximum(65535)
                     .default_value(8080)
+                    .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("timeout")
                     .nick("Timeout")
@@ -1242,21 +1249,25 @@ impl ObjectImpl for CallSrc {
                     .minimum(1)
                     .maximum(3600)
                     .default_value(10)
+                    .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("latency")
                     .nick("Latency")
                     .blurb("Jitter buffer latency in milliseconds")
                     .maximum(10_000)
                     .default_value(50)
+                    .mutable_ready()
                     .build(),
                 glib::ParamSpecBoolean::builder("decode")
                     .nick("Decode")
                     .blurb("Output decoded raw video (true) or the encoded stream as sent (false), e.g. to record without re-encoding")
                     .default_value(true)
+                    .mutable_ready()
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("on-publisher-gone", PublisherGone::Freeze)
                     .nick("On publisher gone")
                     .blurb("While the publisher is gone (no frame for a second, or the connection lost) until it or, without uid, the channel's next publisher is there: freeze (repeat the last frame), black, or eos (end the stream). With decode=false the output pauses instead of repeating")
+                    .mutable_ready()
                     .build(),
                 glib::ParamSpecEnum::builder::<ConnectionState>("connection-state")
                     .nick("Connection state")
