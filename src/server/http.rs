@@ -492,13 +492,17 @@ async fn trickle(
 }
 
 /// Sends `command` about a session to the media loop and answers with `ok` of its reply, or
-/// with the refusal (an unknown id counts as a failed authentication of `client`).
+/// with the refusal (an unknown id counts as a failed authentication of `client`, and a
+/// client refused for failing too often is not asked about).
 async fn on_resource<T>(
     state: &AppState,
     client: IpAddr,
     command: impl FnOnce(oneshot::Sender<Result<T, SfuError>>) -> Command,
     ok: impl FnOnce(T) -> Response,
 ) -> Response {
+    if let Err(r) = not_refused(state, client) {
+        return r;
+    }
     match ask(state, command).await {
         Ok(r) => about_resource(state, client, r, ok),
         Err(r) => r,
@@ -510,13 +514,9 @@ async fn leave(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
 ) -> Response {
-    let client = client.ip();
-    if let Err(r) = not_refused(&state, client) {
-        return r;
-    }
     on_resource(
         &state,
-        client,
+        client.ip(),
         |reply| Command::Leave { id, reply },
         |()| text(StatusCode::OK, "session ended"),
     )
@@ -529,13 +529,9 @@ async fn resource(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
 ) -> Response {
-    let client = client.ip();
-    if let Err(r) = not_refused(&state, client) {
-        return r;
-    }
     on_resource(
         &state,
-        client,
+        client.ip(),
         |reply| Command::Resource { id, reply },
         |info| axum_json(&info),
     )
