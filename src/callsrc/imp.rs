@@ -493,9 +493,16 @@ impl CallSrc {
             .map(|l| l.peer)
     }
 
-    /// Ends the current subscription (DELETE, bounded) and removes its elements.
-    fn drop_leg(&self) {
-        let leg = self.state.lock().unwrap().leg.take();
+    /// Ends the current subscription of `job`'s run (DELETE, bounded) and removes its
+    /// elements; nothing if another run has begun since.
+    fn drop_leg(&self, job: &Job) {
+        let leg = {
+            let mut state = self.state.lock().unwrap();
+            if !Arc::ptr_eq(&state.stop, &job.stop) {
+                return;
+            }
+            state.leg.take()
+        };
         if let Some(leg) = leg {
             self.end_leg(leg);
         }
@@ -857,8 +864,9 @@ fn supervise(weak: &glib::WeakRef<super::CallSrc>, job: &Job) -> Result<(), Stri
     let mut deadline = Some(Instant::now() + timeout);
     let mut watched: Option<String> = None;
     let mut link_ice: Vec<String> = vec![];
+    // Nothing for a run that ended (the element may be in its next run).
     let with = |f: &dyn Fn(&CallSrc)| {
-        if let Some(obj) = weak.upgrade() {
+        if let Some(obj) = weak.upgrade().filter(|_| !job.stopped()) {
             f(obj.imp());
         }
     };
@@ -893,7 +901,7 @@ fn supervise(weak: &glib::WeakRef<super::CallSrc>, job: &Job) -> Result<(), Stri
             }
             Err(f) => {
                 gst::info!(CAT, "subscribing again to {url} failed: {}", f.message);
-                with(&|imp| imp.drop_leg());
+                with(&|imp| imp.drop_leg(job));
                 waiting();
                 std::thread::sleep(RETRY);
                 continue;
@@ -904,12 +912,12 @@ fn supervise(weak: &glib::WeakRef<super::CallSrc>, job: &Job) -> Result<(), Stri
             Watched::Stopped => return Ok(()),
             Watched::Ended => {
                 with(&|imp| {
-                    imp.drop_leg();
+                    imp.drop_leg(job);
                     imp.set_connection_state(ConnectionState::Closed);
                 });
                 return Ok(());
             }
-            Watched::Again => with(&|imp| imp.drop_leg()),
+            Watched::Again => with(&|imp| imp.drop_leg(job)),
         }
     }
 }
