@@ -269,3 +269,95 @@ fn black_frame(caps: &gst::CapsRef) -> Option<gst::Buffer> {
     }
     buffer
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(caps: &gst::Caps, pts_ms: u64, byte: u8) -> gst::Sample {
+        let mut buffer = gst::Buffer::from_mut_slice(vec![byte; 4 * 4 * 4]);
+        buffer
+            .get_mut()
+            .unwrap()
+            .set_pts(gst::ClockTime::from_mseconds(pts_ms));
+        gst::Sample::builder().buffer(&buffer).caps(caps).build()
+    }
+
+    /// The output playing into an appsink.
+    fn playing() -> (Output, gst::Pipeline, gst_app::AppSink) {
+        gst::init().unwrap();
+        let output = Output::new();
+        let sink = gst_app::AppSink::builder().sync(false).build();
+        let pipeline = gst::Pipeline::new();
+        pipeline
+            .add_many([output.element(), sink.upcast_ref()])
+            .unwrap();
+        output.element().link(&sink).unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        (output, pipeline, sink)
+    }
+
+    fn pull(sink: &gst_app::AppSink) -> (gst::ClockTime, u8) {
+        let s = sink
+            .try_pull_sample(gst::ClockTime::from_seconds(2))
+            .expect("a frame");
+        let b = s.buffer().unwrap();
+        (b.pts().unwrap(), b.map_readable().unwrap()[0])
+    }
+
+    #[test]
+    fn stand_ins_repeat_or_black_the_last_frame_and_time_only_goes_forward() {
+        let (output, pipeline, sink) = playing();
+        let caps = gst::Caps::builder("video/x-raw")
+            .field("format", "RGBA")
+            .field("width", 4)
+            .field("height", 4)
+            .field("framerate", gst::Fraction::new(30, 1))
+            .build();
+        let ms = gst::ClockTime::from_mseconds;
+        // Nothing stands in before the first frame: its size is not known.
+        output.fill(PublisherGone::Freeze, ms(10));
+        output.push(sample(&caps, 100, 200), Some(ms(150)));
+        assert_eq!(pull(&sink), (ms(100), 200));
+        // The last frame again, 50 ms (the delay frames had) before the time it is made.
+        output.fill(PublisherGone::Freeze, ms(300));
+        assert_eq!(pull(&sink), (ms(250), 200));
+        // Black, in the same format (RGBA black is 0).
+        output.fill(PublisherGone::Black, ms(340));
+        assert_eq!(pull(&sink), (ms(290), 0));
+        // A new publisher whose frames are stamped earlier: moved after the last stand-in.
+        output.push(sample(&caps, 200, 100), Some(ms(350)));
+        let (pts, byte) = pull(&sink);
+        assert_eq!(byte, 100);
+        assert!(pts > ms(290), "{pts}");
+        let f = output.freezes();
+        assert_eq!((f.frames, f.filled), (2, 2));
+        // After the end, nothing more.
+        output.end();
+        output.push(sample(&caps, 400, 1), Some(ms(450)));
+        output.fill(PublisherGone::Freeze, ms(500));
+        assert_eq!(output.freezes().frames, 2);
+        pipeline.set_state(gst::State::Null).unwrap();
+    }
+
+    #[test]
+    fn a_gap_of_more_than_three_frames_and_150_ms_is_a_freeze() {
+        let (output, pipeline, _sink) = playing();
+        let caps = gst::Caps::builder("video/x-raw")
+            .field("format", "RGBA")
+            .field("width", 4)
+            .field("height", 4)
+            .build();
+        for i in 0..5 {
+            output.push(sample(&caps, i * 33, 1), None);
+            std::thread::sleep(Duration::from_millis(33));
+        }
+        assert_eq!(output.freezes().count, 0);
+        std::thread::sleep(Duration::from_millis(300));
+        output.push(sample(&caps, 500, 1), None);
+        let f = output.freezes();
+        assert_eq!(f.count, 1);
+        assert!(f.time >= Duration::from_millis(300), "{:?}", f.time);
+        pipeline.set_state(gst::State::Null).unwrap();
+    }
+}
