@@ -358,3 +358,284 @@ fn demo_publishes_then_ends_at_its_duration_and_on_ctrl_c() {
     assert!(log.contains("the call ended (EOS)"), "{log}");
     assert!(log.contains("connection: closed"), "{log}");
 }
+
+// --- The call bot (examples/bot.rs) ----------------------------------------------------------
+
+/// The bot example, built with the tests' profile.
+fn bot_exe() -> PathBuf {
+    common::build::cargo_build(&["--example", "bot"])
+        .join("examples")
+        .join("bot")
+}
+
+/// What a callsrc watching one publisher sees: RGBA at the middle of the left and the right
+/// quarter of the last frame, and its size.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sides {
+    frames: usize,
+    left: [u8; 4],
+    right: [u8; 4],
+    width: u32,
+    height: u32,
+}
+
+/// `callsrc server=… channel=… uid=… ! videoconvert ! RGBA appsink`, recording [`Sides`].
+struct SidesWatch {
+    pipeline: gst::Pipeline,
+    seen: std::sync::Arc<std::sync::Mutex<Sides>>,
+}
+
+impl SidesWatch {
+    fn start(server: &str, channel: &str, uid: &str) -> SidesWatch {
+        common::init();
+        let pipeline = gst::parse::launch(&format!(
+            "callsrc server={server} channel={channel} uid={uid} timeout=30 ! videoconvert ! \
+             video/x-raw,format=RGBA ! appsink name=sink sync=false max-buffers=2 drop=true"
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let sink = pipeline
+            .by_name("sink")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        let seen: std::sync::Arc<std::sync::Mutex<Sides>> = Default::default();
+        let s = seen.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
+                    let (Some(caps), Some(buffer)) = (sample.caps(), sample.buffer()) else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let (Ok(info), Ok(map)) =
+                        (gst_video::VideoInfo::from_caps(caps), buffer.map_readable())
+                    else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let (w, h) = (info.width() as usize, info.height() as usize);
+                    let px = |x: usize| {
+                        let o = (h / 2) * info.stride()[0] as usize + x * 4;
+                        let p = &map[o..o + 4];
+                        [p[0], p[1], p[2], p[3]]
+                    };
+                    let mut seen = s.lock().unwrap();
+                    *seen = Sides {
+                        frames: seen.frames + 1,
+                        left: px(w / 4),
+                        right: px(3 * w / 4),
+                        width: w as u32,
+                        height: h as u32,
+                    };
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        pipeline.set_state(gst::State::Playing).unwrap();
+        SidesWatch { pipeline, seen }
+    }
+
+    fn sides(&self) -> Sides {
+        *self.seen.lock().unwrap()
+    }
+
+    /// Waits until the left side is near `left` and the right side near `right`.
+    fn wait_sides(&self, left: [u8; 3], right: [u8; 3], timeout: std::time::Duration) -> bool {
+        common::wait_for(timeout, || {
+            let s = self.sides();
+            s.frames > 5 && common::near(s.left, left, 60) && common::near(s.right, right, 60)
+        })
+    }
+
+    fn error(&self) -> Option<String> {
+        let msg = self
+            .pipeline
+            .bus()
+            .unwrap()
+            .pop_filtered(&[gst::MessageType::Error])?;
+        match msg.view() {
+            gst::MessageView::Error(e) => Some(e.error().to_string()),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for SidesWatch {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+const RED: [u8; 3] = [255, 0, 0];
+const BLUE: [u8; 3] = [0, 0, 255];
+
+/// A call server in this process (127.0.0.1, any port) and a callsink publisher `cam` in
+/// channel `mirror` whose picture is red on the left half and blue on the right half.
+fn mirror_call() -> (gstcustomvideo::server::CallServer, common::Launched) {
+    common::init();
+    let server = gstcustomvideo::server::CallServer::start(gstcustomvideo::server::ServerConfig {
+        port: 0,
+        ..Default::default()
+    })
+    .expect("the call server starts");
+    let publisher = common::Launched::new(&format!(
+        "customvideosrc producer=\"videotestsrc is-live=true pattern=solid-color \
+         foreground-color=0xffff0000 ! video/x-raw,width=160,height=240 ! videobox right=-160 \
+         fill=blue\" framerate=30/1 optimization-mode=detail ! callsink server={} channel=mirror \
+         uid=cam codec=vp8",
+        server.url()
+    ))
+    .play();
+    (server, publisher)
+}
+
+fn bot(exe: &Path, server: &str, args: &[&str]) -> std::process::Child {
+    Command::new(exe)
+        .args(["--server", server, "--channel", "mirror"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the bot runs")
+}
+
+#[test]
+fn bot_publishes_a_mirrored_track_into_the_channel_and_ends_on_sigterm() {
+    if !common::netns::enter("bot_publishes_a_mirrored_track_into_the_channel_and_ends_on_sigterm")
+    {
+        return;
+    }
+    const SEC: std::time::Duration = std::time::Duration::from_secs(1);
+    let exe = bot_exe();
+    let (server, publisher) = mirror_call();
+    // The publisher's own picture, as any viewer sees it: red left, blue right.
+    let original = SidesWatch::start(&server.url(), "mirror", "cam");
+    assert!(
+        original.wait_sides(RED, BLUE, 30 * SEC),
+        "the publisher's picture: {:?}, {:?}, {:?}",
+        original.sides(),
+        original.error(),
+        publisher.error()
+    );
+    drop(original);
+
+    let child = bot(
+        &exe,
+        &server.url(),
+        &["--uid", "cam", "--out-uid", "mirror-bot"],
+    );
+    let pid = child.id() as i32;
+    // The bot's track is in the channel, receiving frames.
+    let listed = common::wait_for(30 * SEC, || {
+        server.channels().iter().any(|c| {
+            c.name == "mirror"
+                && c.publishers
+                    .iter()
+                    .any(|p| p.uid == "mirror-bot" && p.frames > 10)
+        })
+    });
+    // ... and shows the publisher's picture mirrored: blue left, red right, same size.
+    let mirrored = listed.then(|| SidesWatch::start(&server.url(), "mirror", "mirror-bot"));
+    let flipped = mirrored
+        .as_ref()
+        .is_some_and(|w| w.wait_sides(BLUE, RED, 30 * SEC));
+    let seen = mirrored.as_ref().map(|w| (w.sides(), w.error()));
+    drop(mirrored);
+
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let asked = std::time::Instant::now();
+    let out = child.wait_with_output().expect("the bot ends");
+    let took = asked.elapsed();
+    let log = text(&out);
+    assert!(
+        listed,
+        "the server never listed the bot's track: {:?}\n{log}",
+        server.channels()
+    );
+    assert!(flipped, "the bot's track is not mirrored: {seen:?}\n{log}");
+    // The publisher's 320x240 (or smaller, when the bot's own bandwidth estimate dipped: its
+    // callsink scales the picture down), never another shape.
+    let (sides, _) = seen.unwrap();
+    assert!(
+        sides.width <= 320 && sides.width >= 160 && sides.width * 3 == sides.height * 4,
+        "{sides:?}"
+    );
+    assert!(out.status.success(), "the bot failed on SIGTERM:\n{log}");
+    assert!(took < 5 * SEC, "the bot took {took:?} to end on SIGTERM");
+    for line in [
+        "watching ",
+        "/whep/mirror/cam",
+        "publishing: connected",
+        "the bot's stream ended (EOS)",
+        "track stats: customvideosrc-stats",
+        "send stats: callsink-stats",
+    ] {
+        assert!(log.contains(line), "no {line:?} in:\n{log}");
+    }
+    // It left the call.
+    assert!(
+        common::wait_for(3 * SEC, || !server
+            .channels()
+            .iter()
+            .flat_map(|c| c.publishers.iter())
+            .any(|p| p.uid == "mirror-bot")),
+        "the bot is still listed after its end: {:?}",
+        server.channels()
+    );
+    assert_eq!(publisher.error(), None);
+}
+
+#[test]
+fn bot_ends_at_its_duration_and_names_what_fails() {
+    if !common::netns::enter("bot_ends_at_its_duration_and_names_what_fails") {
+        return;
+    }
+    const SEC: std::time::Duration = std::time::Duration::from_secs(1);
+    let exe = bot_exe();
+    let (server, _publisher) = mirror_call();
+    let url = server.url();
+
+    // --duration, watching the first publisher of the channel (no --uid): a clean end.
+    let started = std::time::Instant::now();
+    let out = bot(&exe, &url, &["--duration", "8"])
+        .wait_with_output()
+        .unwrap();
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(started.elapsed() < 15 * SEC, "{:?}", started.elapsed());
+    for line in [
+        "the first publisher of channel mirror",
+        "publishing: connected",
+        "ending the bot's stream",
+        "the bot's stream ended (EOS)",
+    ] {
+        assert!(log.contains(line), "no {line:?} in:\n{log}");
+    }
+
+    // A publisher that never comes: exit status 1 and a message naming it, in bounded time.
+    let started = std::time::Instant::now();
+    let out = bot(&exe, &url, &["--uid", "nobody", "--timeout", "2"])
+        .wait_with_output()
+        .unwrap();
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("no publisher") && log.contains("/whep/mirror/nobody"),
+        "{log}"
+    );
+    assert!(started.elapsed() < 15 * SEC, "{:?}", started.elapsed());
+
+    // Bad arguments: exit status 2 and the usage.
+    for (args, says) in [
+        (&["--uid", "bot"][..], "would watch itself"),
+        (&["--filter", "videoflip ! ! x"][..], "--filter"),
+        (&["--codec", "mpeg2"][..], "--codec mpeg2"),
+    ] {
+        let out = bot(&exe, &url, args).wait_with_output().unwrap();
+        let log = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {log}");
+        assert!(log.contains(says), "{args:?}: {log}");
+    }
+}
