@@ -10,9 +10,14 @@
 //!
 //! Where: `whep-url` (any WHEP endpoint), else `server` + `channel` + `uid`
 //! (`<server>/whep/<channel>/<uid>`; without `uid`, the first publisher the server lists in
-//! the channel), else the process's embedded call server on `port`. The publisher may come
-//! later: callsrc waits for it up to `timeout` seconds. The decoded output keeps the size of the
-//! first frame when the publisher changes its resolution (scaled), like `customvideosrc`.
+//! the channel, then the next one when it leaves), else the process's embedded call server on
+//! `port`. The publisher may come later: callsrc waits for it up to `timeout` seconds. Once
+//! watching, it stays with the call: while the publisher is gone it repeats the last frame,
+//! outputs black or ends the stream (`on-publisher-gone`), and subscribes again when it (or
+//! the next publisher) is there, through a server restart too; bus messages
+//! `callsrc-publisher` and `callsrc-publisher-gone` say so. The decoded output keeps the size
+//! of the first frame when the publisher changes its resolution (scaled), like
+//! `customvideosrc`.
 
 use gst::glib;
 use gst::prelude::*;
