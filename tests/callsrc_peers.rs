@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! callsrc watching publishers this project did not write, and recording what it watches:
-//! - gst-plugins-rs `whepserversink`, a WHEP server of its own (callsrc `whep-url=`);
+//! - gst-plugins-rs `whepserversink`, a WHEP server of its own (callsrc `whep-url=`), VP8 and
+//!   H.264, and it sees callsrc leave;
 //! - Chromium publishing a canvas into the call server (callsrc `server`/`channel`/`uid`, and
 //!   without `uid`);
 //! - the recorder lines of the README, run as `gst-launch-1.0 -e` child processes and ended
@@ -142,13 +143,14 @@ fn free_port(ip: &str) -> u16 {
 // --- gst-plugins-rs whepserversink -----------------------------------------------------------
 
 /// `videotestsrc` of colour `argb` (320x240, 30 fps) served by gst-plugins-rs `whepserversink`
-/// at `host_addr` (`http://ip:port`): its WHEP endpoint is `<host_addr>/whep/endpoint`.
-fn whepserversink(host_addr: &str, argb: u32) -> Launched {
+/// at `host_addr` (`http://ip:port`): its WHEP endpoint is `<host_addr>/whep/endpoint`. Also
+/// returns its viewers (consumers) as they come and go: +1 added, -1 removed.
+fn whepserversink(host_addr: &str, argb: u32, codec: &str) -> (Launched, Arc<Mutex<Vec<i32>>>) {
     common::peers::register_gst_plugins_rs();
     let server = Launched::new(&format!(
         "videotestsrc is-live=true pattern=solid-color foreground-color={argb:#010x} ! \
          video/x-raw,width=320,height=240,framerate=30/1 ! \
-         whepserversink name=ws congestion-control=disabled video-caps=video/x-vp8"
+         whepserversink name=ws congestion-control=disabled video-caps=video/x-{codec}"
     ));
     let ws = server.pipeline.by_name("ws").unwrap();
     // No STUN server: nothing leaves the machine, and both ends are on the same network.
@@ -156,19 +158,39 @@ fn whepserversink(host_addr: &str, argb: u32) -> Launched {
     let signaller = ws.property::<gst::glib::Object>("signaller");
     signaller.set_property("host-addr", host_addr);
     signaller.set_property("stun-server", None::<String>);
-    server.play()
+    let consumers: Arc<Mutex<Vec<i32>>> = Arc::default();
+    for (signal, change) in [("consumer-added", 1), ("consumer-removed", -1)] {
+        let c = consumers.clone();
+        ws.connect(signal, false, move |_| {
+            c.lock().unwrap().push(change);
+            None
+        });
+    }
+    (server.play(), consumers)
 }
 
 #[test]
-fn callsrc_watches_gst_plugins_rs_whepserversink() {
-    if !netns::enter("callsrc_watches_gst_plugins_rs_whepserversink") {
+fn callsrc_watches_gst_plugins_rs_whepserversink_vp8() {
+    if !netns::enter("callsrc_watches_gst_plugins_rs_whepserversink_vp8") {
         return;
     }
+    watch_whepserversink("vp8");
+}
+
+#[test]
+fn callsrc_watches_gst_plugins_rs_whepserversink_h264() {
+    if !netns::enter("callsrc_watches_gst_plugins_rs_whepserversink_h264") {
+        return;
+    }
+    watch_whepserversink("h264");
+}
+
+fn watch_whepserversink(codec: &str) {
     // On the namespace's veth address: whepserversink's webrtcbin gathers no loopback
     // candidates.
     let port = free_port("10.255.0.1");
     let host = format!("http://10.255.0.1:{port}");
-    let server = whepserversink(&host, 0xff00_00ff);
+    let (server, consumers) = whepserversink(&host, 0xff00_00ff, codec);
     assert!(
         wait_for(10 * SEC, || std::net::TcpStream::connect((
             "10.255.0.1",
@@ -182,7 +204,7 @@ fn callsrc_watches_gst_plugins_rs_whepserversink() {
     let watch = Watch::start(&format!("whep-url={host}/whep/endpoint timeout=20"));
     assert!(
         watch.wait_colour([0, 0, 255], 30 * SEC),
-        "no blue frame from whepserversink: {}; server error {:?}",
+        "{codec}: no blue frame from whepserversink: {}; server error {:?}",
         watch.report(),
         server.error()
     );
@@ -196,7 +218,11 @@ fn callsrc_watches_gst_plugins_rs_whepserversink() {
         "connected",
         "{stats}"
     );
-    assert_eq!(stats.get::<String>("codec").unwrap(), "VP8", "{stats}");
+    assert_eq!(
+        stats.get::<String>("codec").unwrap(),
+        codec.to_uppercase(),
+        "{stats}"
+    );
     assert_eq!(
         (
             stats.get::<i32>("width").unwrap(),
@@ -211,11 +237,17 @@ fn callsrc_watches_gst_plugins_rs_whepserversink() {
     let after = watch.seen.lock().unwrap().frames;
     assert!(after >= before + 30, "{before} -> {after} frames in 2 s");
     assert_eq!(watch.error(), None);
+    assert_eq!(*consumers.lock().unwrap(), [1], "whepserversink's viewers");
 
-    // callsrc leaves first (DELETE /whep/resource/<id>), then the server stops once it has
-    // ended the session on its own threads.
+    // callsrc leaves (DELETE of the resource whepserversink named, /whep/resource/<id>): the
+    // server ends that session. Then the server stops.
     drop(watch);
-    std::thread::sleep(SEC);
+    assert!(
+        wait_for(3 * SEC, || *consumers.lock().unwrap() == [1, -1]),
+        "whepserversink still has callsrc as a viewer: {:?}",
+        consumers.lock().unwrap()
+    );
+    std::thread::sleep(SEC / 2);
     assert_eq!(server.error(), None);
     drop(server);
 }
