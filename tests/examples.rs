@@ -507,7 +507,10 @@ fn bot_publishes_a_mirrored_track_into_the_channel_and_ends_on_sigterm() {
         return;
     }
     const SEC: std::time::Duration = std::time::Duration::from_secs(1);
+    let t0 = std::time::Instant::now();
     let exe = bot_exe();
+    eprintln!("bot built in {:?}", t0.elapsed());
+    let t0 = std::time::Instant::now();
     let (server, publisher) = mirror_call();
     // The publisher's own picture, as any viewer sees it: red left, blue right.
     let original = SidesWatch::start(&server.url(), "mirror", "cam");
@@ -519,6 +522,8 @@ fn bot_publishes_a_mirrored_track_into_the_channel_and_ends_on_sigterm() {
         publisher.error()
     );
     drop(original);
+    eprintln!("publisher seen after {:?}", t0.elapsed());
+    let t0 = std::time::Instant::now();
 
     let child = bot(
         &exe,
@@ -542,12 +547,17 @@ fn bot_publishes_a_mirrored_track_into_the_channel_and_ends_on_sigterm() {
         .is_some_and(|w| w.wait_sides(BLUE, RED, 30 * SEC));
     let seen = mirrored.as_ref().map(|w| (w.sides(), w.error()));
     drop(mirrored);
+    eprintln!(
+        "bot's track listed {listed}, mirrored {flipped} after {:?}",
+        t0.elapsed()
+    );
 
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let asked = std::time::Instant::now();
     let out = child.wait_with_output().expect("the bot ends");
     let took = asked.elapsed();
+    eprintln!("the bot ended {took:?} after SIGTERM");
     let log = text(&out);
     assert!(
         listed,
@@ -593,7 +603,9 @@ fn bot_ends_at_its_duration_and_names_what_fails() {
         return;
     }
     const SEC: std::time::Duration = std::time::Duration::from_secs(1);
+    let t0 = std::time::Instant::now();
     let exe = bot_exe();
+    eprintln!("bot built in {:?}", t0.elapsed());
     let (server, _publisher) = mirror_call();
     let url = server.url();
 
@@ -603,6 +615,7 @@ fn bot_ends_at_its_duration_and_names_what_fails() {
         .wait_with_output()
         .unwrap();
     let log = text(&out);
+    eprintln!("--duration 8: ran {:?}", started.elapsed());
     assert!(out.status.success(), "{log}");
     assert!(started.elapsed() < 15 * SEC, "{:?}", started.elapsed());
     for line in [
@@ -625,6 +638,7 @@ fn bot_ends_at_its_duration_and_names_what_fails() {
         log.contains("no publisher") && log.contains("/whep/mirror/nobody"),
         "{log}"
     );
+    eprintln!("missing publisher: ran {:?}", started.elapsed());
     assert!(started.elapsed() < 15 * SEC, "{:?}", started.elapsed());
 
     // Bad arguments: exit status 2 and the usage.
