@@ -16,11 +16,14 @@
 //! cargo run --example bot -- --server http://127.0.0.1:8080 --channel demo [--uid cam]
 //!     [--out-uid bot] [--filter "videoflip video-direction=horiz"] [--codec auto]
 //!     [--token SECRET] [--view-token SECRET] [--timeout 30] [--duration SECS]
+//!     [--on-publisher-gone freeze|black|eos]
 //! ```
 //!
-//! Without `--uid` it watches the first publisher of the channel. It runs until Ctrl-C or
-//! SIGTERM (or for `--duration` seconds), or until the watched stream ends; then it ends its
-//! stream (EOS), leaves the call and prints its statistics. Exit status: 0 after a clean end,
+//! Without `--uid` it watches the first publisher of the channel (and the next one when that
+//! one leaves). While the watched publisher is gone, the bot's track repeats the last picture
+//! (`--on-publisher-gone freeze`, the default), shows black (`black`) or ends (`eos`). It runs
+//! until Ctrl-C or SIGTERM (or for `--duration` seconds), or until the watched stream ends;
+//! then it ends its stream (EOS), leaves the call and prints its statistics. Exit status: 0 after a clean end,
 //! 1 when something failed (the message says what), 2 for bad arguments.
 
 use gst::prelude::*;
@@ -31,7 +34,8 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: bot --server URL --channel CHANNEL [--uid UID] [--out-uid BOT] \
                      [--filter DESCRIPTION] [--codec auto|vp8|vp9|h264|av1] [--token SECRET] \
-                     [--view-token SECRET] [--timeout SECS] [--duration SECS]";
+                     [--view-token SECRET] [--timeout SECS] [--duration SECS] \
+                     [--on-publisher-gone freeze|black|eos]";
 
 struct Args {
     server: String,
@@ -47,6 +51,8 @@ struct Args {
     /// How long to wait for the publisher to watch.
     timeout: u32,
     duration: Option<Duration>,
+    /// callsrc's `on-publisher-gone`.
+    gone: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -61,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
         view_token: None,
         timeout: 30,
         duration: None,
+        gone: "freeze".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -77,6 +84,15 @@ fn parse_args() -> Result<Args, String> {
                     return Err(format!(
                         "--codec {}: use auto, vp8, vp9, h264 or av1",
                         args.codec
+                    ));
+                }
+            }
+            "--on-publisher-gone" => {
+                args.gone = value()?;
+                if !["freeze", "black", "eos"].contains(&args.gone.as_str()) {
+                    return Err(format!(
+                        "--on-publisher-gone {}: use freeze, black or eos",
+                        args.gone
                     ));
                 }
             }
@@ -165,10 +181,11 @@ fn run(args: &Args) -> Result<(), String> {
     let server = args.server.trim_end_matches('/');
     // What the bot watches: callsrc, as the producer of the bot's own track.
     let mut watch = format!(
-        "callsrc server={} channel={} timeout={}",
+        "callsrc server={} channel={} timeout={} on-publisher-gone={}",
         quoted("--server", server)?,
         quoted("--channel", &args.channel)?,
-        args.timeout
+        args.timeout,
+        args.gone
     );
     if let Some(uid) = &args.uid {
         watch += &format!(" uid={}", quoted("--uid", uid)?);

@@ -641,11 +641,64 @@ fn bot_ends_at_its_duration_and_names_what_fails() {
     eprintln!("missing publisher: ran {:?}", started.elapsed());
     assert!(started.elapsed() < 15 * SEC, "{:?}", started.elapsed());
 
+    // --on-publisher-gone eos: when the watched publisher leaves, the bot's stream ends and
+    // the bot with it (exit 0), and it leaves the channel.
+    let leaver = common::Launched::new(&format!(
+        "customvideosrc producer=\"videotestsrc is-live=true\" framerate=30/1 ! callsink \
+         server={url} channel=mirror uid=leaver codec=vp8"
+    ))
+    .play();
+    let mut child = bot(
+        &exe,
+        &url,
+        &[
+            "--uid",
+            "leaver",
+            "--out-uid",
+            "leaver-bot",
+            "--on-publisher-gone",
+            "eos",
+        ],
+    );
+    let bot_listed = || {
+        server
+            .channels()
+            .iter()
+            .flat_map(|c| c.publishers.iter())
+            .any(|p| p.uid == "leaver-bot" && p.frames > 10)
+    };
+    let listed = common::wait_for(30 * SEC, bot_listed);
+    drop(leaver);
+    let left = std::time::Instant::now();
+    let ended = common::wait_for(20 * SEC, || child.try_wait().is_ok_and(|s| s.is_some()));
+    let took = left.elapsed();
+    if !ended {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let log = text(&out);
+    eprintln!("the bot ended {took:?} after its publisher left");
+    assert!(listed, "the bot never published: {log}");
+    assert!(ended, "the bot did not end when its publisher left:\n{log}");
+    assert!(out.status.success(), "{log}");
+    for line in ["the watched stream ended", "the bot's stream ended (EOS)"] {
+        assert!(log.contains(line), "no {line:?} in:\n{log}");
+    }
+    assert!(
+        common::wait_for(3 * SEC, || !bot_listed()),
+        "{:?}",
+        server.channels()
+    );
+
     // Bad arguments: exit status 2 and the usage.
     for (args, says) in [
         (&["--uid", "bot"][..], "would watch itself"),
         (&["--filter", "videoflip ! ! x"][..], "--filter"),
         (&["--codec", "mpeg2"][..], "--codec mpeg2"),
+        (
+            &["--on-publisher-gone", "wait"][..],
+            "use freeze, black or eos",
+        ),
     ] {
         let out = bot(&exe, &url, args).wait_with_output().unwrap();
         let log = text(&out);
