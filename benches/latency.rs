@@ -9,38 +9,58 @@
 //!    browser;
 //! 4. gst-plugins-rs `whepserversink` → Chromium directly — the reference for 3.
 //!
+//! The references run their encoder at the same fixed 2 Mbit/s (`congestion-control=disabled
+//! do-fec=false enable-mitigation-modes=none max-bitrate=2000000`); callsink gets
+//! `min-bitrate=max-bitrate=2000`. (`LATENCY_WEBRTCSINK_CC=gcc` gives the references the same
+//! `rtpgccbwe` congestion controller as callsink; whepserversink then panics with H.264 in
+//! gst-plugins-rs 0.15.4, an x264enc bitrate out of range.)
+//!
 //! How: the producer (`videotestsrc pattern=smpte horizontal-speed=4`, moving bars, so the
 //! encoder has real work) writes the time at which each frame leaves it into the frame
 //! itself — 40 bits of the wall clock in microseconds and an 8-bit CRC, as two rows of 24
 //! black or white 48x48 blocks aligned to the macroblock grid, which survive any
 //! quantisation. A GStreamer receiver reads the code back in an `appsink sync=false` right
-//! after the decoder (raw frames) and compares it with the same clock; the viewer page reads
-//! it from a canvas in a `requestVideoFrameCallback` (the frame's `presentationTime`, turned
-//! into the wall clock through `performance.timeOrigin` and `Date.now()`: same machine, same
+//! after the decoder (raw frames) and compares it with the same clock; the browser reads it
+//! from a canvas in a `requestVideoFrameCallback` (the frame's `presentationTime`, turned into
+//! the wall clock through `performance.timeOrigin` and `Date.now()`: same machine, same
 //! clock). Frames whose code fails its CRC are counted as unreadable, never as latency.
 //!
 //! Per case: p50, p95, p99 and max latency, frames sent (stamped by the producer during the
-//! measured window), frames delivered (distinct codes read back), the share of sent frames
-//! lost (never delivered) and late (delivered more than 100 ms after capture), and the
-//! ratios of p50 and p99 to the reference of the same codec. The Chromium cases also report
-//! what the browser's `getStats()` counted in the window (frames received, decoded, dropped,
-//! freezes) next to the frames the server forwarded, and where the time went in the browser
-//! (capture → last packet received, `receiveTime`; received → presented; decode time).
-//! Everything runs inside a private network namespace: no packet leaves the machine.
+//! measured window), frames delivered (distinct codes read back; in Chromium: presented),
+//! the share of sent frames lost (never delivered) and late (delivered more than 100 ms after
+//! capture), and the ratios of p50 and p99 to the reference of the same codec. Where the time
+//! goes is printed under each case: in the publisher (pad probes on its encoder, on the
+//! `rtpgccbwe` pacer and on `nicesink`, found inside callsink's bin: capture → encoded →
+//! first and last packet to the network), the hop from the publisher's last packet to the
+//! frame complete at the receiver (network and server), and in Chromium (`receiveTime`,
+//! received → presented, `processingDuration`), with what `getStats()` and
+//! `getVideoPlaybackQuality()` counted in the window (frames received, decoded, dropped,
+//! presented, freezes) next to the frames the server forwarded. Everything runs inside a
+//! private network namespace: no packet leaves the machine.
 //!
 //! ```text
-//! cargo bench --bench latency          # 60 s per case, 8 cases
+//! cargo bench --bench latency          # 60 s per case, 8 cases, about 10 minutes
 //! LATENCY_SECS=10 LATENCY_CODECS=vp8 LATENCY_CASES=ours,ref cargo bench --bench latency
 //! ```
 //!
-//! Knobs (for finding out where the time goes): `LATENCY_CASES` (comma-separated among
-//! `ours`, `ref`, `chromium`, `chromium-whep`, and the diagnostic `callsink-whipserversrc`,
-//! `whipclientsink-callsrc`; default the first four), `LATENCY_CODECS` (`vp8,h264`),
-//! `LATENCY_CALLSRC_LATENCY` (callsrc's `latency` in ms; default: the element's),
-//! `LATENCY_SPLIT=1` (callsrc outputs the encoded stream, timed as it leaves callsrc, then
-//! decoded by the bench: network + server + jitter buffer apart from decoding),
-//! `LATENCY_PRODUCER` (`moving`, `static` — still bars —, or `appsrc`: a still frame pushed
-//! by a thread that sleeps 1/30 s between pushes, as a simple Python producer does).
+//! Knobs, for finding out where the time goes:
+//! * `LATENCY_CASES`, comma-separated: `ours`, `ref`, `chromium`, `chromium-whep` (the
+//!   default), and `local` (the encoder straight into the decoder: no network),
+//!   `callsink-whipserversrc` (callsink without the server), `chromium-own-page` (our path
+//!   into the bench's own WHEP page instead of the viewer page), `whep-pair`
+//!   (whepserversink → whepclientsrc); `LATENCY_CODECS` (`vp8,h264`).
+//! * `LATENCY_CALLSRC_LATENCY`: callsrc's `latency` (ms); `LATENCY_SPLIT=1`: callsrc hands
+//!   over the encoded stream, timed as it leaves callsrc, and the bench decodes it.
+//! * `LATENCY_PACER_KBPS`: sets the publisher's `rtpgccbwe` (the pacer) to this rate once
+//!   connected, while callsink keeps its encoder within its own bitrate bounds — an
+//!   experiment, not a setting of the element.
+//! * `LATENCY_PRODUCER`: `moving` (default), `static` (still bars), `appsrc` (a still frame
+//!   pushed by a thread sleeping 1/30 s between pushes, as a simple Python producer does),
+//!   `still` (the same, the code changing once a second: 29 of 30 frames identical),
+//!   `bursty` (two frames 1 ms apart every 1/15 s, stamped on arrival), `bursty-even` (the
+//!   same pushes, stamped 1/30 s apart).
+//! * `LATENCY_DUMP=file.pgm` saves the first unreadable frame; `LATENCY_ELEMENTS=1` lists the
+//!   elements of the receivers.
 
 #[path = "common/browser.rs"]
 mod browser;
@@ -256,10 +276,13 @@ enum Path {
     ChromiumWhep,
     /// callsink → whipserversrc (no server: what callsink and the receiver cost).
     CallsinkWhipserversrc,
-    /// whipclientsink → call server → callsrc (our server and receiver, another publisher).
-    WhipclientCallsrc,
     /// The encoder straight into the decoder in the producer's pipeline: no network at all.
     Local,
+    /// whepserversink → whepclientsrc (gst-plugins-rs both ends, no SFU).
+    WhepPair,
+    /// callsink → call server → Chromium, through the bench's own WHEP page instead of the
+    /// viewer page.
+    ChromiumOwnPage,
 }
 
 impl Path {
@@ -270,8 +293,9 @@ impl Path {
             "chromium" => Path::Chromium,
             "chromium-whep" => Path::ChromiumWhep,
             "callsink-whipserversrc" => Path::CallsinkWhipserversrc,
-            "whipclientsink-callsrc" => Path::WhipclientCallsrc,
             "local" => Path::Local,
+            "whep-pair" => Path::WhepPair,
+            "chromium-own-page" => Path::ChromiumOwnPage,
             _ => return None,
         })
     }
@@ -283,8 +307,9 @@ impl Path {
             Path::Chromium => "callsink > server > Chromium",
             Path::ChromiumWhep => "whepserversink > Chromium (ref)",
             Path::CallsinkWhipserversrc => "callsink > whipserversrc",
-            Path::WhipclientCallsrc => "whipclientsink > server > callsrc",
             Path::Local => "encoder > decoder, no network",
+            Path::WhepPair => "whepserversink > whepclientsrc",
+            Path::ChromiumOwnPage => "callsink > server > Chromium (own page)",
         }
     }
 
@@ -292,13 +317,16 @@ impl Path {
     fn reference(self) -> Option<Path> {
         match self {
             Path::Reference | Path::ChromiumWhep | Path::Local => None,
-            Path::Chromium => Some(Path::ChromiumWhep),
+            Path::Chromium | Path::ChromiumOwnPage => Some(Path::ChromiumWhep),
             _ => Some(Path::Reference),
         }
     }
 
     fn browser(self) -> bool {
-        matches!(self, Path::Chromium | Path::ChromiumWhep)
+        matches!(
+            self,
+            Path::Chromium | Path::ChromiumWhep | Path::ChromiumOwnPage
+        )
     }
 }
 
@@ -331,8 +359,12 @@ struct Log {
     /// Browser: when each requestVideoFrameCallback came, and its presentedFrames.
     callbacks: Vec<(u64, u64)>,
     sent: Vec<u64>,
+    /// PTS (ns) of each stamped frame → its capture time.
+    by_pts: HashMap<u64, u64>,
     delivered: Vec<Delivery>,
     unreadable: u64,
+    /// Why the first unreadable frame was.
+    odd: Option<String>,
 }
 
 type Shared = Arc<Mutex<Log>>;
@@ -395,7 +427,11 @@ impl Source {
                 {
                     stamp(&mut frame, last);
                     if fresh {
-                        log.lock().unwrap().sent.push(last);
+                        let mut log = log.lock().unwrap();
+                        log.sent.push(last);
+                        if let Some(pts) = frame.buffer().pts() {
+                            log.by_pts.insert(pts.nseconds(), last);
+                        }
                     }
                 }
             }
@@ -502,6 +538,7 @@ fn reading_sink(log: Shared, arrivals: Option<Arc<Mutex<HashMap<u64, u64>>>>) ->
                 let mut log = log.lock().unwrap();
                 if info.width() as usize != WIDTH || info.height() as usize != HEIGHT {
                     log.unreadable += 1;
+                    log.odd.get_or_insert_with(|| format!("a frame of {caps}"));
                     return Ok(gst::FlowSuccess::Ok);
                 }
                 let Ok(frame) = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
@@ -522,7 +559,23 @@ fn reading_sink(log: Shared, arrivals: Option<Arc<Mutex<HashMap<u64, u64>>>>) ->
                             decode_ms: None,
                         })
                     }
-                    None => log.unreadable += 1,
+                    None => {
+                        if log.odd.is_none()
+                            && let Ok(path) = std::env::var("LATENCY_DUMP")
+                        {
+                            // The luma plane of the first unreadable frame, as a PGM image.
+                            let stride = info.stride()[0] as usize;
+                            let luma = frame.plane_data(0).unwrap();
+                            let mut pgm = format!("P5 {WIDTH} {HEIGHT} 255\n").into_bytes();
+                            for row in 0..HEIGHT {
+                                pgm.extend_from_slice(&luma[row * stride..row * stride + WIDTH]);
+                            }
+                            let _ = std::fs::write(path, pgm);
+                        }
+                        log.unreadable += 1;
+                        log.odd
+                            .get_or_insert_with(|| format!("code {word:012x} fails its CRC"));
+                    }
                 }
                 Ok(gst::FlowSuccess::Ok)
             })
@@ -551,6 +604,17 @@ fn watch_pacer(pipeline: &gst::Pipeline) -> Arc<Mutex<Pacer>> {
     else {
         return pacer;
     };
+    // The experiment: pace faster than the encoder's bitrate (callsink keeps its encoder
+    // within its own min/max-bitrate, whatever the estimate says).
+    if let Some(bps) = std::env::var("LATENCY_PACER_KBPS")
+        .ok()
+        .and_then(|k| k.parse::<u32>().ok())
+        .map(|k| k * 1000)
+    {
+        bwe.set_property("max-bitrate", bps);
+        bwe.set_property("min-bitrate", bps);
+        bwe.set_property("estimated-bitrate", bps);
+    }
     let rtp = |b: &gst::BufferRef| {
         let rtp = gst_rtp::RTPBuffer::from_buffer_readable(b).ok()?;
         Some(((rtp.ssrc(), rtp.seq()), rtp.is_marker()))
@@ -591,6 +655,61 @@ fn watch_pacer(pipeline: &gst::Pipeline) -> Arc<Mutex<Pacer>> {
         },
     );
     pacer
+}
+
+/// When each frame (by PTS) left the publisher's encoder, and when its first and last RTP
+/// packets went into `nicesink` (the network), in µs.
+#[derive(Default)]
+struct Timeline {
+    encoded: HashMap<u64, u64>,
+    first_out: HashMap<u64, u64>,
+    last_out: HashMap<u64, u64>,
+}
+
+/// Times the frames through the publisher's encoder and to its `nicesink`, found in any bin
+/// of `pipeline` (inside callsink or webrtcsink).
+fn watch_publisher(pipeline: &gst::Pipeline) -> Arc<Mutex<Timeline>> {
+    let timeline: Arc<Mutex<Timeline>> = Arc::default();
+    for element in pipeline
+        .iterate_recurse()
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        let Some(factory) = element.factory() else {
+            continue;
+        };
+        let (pad, encoder) = match factory.name().as_str() {
+            "vp8enc" | "x264enc" | "openh264enc" => ("src", true),
+            "nicesink" => ("sink", false),
+            _ => continue,
+        };
+        let t = Arc::clone(&timeline);
+        element.static_pad(pad).unwrap().add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |_, info| {
+                let now = now_us();
+                let mut t = t.lock().unwrap();
+                let mut note = |b: &gst::BufferRef| {
+                    if let Some(pts) = b.pts() {
+                        let pts = pts.nseconds();
+                        if encoder {
+                            t.encoded.entry(pts).or_insert(now);
+                        } else {
+                            t.first_out.entry(pts).or_insert(now);
+                            t.last_out.insert(pts, now);
+                        }
+                    }
+                };
+                match &info.data {
+                    Some(gst::PadProbeData::Buffer(b)) => note(b),
+                    Some(gst::PadProbeData::BufferList(l)) => l.iter().for_each(note),
+                    _ => (),
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+    }
+    timeline
 }
 
 /// `callsrc` into a reading appsink.
@@ -641,13 +760,27 @@ fn callsrc_receiver(server: &CallServer, channel: &str, uid: &str, log: Shared) 
     pipeline
 }
 
-/// gst-plugins-rs `whipserversrc` on `host` into a reading appsink.
-fn whipserversrc_receiver(host: &str, log: Shared) -> gst::Pipeline {
+/// gst-plugins-rs `whipserversrc` on `host` (or `whepclientsrc` of `host`'s
+/// whepserversink) into a reading appsink.
+fn webrtcsrc_receiver(factory: &str, host: &str, log: Shared) -> gst::Pipeline {
     let pipeline = gst::Pipeline::new();
-    let src = gst::ElementFactory::make("whipserversrc").build().unwrap();
+    let src = gst::ElementFactory::make(factory).build().unwrap();
     src.set_property("stun-server", None::<String>);
-    src.property::<gst::glib::Object>("signaller")
-        .set_property("host-addr", host);
+    let signaller = src.property::<gst::glib::Object>("signaller");
+    if factory == "whipserversrc" {
+        signaller.set_property("host-addr", host);
+    } else {
+        signaller.set_property("whep-endpoint", format!("{host}/whep/endpoint"));
+    }
+    if std::env::var_os("LATENCY_ELEMENTS").is_some() {
+        src.downcast_ref::<gst::Bin>()
+            .unwrap()
+            .connect_deep_element_added(|_, _, e| {
+                if let Some(f) = e.factory() {
+                    eprintln!("receiver added {}", f.name());
+                }
+            });
+    }
     let convert = gst::ElementFactory::make("videoconvert").build().unwrap();
     let sink = reading_sink(log, None);
     pipeline
@@ -667,16 +800,17 @@ fn whipserversrc_receiver(host: &str, log: Shared) -> gst::Pipeline {
 }
 
 /// The sink description of a gst-plugins-rs webrtcsink (`whipclientsink`,
-/// `whepserversink`) at our bitrate: congestion control pinned to 2 Mbit/s like callsink's.
+/// `whepserversink`) with its encoder at our fixed bitrate.
 fn webrtcsink(factory: &str, codec: &str) -> String {
     let caps = if codec == "vp8" {
         "video/x-vp8"
     } else {
         "video/x-h264"
     };
+    let cc = std::env::var("LATENCY_WEBRTCSINK_CC").unwrap_or_else(|_| "disabled".into());
     format!(
-        "{factory} name=sink congestion-control=gcc start-bitrate={BITRATE} \
-         min-bitrate={BITRATE} max-bitrate={BITRATE} video-caps={caps} enable-mitigation-modes=none"
+        "{factory} name=sink congestion-control={cc} start-bitrate={BITRATE} \
+         min-bitrate={BITRATE} max-bitrate={BITRATE} video-caps={caps} enable-mitigation-modes=none do-fec=false"
     )
 }
 
@@ -708,7 +842,6 @@ fn callsink(server: &CallServer, channel: &str, uid: &str, codec: &str) -> Strin
 struct Outcome {
     path: Path,
     codec: &'static str,
-    secs: f64,
     /// Latencies of the frames delivered in the window, ms, sorted.
     latencies: Vec<f64>,
     sent: usize,
@@ -805,13 +938,15 @@ fn run(
     // Receivers that are servers start first; the others follow their publisher.
     let mut receiver = None;
     if matches!(path, Path::Reference | Path::CallsinkWhipserversrc) {
-        receiver = Some(whipserversrc_receiver(&host, Arc::clone(&log)));
+        receiver = Some(webrtcsrc_receiver("whipserversrc", &host, Arc::clone(&log)));
         wait_for(Duration::from_secs(10), || {
             std::net::TcpStream::connect(("10.255.0.1", host_port)).is_ok()
         });
     }
     let sink = match path {
-        Path::Ours | Path::Chromium => callsink(server, &channel, &uid, codec),
+        Path::Ours | Path::Chromium | Path::ChromiumOwnPage => {
+            callsink(server, &channel, &uid, codec)
+        }
         Path::CallsinkWhipserversrc => {
             let kbps = BITRATE / 1000;
             format!(
@@ -819,8 +954,8 @@ fn run(
                  max-bitrate={kbps} min-bitrate={kbps}"
             )
         }
-        Path::Reference | Path::WhipclientCallsrc => webrtcsink("whipclientsink", codec),
-        Path::ChromiumWhep => webrtcsink("whepserversink", codec),
+        Path::Reference => webrtcsink("whipclientsink", codec),
+        Path::ChromiumWhep | Path::WhepPair => webrtcsink("whepserversink", codec),
         Path::Local if codec == "vp8" => {
             format!("vp8enc {VP8ENC} ! vp8dec ! videoconvert name=sink")
         }
@@ -835,21 +970,22 @@ fn run(
         Path::Reference => {
             configure_webrtcsink(sink, "whip-endpoint", &format!("{host}/whip/endpoint"))
         }
-        Path::WhipclientCallsrc => configure_webrtcsink(
-            sink,
-            "whip-endpoint",
-            &format!("{}?uid={uid}", server.whip_url(&channel)),
-        ),
-        Path::ChromiumWhep => configure_webrtcsink(sink, "host-addr", &host),
+        Path::ChromiumWhep | Path::WhepPair => configure_webrtcsink(sink, "host-addr", &host),
         Path::Local => {
             let appsink = reading_sink(Arc::clone(&log), None);
             let bin = sink.parent().unwrap().downcast::<gst::Bin>().unwrap();
             bin.add(&appsink).unwrap();
             sink.link(&appsink).unwrap();
         }
-        Path::Ours | Path::Chromium | Path::CallsinkWhipserversrc => (),
+        Path::Ours | Path::Chromium | Path::ChromiumOwnPage | Path::CallsinkWhipserversrc => (),
     });
-    if matches!(path, Path::Ours | Path::WhipclientCallsrc) {
+    if path == Path::WhepPair {
+        wait_for(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("10.255.0.1", host_port)).is_ok()
+        });
+        receiver = Some(webrtcsrc_receiver("whepclientsrc", &host, Arc::clone(&log)));
+    }
+    if path == Path::Ours {
         receiver = Some(callsrc_receiver(server, &channel, &uid, Arc::clone(&log)));
     }
     if let Some(b) = browser {
@@ -861,6 +997,13 @@ fn run(
                     server_frames(server, &uid).is_some()
                 });
                 b.open(&server.viewer_url(&channel));
+            }
+            Path::ChromiumOwnPage => {
+                wait_for(Duration::from_secs(20), || {
+                    server_frames(server, &uid).is_some()
+                });
+                b.open(&format!("{}/api/channels", server.url()));
+                b.eval(&WHEP_JS.replace("{url}", &server.whep_url(&channel, &uid)));
             }
             _ => {
                 wait_for(Duration::from_secs(10), || {
@@ -900,6 +1043,7 @@ fn run(
         ));
     }
     let pacer = watch_pacer(&source.pipeline);
+    let timeline = watch_publisher(&source.pipeline);
     std::thread::sleep(Duration::from_secs(2));
     drain(&log);
     pacer.lock().unwrap().delays.clear();
@@ -917,7 +1061,7 @@ fn run(
     let server1 = server_frames(server, &uid);
     let sink_stats = matches!(
         path,
-        Path::Ours | Path::Chromium | Path::CallsinkWhipserversrc
+        Path::Ours | Path::Chromium | Path::ChromiumOwnPage | Path::CallsinkWhipserversrc
     )
     .then(|| source.sink().property::<gst::Structure>("stats"));
     // Frames captured at the end of the window get their chance to arrive.
@@ -926,6 +1070,15 @@ fn run(
     drop(source);
     std::thread::sleep(Duration::from_millis(500));
     if let Some(r) = receiver.take() {
+        if std::env::var_os("LATENCY_ELEMENTS").is_some() {
+            let names: Vec<String> = r
+                .iterate_recurse()
+                .into_iter()
+                .filter_map(Result::ok)
+                .filter_map(|e| e.factory().map(|f| f.name().to_string()))
+                .collect();
+            notes.push(format!("receiver elements: {}", names.join(" ")));
+        }
         let _ = r.set_state(gst::State::Null);
     }
     if let Some(b) = browser {
@@ -999,6 +1152,53 @@ fn run(
                 spread(last)
             ));
         }
+    }
+    {
+        let t = timeline.lock().unwrap();
+        let mut encode = Vec::new();
+        let mut to_first = Vec::new();
+        let mut to_last = Vec::new();
+        let mut sent_last: HashMap<u64, u64> = HashMap::new();
+        for (pts, &captured) in log.by_pts.iter().filter(|(_, c)| in_window(**c)) {
+            if let Some(&last) = t.last_out.get(pts) {
+                sent_last.insert(captured, last);
+            }
+            let Some(&enc) = t.encoded.get(pts) else {
+                continue;
+            };
+            encode.push(ms(captured, enc));
+            if let (Some(&first), Some(&last)) = (t.first_out.get(pts), t.last_out.get(pts)) {
+                to_first.push(ms(enc, first));
+                to_last.push(ms(enc, last));
+            }
+        }
+        if !encode.is_empty() {
+            notes.push(format!(
+                "publisher: capture > encoded {}; encoded > first packet to the network {}; > last packet {}",
+                spread(encode),
+                spread(to_first),
+                spread(to_last)
+            ));
+        }
+        // The last packet of a frame out of the publisher's nicesink → the frame complete
+        // at the receiver (Chromium's receiveTime, or out of callsrc's jitter buffer and
+        // depayloader): network and server (and callsrc's jitter buffer).
+        let hop: Vec<f64> = frames
+            .iter()
+            .filter_map(|d| Some(ms(*sent_last.get(&d.captured)?, d.arrived?)))
+            .collect();
+        if !hop.is_empty() {
+            notes.push(format!(
+                "last packet out of the publisher > frame complete at the receiver: {}",
+                spread(hop)
+            ));
+        }
+    }
+    if let Some(odd) = &log.odd {
+        notes.push(format!(
+            "{} unreadable frames, the first: {odd}",
+            log.unreadable
+        ));
     }
     let decode: Vec<f64> = frames.iter().filter_map(|d| d.decode_ms).collect();
     if !decode.is_empty() {
@@ -1077,7 +1277,6 @@ fn run(
     Outcome {
         path,
         codec,
-        secs,
         sent,
         delivered: latencies.len(),
         latencies,
@@ -1179,7 +1378,7 @@ fn main() {
 
     println!();
     println!(
-        "latency from capture to decoded frame (Chromium: to presentation), ms; lost = share of sent frames never delivered, late = share of sent frames delivered > 100 ms after capture"
+        "latency from capture to decoded frame (Chromium: to presentation), ms; deliv = frames read back (Chromium: presented); lost = share of sent frames never delivered, late = share of sent frames delivered > 100 ms after capture"
     );
     println!(
         "{:<38} {:>5} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8}",
@@ -1200,7 +1399,7 @@ fn main() {
         let reference = o.path.reference().and_then(|r| {
             outcomes
                 .iter()
-                .find(|x| x.path == r && x.codec == o.codec && x.failed.is_none())
+                .find(|x| x.path == r && x.codec == o.codec && !x.latencies.is_empty())
         });
         let ratio = |q: f64| {
             reference
@@ -1234,7 +1433,6 @@ fn main() {
                 String::new()
             }
         );
-        let _ = o.secs;
     }
     drop(browser);
     server.stop();
