@@ -23,8 +23,8 @@
 //! one leaves). While the watched publisher is gone, the bot's track repeats the last picture
 //! (`--on-publisher-gone freeze`, the default), shows black (`black`) or ends (`eos`). It runs
 //! until Ctrl-C or SIGTERM (or for `--duration` seconds), or until the watched stream ends;
-//! then it ends its stream (EOS), leaves the call and prints its statistics. Exit status: 0 after a clean end,
-//! 1 when something failed (the message says what), 2 for bad arguments.
+//! then it ends its stream (EOS), leaves the call and prints its statistics. Exit status: 0
+//! after a clean end, 1 when something failed (the message says what), 2 for bad arguments.
 
 use gst::prelude::*;
 use gstcustomvideo::CustomVideoSrc;
