@@ -392,6 +392,18 @@ fn file_producer_plays_and_ends_the_track() {
     let msgs = run.element_messages("track-ended");
     assert_eq!(msgs.len(), 1);
     assert!(!msgs[0].get::<bool>("error").unwrap());
+    // The end is said before the EOS it causes reaches the bus.
+    let posted = |kind: &dyn Fn(&common::Posted) -> bool| {
+        wait_for(3 * SEC, || run.messages.lock().unwrap().iter().any(kind));
+        run.messages.lock().unwrap().iter().position(kind)
+    };
+    let eos = posted(&|p| p.kind == gst::MessageType::Eos).expect("EOS on the bus");
+    let ended = posted(&|p| {
+        p.structure
+            .as_ref()
+            .is_some_and(|s| s.name() == "track-ended")
+    });
+    assert!(ended.unwrap() < eos, "track-ended after EOS");
     // Played at its own pace (20 fps), not as fast as possible.
     let span = f.last().unwrap().pts - f[0].pts;
     assert!(span > gst::ClockTime::from_mseconds(600), "span {span}");

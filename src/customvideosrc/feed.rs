@@ -160,6 +160,8 @@ pub(super) struct Feed {
     next_serial: u64,
     /// Why the active producer ended, once it has.
     ended: Option<String>,
+    /// The active producer ended; the track ends once that is said ([`Feed::seal`]).
+    ending: bool,
     /// The element is being unlocked (flush, stop): nobody may wait.
     pub(super) flushing: bool,
     /// Between start and stop.
@@ -189,6 +191,7 @@ impl Default for Feed {
             pending: None,
             next_serial: 1,
             ended: None,
+            ending: false,
             flushing: false,
             running: false,
             waiting: 0,
@@ -266,6 +269,7 @@ impl Feed {
     pub(super) fn start(&mut self) {
         self.flushing = false;
         self.ended = None;
+        self.ending = false;
         self.pending = None;
     }
 
@@ -275,6 +279,7 @@ impl Feed {
         self.running = false;
         self.queue.clear();
         self.ended = None;
+        self.ending = false;
         self.pending = None;
         self.counters = Counters::default();
         if description {
@@ -312,6 +317,7 @@ impl Feed {
         let old = self.active.replace(id);
         self.pending = None;
         self.ended = None;
+        self.ending = false;
         let before = self.queue.len();
         self.queue.retain(|f| f.producer == id);
         self.counters.dropped += (before - self.queue.len()) as u64;
@@ -378,17 +384,27 @@ impl Feed {
         self.queue.is_empty()
     }
 
-    /// Records the end of producer `id` (`reason` says why) and says what it means.
-    pub(super) fn end(&mut self, id: ProducerId, reason: &str) -> End {
+    /// Records the end of producer `id` and says what it means. When the track ends, it
+    /// does so at [`Feed::seal`], once the end was said (the `track-ended` message goes to
+    /// the bus before the EOS it causes).
+    pub(super) fn end(&mut self, id: ProducerId) -> End {
         if self.pending == Some(id) {
             self.pending = None;
             return End::ReplacementFailed;
         }
-        if self.active != Some(id) || self.ended.is_some() {
+        if self.active != Some(id) || self.ended.is_some() || self.ending {
             return End::Ignored;
         }
-        self.ended = Some(reason.to_owned());
+        self.ending = true;
         End::TrackEnded
+    }
+
+    /// Ends the track (`reason` says why) after [`Feed::end`], unless a new producer took
+    /// over meanwhile.
+    pub(super) fn seal(&mut self, reason: &str) {
+        if std::mem::take(&mut self.ending) {
+            self.ended = Some(reason.to_owned());
+        }
     }
 
     /// Whether the track's producer ended.
@@ -603,9 +619,12 @@ mod tests {
     fn the_end_of_the_active_producer_ends_the_track_once() {
         let mut feed = Feed::default();
         let app = feed.app().unwrap();
-        assert_eq!(feed.end(app, "done"), End::TrackEnded);
+        assert_eq!(feed.end(app), End::TrackEnded);
+        assert!(!feed.is_ended(), "ended once said");
+        assert_eq!(feed.end(app), End::Ignored);
+        feed.seal("done");
         assert!(feed.is_ended());
-        assert_eq!(feed.end(app, "again"), End::Ignored);
+        assert_eq!(feed.end(app), End::Ignored);
         assert_eq!(feed.app_accepting(), Err(gst::FlowError::Eos));
         assert_eq!(refused(offer(&mut feed, app, 0)), gst::FlowError::Eos);
         // A new producer revives the track.
@@ -621,11 +640,11 @@ mod tests {
         let app = feed.app().unwrap();
         let next = feed.new_producer(ProducerKind::Description);
         feed.propose(next);
-        assert_eq!(feed.end(next, "failed"), End::ReplacementFailed);
+        assert_eq!(feed.end(next), End::ReplacementFailed);
         assert_eq!(feed.active(), Some(app));
         assert!(!feed.is_ended());
         // A producer that no longer feeds the track ends unnoticed.
-        assert_eq!(feed.end(next, "failed"), End::Ignored);
+        assert_eq!(feed.end(next), End::Ignored);
     }
 
     #[test]

@@ -397,14 +397,7 @@ impl CustomVideoSrc {
     }
 
     pub(super) fn producer_ended(&self, id: ProducerId, reason: String, error: bool) {
-        let end = {
-            let mut feed = self.feed();
-            let end = feed.end(id, &reason);
-            if end == End::TrackEnded {
-                self.wake_all();
-            }
-            end
-        };
+        let end = self.feed().end(id);
         match end {
             End::Ignored => (),
             End::ReplacementFailed => {
@@ -436,6 +429,9 @@ impl CustomVideoSrc {
                     .obj()
                     .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
                 self.obj().emit_by_name::<()>("track-ended", &[&reason]);
+                // Said: now the track ends (EOS after the message).
+                self.feed().seal(&reason);
+                self.wake_all();
             }
         }
     }
