@@ -1020,13 +1020,15 @@ fn subscribe(
                 std::thread::sleep(RETRY);
             }
             Err(e) => {
+                // The client is WHIP's; what it says holds for WHEP.
+                let said = e.to_string().replace("WHIP", "WHEP");
                 return Err(Failure {
                     message: match e.status() {
                         Some(404) => format!(
-                            "no publisher at {url} within {} s: {e}",
+                            "no publisher at {url} within {} s: {said}",
                             job.settings.timeout
                         ),
-                        _ => e.to_string(),
+                        _ => said,
                     },
                     permanent: e.is_permanent(),
                 });
