@@ -7,11 +7,14 @@
 //! 2. gst-plugins-rs `whipclientsink` → `whipserversrc` — the reference, no SFU in between;
 //! 3. `callsink` → the call server → its viewer page in headless Chromium — our path to a
 //!    browser;
-//! 4. gst-plugins-rs `whepserversink` → Chromium directly — the reference for 3.
+//! 4. gst-plugins-rs `whepserversink` → Chromium directly — the reference for 3;
+//!
+//! and 1 and 3 again with callsink's `congestion-control=false` ("cc off").
 //!
 //! The references run their encoder at the same fixed 2 Mbit/s (`congestion-control=disabled
 //! do-fec=false enable-mitigation-modes=none max-bitrate=2000000`); callsink gets
-//! `min-bitrate=max-bitrate=2000`. (`LATENCY_WEBRTCSINK_CC=gcc` gives the references the same
+//! `min-bitrate=max-bitrate=2000`, with its congestion controller (whose pacer sends at the
+//! estimate) and without it (like for like with the references). (`LATENCY_WEBRTCSINK_CC=gcc` gives the references the same
 //! `rtpgccbwe` congestion controller as callsink; whepserversink then panics with H.264 in
 //! gst-plugins-rs 0.15.4, an x264enc bitrate out of range.)
 //!
@@ -39,13 +42,14 @@
 //! private network namespace: no packet leaves the machine.
 //!
 //! ```text
-//! cargo bench --bench latency          # 60 s per case, 8 cases, about 10 minutes
+//! cargo bench --bench latency          # 60 s per case, 12 cases, about 15 minutes
 //! LATENCY_SECS=10 LATENCY_CODECS=vp8 LATENCY_CASES=ours,ref cargo bench --bench latency
 //! ```
 //!
 //! Knobs, for finding out where the time goes:
-//! * `LATENCY_CASES`, comma-separated: `ours`, `ref`, `chromium`, `chromium-whep` (the
-//!   default), and `local` (the encoder straight into the decoder: no network),
+//! * `LATENCY_CASES`, comma-separated: `ours`, `ours-fixed` (callsink with
+//!   `congestion-control=false`: a fixed bitrate, no pacer, as the references run), `ref`,
+//!   `chromium`, `chromium-fixed`, `chromium-whep` (the default), and `local` (the encoder straight into the decoder: no network),
 //!   `callsink-whipserversrc` (callsink without the server), `chromium-own-page` (our path
 //!   into the bench's own WHEP page instead of the viewer page), `whep-pair`
 //!   (whepserversink → whepclientsrc); `LATENCY_CODECS` (`vp8,h264`).
@@ -283,6 +287,11 @@ enum Path {
     /// callsink → call server → Chromium, through the bench's own WHEP page instead of the
     /// viewer page.
     ChromiumOwnPage,
+    /// [`Path::Ours`] with callsink's `congestion-control=false`: a fixed bitrate and no
+    /// pacer, as the references run.
+    OursFixed,
+    /// [`Path::Chromium`] with callsink's `congestion-control=false`.
+    ChromiumFixed,
 }
 
 impl Path {
@@ -296,6 +305,8 @@ impl Path {
             "local" => Path::Local,
             "whep-pair" => Path::WhepPair,
             "chromium-own-page" => Path::ChromiumOwnPage,
+            "ours-fixed" => Path::OursFixed,
+            "chromium-fixed" => Path::ChromiumFixed,
             _ => return None,
         })
     }
@@ -310,14 +321,32 @@ impl Path {
             Path::Local => "encoder > decoder, no network",
             Path::WhepPair => "whepserversink > whepclientsrc",
             Path::ChromiumOwnPage => "callsink > server > Chromium (own page)",
+            Path::OursFixed => "callsink cc off > server > callsrc",
+            Path::ChromiumFixed => "callsink cc off > server > Chromium",
         }
+    }
+
+    /// The path a variant runs (the variants change callsink's settings only).
+    fn base(self) -> Path {
+        match self {
+            Path::OursFixed => Path::Ours,
+            Path::ChromiumFixed => Path::Chromium,
+            p => p,
+        }
+    }
+
+    /// Whether callsink runs without congestion control.
+    fn fixed(self) -> bool {
+        matches!(self, Path::OursFixed | Path::ChromiumFixed)
     }
 
     /// The reference this path is compared with.
     fn reference(self) -> Option<Path> {
         match self {
             Path::Reference | Path::ChromiumWhep | Path::Local => None,
-            Path::Chromium | Path::ChromiumOwnPage => Some(Path::ChromiumWhep),
+            Path::Chromium | Path::ChromiumOwnPage | Path::ChromiumFixed => {
+                Some(Path::ChromiumWhep)
+            }
             _ => Some(Path::Reference),
         }
     }
@@ -325,7 +354,7 @@ impl Path {
     fn browser(self) -> bool {
         matches!(
             self,
-            Path::Chromium | Path::ChromiumWhep | Path::ChromiumOwnPage
+            Path::Chromium | Path::ChromiumWhep | Path::ChromiumOwnPage | Path::ChromiumFixed
         )
     }
 }
@@ -829,12 +858,14 @@ fn veth_port() -> u16 {
         .port()
 }
 
-fn callsink(server: &CallServer, channel: &str, uid: &str, codec: &str) -> String {
+/// callsink at the bench's bitrate, with or without (`fixed`) congestion control.
+fn callsink(server: &CallServer, channel: &str, uid: &str, codec: &str, fixed: bool) -> String {
     let kbps = BITRATE / 1000;
     format!(
         "callsink name=sink server={} channel={channel} uid={uid} codec={codec} \
-         max-bitrate={kbps} min-bitrate={kbps}",
-        server.url()
+         max-bitrate={kbps} min-bitrate={kbps} congestion-control={}",
+        server.url(),
+        !fixed
     )
 }
 
@@ -928,6 +959,8 @@ fn run(
     browser: Option<&Browser>,
     round: usize,
 ) -> Outcome {
+    let case = path;
+    let (path, fixed) = (case.base(), case.fixed());
     let log: Shared = Arc::default();
     let channel = format!("lat{round}");
     let uid = format!("{codec}{round}");
@@ -944,9 +977,11 @@ fn run(
         });
     }
     let sink = match path {
-        Path::Ours | Path::Chromium | Path::ChromiumOwnPage => {
-            callsink(server, &channel, &uid, codec)
-        }
+        Path::Ours
+        | Path::OursFixed
+        | Path::Chromium
+        | Path::ChromiumFixed
+        | Path::ChromiumOwnPage => callsink(server, &channel, &uid, codec, fixed),
         Path::CallsinkWhipserversrc => {
             let kbps = BITRATE / 1000;
             format!(
@@ -977,7 +1012,12 @@ fn run(
             bin.add(&appsink).unwrap();
             sink.link(&appsink).unwrap();
         }
-        Path::Ours | Path::Chromium | Path::ChromiumOwnPage | Path::CallsinkWhipserversrc => (),
+        Path::Ours
+        | Path::OursFixed
+        | Path::Chromium
+        | Path::ChromiumFixed
+        | Path::ChromiumOwnPage
+        | Path::CallsinkWhipserversrc => (),
     });
     if path == Path::WhepPair {
         wait_for(Duration::from_secs(10), || {
@@ -1275,7 +1315,7 @@ fn run(
         ));
     }
     Outcome {
-        path,
+        path: case,
         codec,
         sent,
         delivered: latencies.len(),
@@ -1302,7 +1342,7 @@ fn main() {
     gstrswebrtc::plugin_register_static().expect("gst-plugins-rs webrtc plugin");
     let secs = env_number("LATENCY_SECS", 60.0);
     let cases: Vec<Path> = std::env::var("LATENCY_CASES")
-        .unwrap_or_else(|_| "ours,ref,chromium,chromium-whep".into())
+        .unwrap_or_else(|_| "ours,ours-fixed,ref,chromium,chromium-fixed,chromium-whep".into())
         .split(',')
         .map(|c| Path::parse(c.trim()).unwrap_or_else(|| panic!("unknown case {c}")))
         .collect();

@@ -417,6 +417,42 @@ fn publish_through_a_bottleneck(
 }
 
 #[test]
+fn without_congestion_control_the_encoder_keeps_its_bitrate() {
+    if !netns::enter("without_congestion_control_the_encoder_keeps_its_bitrate") {
+        return;
+    }
+    let server = server(None);
+    let publisher = Publisher::launch(&format!(
+        "customvideosrc producer=\"videotestsrc is-live=true {MOVING_BARS}\" \
+         framerate=30/1 width=640 height=360 ! callsink name=sink server={} channel=cc \
+         uid=cam codec=vp8 max-bitrate=1500 congestion-control=false",
+        server.url()
+    ))
+    .play();
+    let sink = publisher.pipeline.by_name("sink").unwrap();
+    assert!(!sink.property::<bool>("congestion-control"));
+    wait_publisher(&server, "cc", "cam", 1);
+    std::thread::sleep(5 * SEC);
+    let stats = sink.property::<gst::Structure>("stats");
+    assert_eq!(
+        stats.get::<u64>("target-bitrate").unwrap(),
+        1_500_000,
+        "{stats}"
+    );
+    assert!(
+        !stats.has_field("estimated-bitrate"),
+        "an estimate without congestion control: {stats}"
+    );
+    let info = wait_publisher(&server, "cc", "cam", 1);
+    assert!(
+        (900_000..2_000_000).contains(&info.bitrate),
+        "the server receives {} bit/s ({stats})",
+        info.bitrate
+    );
+    assert!(publisher.error().is_none(), "{:?}", publisher.error());
+}
+
+#[test]
 fn congestion_scales_a_motion_track_down_and_keeps_its_frame_rate() {
     if !netns::enter("congestion_scales_a_motion_track_down_and_keeps_its_frame_rate") {
         return;

@@ -60,6 +60,7 @@ pub(super) struct Settings {
     ice_transport_policy: WebRTCICETransportPolicy,
     pub(super) timeout: u32,
     pub(super) reconnect_timeout: i32,
+    congestion_control: bool,
 }
 
 impl Default for Settings {
@@ -80,6 +81,7 @@ impl Default for Settings {
             ice_transport_policy: WebRTCICETransportPolicy::All,
             timeout: DEFAULT_TIMEOUT,
             reconnect_timeout: DEFAULT_RECONNECT_TIMEOUT,
+            congestion_control: true,
         }
     }
 }
@@ -561,10 +563,17 @@ impl CallSink {
         net::set_ice_servers(&webrtcbin, &settings.ice_servers);
         net::configure_ice(&webrtcbin, endpoint);
         let weak = self.obj().downgrade();
+        let congestion_control = settings.congestion_control;
         webrtcbin.connect("request-aux-sender", false, move |_| {
             let obj = weak.upgrade()?;
-            let cc = obj.imp().make_cc();
-            if cc.is_none() {
+            let cc = congestion_control.then(|| obj.imp().make_cc()).flatten();
+            if !congestion_control {
+                gst::info!(
+                    CAT,
+                    obj = obj,
+                    "no congestion control: a fixed bitrate, no pacing"
+                );
+            } else if cc.is_none() {
                 gst::warning!(
                     CAT,
                     obj = obj,
@@ -925,6 +934,12 @@ impl ObjectImpl for CallSink {
                     .default_value(DEFAULT_TIMEOUT)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("congestion-control")
+                    .nick("Congestion control")
+                    .blurb("Estimate the bandwidth (Google congestion control over TWCC feedback, rtpgccbwe) and fit the encoder to it; its pacer sends at the estimate, which delays the last packets of each frame by up to a frame interval. false: the encoder keeps start-bitrate (else max-bitrate) and packets leave as they are made, for links known to carry that bitrate")
+                    .default_value(true)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecInt::builder("reconnect-timeout")
                     .nick("Reconnect timeout")
                     .blurb("Seconds to keep trying to publish again after the call was lost (server restarted or gone, network change): -1 keeps trying for as long as the pipeline runs, 0 fails at once")
@@ -976,6 +991,9 @@ impl ObjectImpl for CallSink {
                     .filter_map(|v| v.get::<String>().ok())
                     .collect()
             }
+            "congestion-control" => {
+                s.congestion_control = value.get().expect("type checked upstream")
+            }
             "ice-transport-policy" => {
                 s.ice_transport_policy = value.get().expect("type checked upstream")
             }
@@ -1010,6 +1028,7 @@ impl ObjectImpl for CallSink {
                 gst::Array::new(s.ice_servers.iter().map(|v| v.to_send_value())).to_value()
             }
             "ice-transport-policy" => s.ice_transport_policy.to_value(),
+            "congestion-control" => s.congestion_control.to_value(),
             "timeout" => s.timeout.to_value(),
             "reconnect-timeout" => s.reconnect_timeout.to_value(),
             name => unimplemented!("property {name}"),
