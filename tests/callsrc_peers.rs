@@ -13,6 +13,8 @@
 mod common;
 
 use common::browser::Browser;
+use common::callserver::free_port;
+use common::watch::Watch;
 use common::{Launched, init, netns, wait_for};
 use gst::prelude::*;
 use gstcustomvideo::server::{CallServer, ServerConfig};
@@ -23,121 +25,9 @@ use std::time::{Duration, Instant};
 
 const SEC: Duration = Duration::from_secs(1);
 
-/// What the appsink after callsrc got.
-#[derive(Default, Debug)]
-struct Seen {
-    frames: usize,
-    width: u32,
-    height: u32,
-    /// RGBA at the centre of the last frame.
-    centre: Option<[u8; 4]>,
-}
-
-/// `callsrc PROPS ! videoconvert ! RGBA appsink`, playing.
-struct Watch {
-    pipeline: gst::Pipeline,
-    src: gst::Element,
-    seen: Arc<Mutex<Seen>>,
-}
-
-impl Watch {
-    fn start(props: &str) -> Watch {
-        init();
-        let pipeline = gst::parse::launch(&format!(
-            "callsrc name=src {props} ! videoconvert ! video/x-raw,format=RGBA ! \
-             appsink name=sink sync=false max-buffers=2 drop=true"
-        ))
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-        let src = pipeline.by_name("src").unwrap();
-        let sink = pipeline
-            .by_name("sink")
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
-        let seen: Arc<Mutex<Seen>> = Arc::default();
-        let s = seen.clone();
-        sink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |sink| {
-                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
-                    let (Some(caps), Some(buffer)) = (sample.caps(), sample.buffer()) else {
-                        return Ok(gst::FlowSuccess::Ok);
-                    };
-                    let Ok(info) = gst_video::VideoInfo::from_caps(caps) else {
-                        return Ok(gst::FlowSuccess::Ok);
-                    };
-                    let Ok(map) = buffer.map_readable() else {
-                        return Ok(gst::FlowSuccess::Ok);
-                    };
-                    let (w, h) = (info.width() as usize, info.height() as usize);
-                    let o = (h / 2) * info.stride()[0] as usize + (w / 2) * 4;
-                    let mut seen = s.lock().unwrap();
-                    seen.frames += 1;
-                    (seen.width, seen.height) = (w as u32, h as u32);
-                    seen.centre = map.get(o..o + 4).map(|p| [p[0], p[1], p[2], p[3]]);
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
-        pipeline.set_state(gst::State::Playing).unwrap();
-        Watch {
-            pipeline,
-            src,
-            seen,
-        }
-    }
-
-    fn wait_colour(&self, rgb: [u8; 3], timeout: Duration) -> bool {
-        wait_for(timeout, || {
-            let seen = self.seen.lock().unwrap();
-            seen.frames > 5 && seen.centre.is_some_and(|px| near(px, rgb))
-        })
-    }
-
-    fn error(&self) -> Option<String> {
-        let bus = self.pipeline.bus().unwrap();
-        while let Some(msg) = bus.pop() {
-            if let gst::MessageView::Error(e) = msg.view() {
-                return Some(format!("{} ({:?})", e.error(), e.debug()));
-            }
-        }
-        None
-    }
-
-    fn stats(&self) -> gst::Structure {
-        self.src.property("stats")
-    }
-
-    /// Everything known, for assertion messages.
-    fn report(&self) -> String {
-        format!(
-            "seen {:?}, error {:?}, stats {}",
-            self.seen.lock().unwrap(),
-            self.error(),
-            self.stats()
-        )
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
-    }
-}
-
+/// Whether RGBA `px` is within 60 of `rgb` in each channel.
 fn near(px: [u8; 4], rgb: [u8; 3]) -> bool {
     (0..3).all(|i| px[i].abs_diff(rgb[i]) <= 60)
-}
-
-/// A free TCP port on `ip`.
-fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 // --- gst-plugins-rs whepserversink -----------------------------------------------------------
@@ -201,17 +91,14 @@ fn watch_whepserversink(codec: &str) {
         server.error()
     );
 
-    let watch = Watch::start(&format!("whep-url={host}/whep/endpoint timeout=20"));
+    let watch = Watch::decoded(&format!("whep-url={host}/whep/endpoint timeout=20"));
     assert!(
         watch.wait_colour([0, 0, 255], 30 * SEC),
         "{codec}: no blue frame from whepserversink: {}; server error {:?}",
         watch.report(),
         server.error()
     );
-    {
-        let seen = watch.seen.lock().unwrap();
-        assert_eq!((seen.width, seen.height), (320, 240), "decoded size");
-    }
+    assert_eq!(watch.size(), Some((320, 240)), "decoded size");
     let stats = watch.stats();
     assert_eq!(
         stats.get::<String>("connection-state").unwrap(),
@@ -280,11 +167,11 @@ fn callsrc_watches_a_chromium_canvas_published_into_the_call_server() {
     );
 
     // By uid, and without a uid (the first publisher of the channel), side by side.
-    let by_uid = Watch::start(&format!(
+    let by_uid = Watch::decoded(&format!(
         "server={} channel=browser uid=canvas",
         server.url()
     ));
-    let first = Watch::start(&format!("server={} channel=browser", server.url()));
+    let first = Watch::decoded(&format!("server={} channel=browser", server.url()));
     for (what, watch) in [("uid=canvas", &by_uid), ("no uid", &first)] {
         assert!(
             watch.wait_colour([255, 0, 255], 30 * SEC),
@@ -305,13 +192,8 @@ fn callsrc_watches_a_chromium_canvas_published_into_the_call_server() {
         );
         // The canvas is 320x240; Chromium may send it smaller when it thinks the link or
         // the CPU is short, but never another shape.
-        let seen = watch.seen.lock().unwrap();
-        assert!(
-            seen.width <= 320 && seen.width * 3 == seen.height * 4,
-            "{what}: decoded {}x{}",
-            seen.width,
-            seen.height
-        );
+        let (w, h) = watch.size().unwrap();
+        assert!(w <= 320 && w * 3 == h * 4, "{what}: decoded {w}x{h}");
     }
     let subscribers: usize = server.channels().iter().map(|c| c.subscribers.len()).sum();
     assert_eq!(subscribers, 2, "{:?}", server.channels());

@@ -11,6 +11,7 @@ pub mod http;
 pub mod janus;
 pub mod netns;
 pub mod peers;
+pub mod watch;
 
 use gst::prelude::*;
 use gstcustomvideo::CustomVideoSrc;
