@@ -1,12 +1,19 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Fan-out of the call server: one 1280x720@30, ~2 Mbit/s VP8-shaped publisher and N WHEP
-//! subscribers that receive but do not decode, N = 10, 50, 100, 200, 20 s each. The server
-//! runs as its own process (`callserver`, release build) so that its CPU time can be read
-//! from /proc; publisher and subscribers are `str0m` peers in this process, one UDP socket
-//! each. Once connected, a subscriber counts the RTP packets it receives by their header
-//! (sequence numbers give the loss) without decrypting them, so that one load thread can
-//! keep up with 200 of them on a small machine. Everything runs inside a private network
-//! namespace.
+//! subscribers, N = 10, 50, 100, 200, 20 s each. The server runs as its own process
+//! (`callserver`, release build) so that its CPU time can be read from /proc; publisher and
+//! subscribers are `str0m` peers in this process (the load client, whose CPU is reported
+//! apart), one UDP socket each, the subscribers driven by `FANOUT_LOAD_THREADS` threads (2).
+//!
+//! The subscribers are honest receivers: every datagram goes through str0m in RTP mode, which
+//! decrypts SRTP and sends receiver reports, TWCC feedback and NACKs for what is missing;
+//! each asks for a keyframe (PLI) at its first packet. One in twenty drops 2 % of its RTP
+//! packets on purpose before str0m sees them, so the server also serves retransmissions.
+//! Counted at the subscribers' sockets: datagrams and bits per second (the server's egress).
+//! Loss per subscriber: the media packets str0m delivered (retransmissions repair their
+//! stream) against its sequence numbers over the window; a subscriber that had nothing when
+//! the window opened was due everything the publisher put on the wire in the window, one that
+//! never connected lost everything. Everything runs inside a private network namespace.
 //!
 //! ```text
 //! cargo bench --bench fanout                 # FANOUT_N=10,50 FANOUT_SECS=5 for a quick run
@@ -17,9 +24,10 @@
 
 mod common;
 
-use common::{Peer, RtpCount, connect, cpu_seconds};
+use common::{Delivered, Peer, Wire, connect, connect_as, cpu_seconds};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaTime};
@@ -39,17 +47,82 @@ fn frame(n: u64) -> Vec<u8> {
 
 struct Row {
     n: usize,
+    connected: usize,
+    /// Server CPU seconds in the window.
     cpu: f64,
+    /// The load client's (this process's) CPU seconds in the window.
+    load_cpu: f64,
     secs: f64,
-    sent: u64,
+    /// RTP packets the publisher put on the wire in the window.
+    published: u64,
     mean_loss: f64,
     worst_loss: f64,
-    /// RTP packets per second received by all the subscribers together.
-    received_per_sec: f64,
+    /// How many subscribers drop packets on purpose, and their mean loss after
+    /// retransmissions.
+    dropping: usize,
+    dropping_loss: Option<f64>,
+    /// Packets those subscribers dropped.
+    dropped: u64,
+    /// Datagrams and bits per second that reached the subscribers' sockets.
     packets_per_sec: f64,
+    bits_per_sec: f64,
 }
 
-fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16) -> Row {
+/// What a load subscriber counted at the window's start and end.
+#[derive(Clone, Copy, Default)]
+struct Snap {
+    wire: Wire,
+    delivered: Delivered,
+    connected: bool,
+}
+
+impl Snap {
+    fn of(p: &Peer) -> Snap {
+        Snap {
+            wire: p.wire,
+            delivered: p.delivered,
+            connected: p.connected,
+        }
+    }
+}
+
+/// Phases of a run, as the load threads see them.
+const WARMUP: u8 = 0;
+const WINDOW: u8 = 1;
+const DONE: u8 = 2;
+
+/// Drives `subs` until the run is done; returns each one's counts at the window's start and
+/// end, and whether it drops packets on purpose.
+fn drive_subscribers(
+    mut subs: Vec<Peer>,
+    phase: &AtomicU8,
+    connected: &AtomicUsize,
+) -> Vec<(Snap, Snap, bool)> {
+    let mut buf = vec![0u8; 2000];
+    let mut starts: Option<Vec<Snap>> = None;
+    loop {
+        for s in subs.iter_mut() {
+            let was = s.connected;
+            s.drive(&mut buf);
+            if s.connected && !was {
+                connected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        match phase.load(Ordering::Acquire) {
+            WINDOW if starts.is_none() => starts = Some(subs.iter().map(Snap::of).collect()),
+            DONE => break,
+            _ => (),
+        }
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    let starts = starts.unwrap_or_else(|| vec![Snap::default(); subs.len()]);
+    subs.iter()
+        .zip(starts)
+        .map(|(s, start)| (start, Snap::of(s), s.drop_every > 0))
+        .collect()
+}
+
+fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16, threads: usize) -> Row {
     let mut server: Child = Command::new(server_bin)
         .args(["--port", &port.to_string()])
         .stdout(Stdio::null())
@@ -72,124 +145,128 @@ fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16) -> Row {
         publisher.drive(&mut buf);
         std::thread::sleep(Duration::from_millis(1));
     }
-    // All the subscribers join at once, the hardest case for the handshakes.
-    let mut subs: Vec<Peer> = (0..n)
-        .map(|_| {
-            let mut peer = connect(&format!("{base}/whep/bench/pub"), Direction::RecvOnly);
-            peer.light = true;
+    // All the subscribers join at once, the hardest case for the handshakes; one in twenty
+    // drops 2 % of its packets.
+    let subs: Vec<Peer> = (0..n)
+        .map(|i| {
+            let mut peer = connect_as(&format!("{base}/whep/bench/pub"), Direction::RecvOnly, true);
+            if i % 20 == 10 {
+                peer.drop_every = 50;
+            }
             peer
         })
         .collect();
-
-    let mut sent = 0u64;
-    let t0 = Instant::now();
-    let mut next_frame = t0;
-    let warmup = Duration::from_secs(2);
-    let mut window: Option<(Instant, f64, u64, Vec<RtpCount>, u64)> = None;
-    let packets = |base: &str| -> u64 {
-        let text = ureq::get(format!("{base}/api/channels/bench"))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_to_string().ok())
-            .unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        v["publishers"][0]["packets"].as_u64().unwrap_or(0)
-    };
-    loop {
-        let now = Instant::now();
-        if now >= next_frame {
-            let mid = publisher.mid.unwrap();
-            if let Some(w) = publisher.rtc.writer(mid) {
-                let pt = w
-                    .payload_params()
-                    .find(|p| p.spec().codec == Codec::Vp8)
-                    .map(|p| p.pt());
-                if let Some(pt) = pt {
-                    let time = MediaTime::from_90khz(sent * 90_000 / FPS);
-                    if w.write(pt, now, time, frame(sent)).is_ok()
-                        && let Some(w) = window.as_mut()
-                    {
-                        w.4 += 1;
+    let phase = AtomicU8::new(WARMUP);
+    let connected = AtomicUsize::new(0);
+    let me = std::process::id();
+    let mut chunks: Vec<Vec<Peer>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, s) in subs.into_iter().enumerate() {
+        chunks[i % threads].push(s);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                let (phase, connected) = (&phase, &connected);
+                scope.spawn(move || drive_subscribers(chunk, phase, connected))
+            })
+            .collect();
+        let mut sent = 0u64;
+        let t0 = Instant::now();
+        let mut next_frame = t0;
+        let warmup = Duration::from_secs(2);
+        // (opened, server CPU, load CPU, publisher RTP out) at the window's start.
+        let mut window: Option<(Instant, f64, f64, u64)> = None;
+        loop {
+            let now = Instant::now();
+            if now >= next_frame {
+                let mid = publisher.mid.unwrap();
+                if let Some(w) = publisher.rtc.writer(mid) {
+                    let pt = w
+                        .payload_params()
+                        .find(|p| p.spec().codec == Codec::Vp8)
+                        .map(|p| p.pt());
+                    if let Some(pt) = pt {
+                        let time = MediaTime::from_90khz(sent * 90_000 / FPS);
+                        let _ = w.write(pt, now, time, frame(sent));
                     }
                 }
+                sent += 1;
+                next_frame += Duration::from_millis(1000 / FPS);
             }
-            sent += 1;
-            next_frame += Duration::from_millis(1000 / FPS);
+            publisher.drive(&mut buf);
+            let elapsed = now.duration_since(t0);
+            // The window opens once every subscriber has connected, 30 s at the most.
+            let all = connected.load(Ordering::Relaxed) >= n;
+            if window.is_none() && elapsed >= warmup && (all || elapsed >= Duration::from_secs(30))
+            {
+                window = Some((
+                    now,
+                    cpu_seconds(server.id()),
+                    cpu_seconds(me),
+                    publisher.wire.rtp_out,
+                ));
+                phase.store(WINDOW, Ordering::Release);
+            }
+            if let Some((w0, ..)) = &window
+                && now.duration_since(*w0).as_secs_f64() >= secs
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(500));
         }
-        publisher.drive(&mut buf);
-        for s in subs.iter_mut() {
-            s.drive(&mut buf);
-        }
-        let elapsed = now.duration_since(t0);
-        // The window opens once every subscriber has connected (DTLS handshakes with one
-        // load thread take a while at N = 200), 30 s at the most.
-        let all_connected = subs.iter().all(|s| s.connected);
-        if window.is_none()
-            && elapsed >= warmup
-            && (all_connected || elapsed >= Duration::from_secs(30))
-        {
-            window = Some((
-                now,
-                cpu_seconds(server.id()),
-                packets(&base),
-                subs.iter().map(|s| s.rtp).collect(),
-                0,
-            ));
-        }
-        if let Some((w0, _, _, _, _)) = &window
-            && now.duration_since(*w0).as_secs_f64() >= secs
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_micros(500));
-    }
-    let (w0, cpu0, pk0, rtp0, sent_in_window) = window.unwrap();
-    let secs = w0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(server.id()) - cpu0;
-    let pk = packets(&base).saturating_sub(pk0);
-    // Loss over the subscribers that connected (the others are reported apart), from the RTP
-    // sequence numbers each received in the window.
-    let windows: Vec<(u64, u64)> = subs
-        .iter()
-        .zip(&rtp0)
-        .filter(|(s, _)| s.connected)
-        .map(|(s, r0)| {
-            let received = s.rtp.packets - r0.packets;
-            let expected = match (r0.highest, s.rtp.highest) {
-                (Some(a), Some(b)) => b - a,
-                (None, Some(_)) => received,
-                _ => 0,
+        let (w0, cpu0, load0, rtp0) = window.unwrap();
+        let secs = w0.elapsed().as_secs_f64();
+        let cpu = cpu_seconds(server.id()) - cpu0;
+        let load_cpu = cpu_seconds(me) - load0;
+        let published = publisher.wire.rtp_out - rtp0;
+        phase.store(DONE, Ordering::Release);
+        let results: Vec<(Snap, Snap, bool)> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        let _ = server.kill();
+        let _ = server.wait();
+        // Loss from the media packets str0m delivered to each subscriber (retransmissions
+        // included) against its sequence numbers over the window; a subscriber that had
+        // nothing when the window opened was due everything the publisher sent in it, and
+        // one that never connected lost everything.
+        let loss = |(a, b, _): &(Snap, Snap, bool)| -> f64 {
+            let expected = match (a.delivered.highest, b.delivered.highest) {
+                (Some(h0), Some(h1)) => h1 - h0,
+                _ => published,
             };
-            (received, expected)
-        })
-        .collect();
-    let losses: Vec<f64> = windows
-        .iter()
-        .map(|&(received, expected)| {
-            if expected == 0 {
-                100.0
-            } else {
-                (1.0 - received as f64 / expected as f64).max(0.0) * 100.0
+            if !b.connected || expected == 0 {
+                return 100.0;
             }
-        })
-        .collect();
-    let received: Vec<u64> = windows.iter().map(|w| w.0).collect();
-    let _ = server.kill();
-    let _ = server.wait();
-    let connected = subs.iter().filter(|s| s.connected).count();
-    if connected < n {
-        println!("  ({connected} of {n} subscribers connected)");
-    }
-    Row {
-        cpu,
-        secs,
-        sent: sent_in_window,
-        n: connected,
-        mean_loss: losses.iter().sum::<f64>() / connected.max(1) as f64,
-        worst_loss: losses.iter().cloned().fold(0.0, f64::max),
-        received_per_sec: received.iter().sum::<u64>() as f64 / secs,
-        packets_per_sec: pk as f64 / secs * connected as f64,
-    }
+            let got = b.delivered.packets - a.delivered.packets;
+            (1.0 - got as f64 / expected as f64).max(0.0) * 100.0
+        };
+        let losses: Vec<f64> = results.iter().map(loss).collect();
+        let dropping: Vec<f64> = results.iter().filter(|r| r.2).map(loss).collect();
+        let sum = |f: &dyn Fn(&Wire) -> u64| -> u64 {
+            results
+                .iter()
+                .map(|(a, b, _)| f(&b.wire) - f(&a.wire))
+                .sum()
+        };
+        Row {
+            n,
+            connected: results.iter().filter(|r| r.1.connected).count(),
+            cpu,
+            load_cpu,
+            secs,
+            published,
+            mean_loss: losses.iter().sum::<f64>() / n.max(1) as f64,
+            worst_loss: losses.iter().cloned().fold(0.0, f64::max),
+            dropping: dropping.len(),
+            dropping_loss: (!dropping.is_empty())
+                .then(|| dropping.iter().sum::<f64>() / dropping.len() as f64),
+            dropped: sum(&|w| w.dropped),
+            packets_per_sec: sum(&|w| w.packets_in) as f64 / secs,
+            bits_per_sec: sum(&|w| w.bytes_in) as f64 * 8.0 / secs,
+        }
+    })
 }
 
 fn main() {
@@ -224,36 +301,52 @@ fn main() {
         FRAME_BYTES * 8 * FPS as usize / 1000,
         server_bin.display()
     );
+    let threads: usize = std::env::var("FANOUT_LOAD_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+        .max(1);
     let mut rows = Vec::new();
     for (i, n) in ns.iter().enumerate() {
-        let row = run(&server_bin, *n, secs, 18500 + i as u16);
+        let r = run(&server_bin, *n, secs, 18500 + i as u16, threads);
         println!(
-            "N={:>3}: server CPU {:.2} s over {:.1} s = {:.1} % of a core; per subscriber {:.5} core (1/{:.0}); \
-             {:.0} RTP packets/s forwarded, {:.0} received; loss mean {:.2} % worst {:.2} % ({} frames sent)",
-            row.n,
-            row.cpu,
-            row.secs,
-            row.cpu / row.secs * 100.0,
-            row.cpu / row.secs / row.n as f64,
-            row.secs * row.n as f64 / row.cpu.max(1e-9),
-            row.packets_per_sec,
-            row.received_per_sec,
-            row.mean_loss,
-            row.worst_loss,
-            row.sent
+            "N={:>3} ({} connected): server CPU {:.2} s over {:.1} s = {:.1} % of a core, 1/{:.0} \
+             of a core per subscriber; load client {:.1} % of a core ({threads} threads); at the \
+             subscribers' sockets {:.0} datagrams/s, {:.1} Mbit/s; publisher sent {} RTP packets; \
+             loss mean {:.2} % worst {:.2} %; the {} subscribers dropping 2 % on purpose ({} \
+             packets) lost {:.2} % after retransmissions",
+            r.n,
+            r.connected,
+            r.cpu,
+            r.secs,
+            r.cpu / r.secs * 100.0,
+            r.secs * r.n as f64 / r.cpu.max(1e-9),
+            r.load_cpu / r.secs * 100.0,
+            r.packets_per_sec,
+            r.bits_per_sec / 1e6,
+            r.published,
+            r.mean_loss,
+            r.worst_loss,
+            r.dropping,
+            r.dropped,
+            r.dropping_loss.unwrap_or(0.0),
         );
-        rows.push(row);
+        rows.push(r);
     }
-    println!("\nN     core/subscriber   vs target (1/500)   loss mean   loss worst");
+    println!(
+        "\nN     core/subscriber   vs target (1/500)   egress Mbit/s   loss mean   loss worst   load client"
+    );
     for r in &rows {
         let per = r.cpu / r.secs / r.n as f64;
         println!(
-            "{:<5} {:<17.5} {:<19.2} {:<11.2} {:.2}",
+            "{:<5} 1/{:<15.0} {:<19.2} {:<15.1} {:<11.2} {:<12.2} {:.1} % of a core",
             r.n,
-            per,
+            1.0 / per.max(1e-9),
             per / (1.0 / 500.0),
+            r.bits_per_sec / 1e6,
             r.mean_loss,
-            r.worst_loss
+            r.worst_loss,
+            r.load_cpu / r.secs * 100.0
         );
     }
 }

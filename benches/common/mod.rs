@@ -7,7 +7,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use str0m::change::SdpAnswer;
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
@@ -79,51 +79,85 @@ pub struct Peer {
     addr: SocketAddr,
     pub mid: Option<Mid>,
     pub connected: bool,
-    /// Media frames received.
+    /// Media frames received (frame mode).
     pub frames: u64,
     /// When the first keyframe (the first frame a decoder can show) arrived.
     pub first_frame: Option<Instant>,
-    /// Once connected, count RTP packets by their (unencrypted) header instead of handing
-    /// them to str0m: a load peer that receives without decrypting or depacketizing.
-    pub light: bool,
-    /// RTP packets of the first stream received, counted in light mode.
-    pub rtp: RtpCount,
+    /// What crossed this peer's socket, both ways.
+    pub wire: Wire,
+    /// RTP mode (a load subscriber): every datagram goes through str0m, which decrypts it,
+    /// sends receiver reports, TWCC feedback and NACKs, and hands over RTP packets (no
+    /// depacketizing); a keyframe is asked for at the first packet.
+    pub rtp_mode: bool,
+    /// Drop one in this many incoming RTP packets on purpose before str0m sees them (0:
+    /// none), so that the server has retransmissions to serve.
+    pub drop_every: u64,
+    /// RTP packets of the media stream str0m delivered (retransmissions repair the stream
+    /// they belong to), by extended sequence number.
+    pub delivered: Delivered,
+    keyframe_asked: bool,
 }
 
-/// Packets of one RTP stream, and the highest extended sequence number seen (for loss).
+/// Datagrams and bytes counted at a peer's socket.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct RtpCount {
-    ssrc: Option<u32>,
+pub struct Wire {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    /// RTP packets (by their header: RFC 5761 demultiplexing) received.
+    pub rtp_in: u64,
+    /// RTP packets sent.
+    pub rtp_out: u64,
+    /// Incoming RTP packets dropped on purpose.
+    pub dropped: u64,
+}
+
+/// The media packets a subscriber got.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Delivered {
     pub packets: u64,
+    pub first: Option<u64>,
     pub highest: Option<u64>,
 }
 
-impl RtpCount {
-    /// Counts `packet` if it is RTP (RFC 5761 demultiplexing) of the first stream seen;
-    /// returns whether it was RTP at all.
-    fn count(&mut self, packet: &[u8]) -> bool {
-        let rtp = packet.len() >= 12 && packet[0] >> 6 == 2 && !(192..=223).contains(&packet[1]);
-        if !rtp {
-            return false;
-        }
-        let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
-        if *self.ssrc.get_or_insert(ssrc) != ssrc {
-            // Retransmissions come on their own stream.
-            return true;
-        }
-        let seq = u16::from_be_bytes([packet[2], packet[3]]);
-        let ext = match self.highest {
-            None => u64::from(seq) + (1 << 16),
-            Some(h) => (h as i64 + i64::from(seq.wrapping_sub(h as u16) as i16)) as u64,
-        };
-        self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
-        self.packets += 1;
-        true
+/// Whether `packet` is RTP rather than RTCP, STUN or DTLS (RFC 5761, RFC 7983).
+fn is_rtp(packet: &[u8]) -> bool {
+    packet.len() >= 12 && packet[0] >> 6 == 2 && !(192..=223).contains(&packet[1])
+}
+
+/// Whether an RTP payload is the start of a VP8 key frame (RFC 7741 payload descriptor).
+pub fn vp8_keyframe(payload: &[u8]) -> bool {
+    let Some(&b0) = payload.first() else {
+        return false;
+    };
+    if b0 & 0x10 == 0 || b0 & 0x07 != 0 {
+        return false; // not the start of partition 0
     }
+    let mut i = 1;
+    if b0 & 0x80 != 0 {
+        let Some(&x) = payload.get(1) else {
+            return false;
+        };
+        i = 2;
+        if x & 0x80 != 0 {
+            i += if payload.get(i).is_some_and(|p| p & 0x80 != 0) {
+                2
+            } else {
+                1
+            };
+        }
+        if x & 0x40 != 0 {
+            i += 1;
+        }
+        if x & 0x30 != 0 {
+            i += 1;
+        }
+    }
+    payload.get(i).is_some_and(|h| h & 0x01 == 0)
 }
 
 impl Peer {
-    pub fn new(dir: Direction) -> (Peer, String, str0m::change::SdpPendingOffer) {
+    /// A peer on a socket of its own; `rtp_mode` for load subscribers (see [`Peer::rtp_mode`]).
+    pub fn new(dir: Direction, rtp_mode: bool) -> (Peer, String, str0m::change::SdpPendingOffer) {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket.set_nonblocking(true).unwrap();
         let addr = socket.local_addr().unwrap();
@@ -136,7 +170,7 @@ impl Peer {
                 .dtls_provider
                 .generate_certificate()
         });
-        let mut builder = Rtc::builder();
+        let mut builder = Rtc::builder().set_rtp_mode(rtp_mode);
         if let Some(cert) = cert {
             builder = builder.set_dtls_cert(cert.clone());
         }
@@ -154,8 +188,11 @@ impl Peer {
                 connected: false,
                 frames: 0,
                 first_frame: None,
-                light: false,
-                rtp: RtpCount::default(),
+                wire: Wire::default(),
+                rtp_mode,
+                drop_every: 0,
+                delivered: Delivered::default(),
+                keyframe_asked: false,
             },
             offer.to_sdp_string(),
             pending,
@@ -164,9 +201,16 @@ impl Peer {
 
     /// Feeds received datagrams and time, then sends what the peer wants to send.
     pub fn drive(&mut self, buf: &mut [u8]) {
+        let now = Instant::now();
         while let Ok((n, source)) = self.socket.recv_from(buf) {
-            if self.light && self.connected && self.rtp.count(&buf[..n]) {
-                continue;
+            self.wire.packets_in += 1;
+            self.wire.bytes_in += n as u64;
+            if is_rtp(&buf[..n]) {
+                self.wire.rtp_in += 1;
+                if self.drop_every > 0 && self.wire.rtp_in.is_multiple_of(self.drop_every) {
+                    self.wire.dropped += 1;
+                    continue;
+                }
             }
             if let Ok(contents) = buf[..n].try_into() {
                 let r = Receive {
@@ -175,14 +219,25 @@ impl Peer {
                     destination: self.addr,
                     contents,
                 };
-                let _ = self.rtc.handle_input(Input::Receive(Instant::now(), r));
+                // str0m wants its output taken after each input.
+                if self.rtc.handle_input(Input::Receive(now, r)).is_ok() {
+                    self.drain();
+                }
             }
         }
         let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+        self.drain();
+    }
+
+    /// Takes what str0m has to send and to say, until it waits for time.
+    fn drain(&mut self) {
         while let Ok(out) = self.rtc.poll_output() {
             match out {
                 Output::Timeout(_) => break,
                 Output::Transmit(t) => {
+                    if is_rtp(&t.contents) {
+                        self.wire.rtp_out += 1;
+                    }
                     let _ = self.socket.send_to(&t.contents, t.destination);
                 }
                 Output::Event(Event::Connected) => self.connected = true,
@@ -190,6 +245,25 @@ impl Peer {
                     self.frames += 1;
                     if data.is_keyframe() {
                         self.first_frame.get_or_insert_with(Instant::now);
+                    }
+                }
+                Output::Event(Event::RtpPacket(p)) => {
+                    let seq = *p.seq_no;
+                    let d = &mut self.delivered;
+                    d.packets += 1;
+                    d.first.get_or_insert(seq);
+                    d.highest = Some(d.highest.map_or(seq, |h| h.max(seq)));
+                    if self.first_frame.is_none() && vp8_keyframe(&p.payload) {
+                        self.first_frame = Some(Instant::now());
+                    }
+                    if !self.keyframe_asked {
+                        // Joining: ask for a keyframe, as a decoder that starts does.
+                        self.keyframe_asked = true;
+                        if let Some(mid) = self.mid
+                            && let Some(rx) = self.rtc.direct_api().stream_rx_by_mid(mid, None)
+                        {
+                            rx.request_keyframe(KeyframeRequestKind::Pli);
+                        }
                     }
                 }
                 Output::Event(_) => (),
@@ -214,7 +288,12 @@ pub fn post(url: &str, sdp: &str) -> String {
 }
 
 pub fn connect(url: &str, dir: Direction) -> Peer {
-    let (mut peer, offer, pending) = Peer::new(dir);
+    connect_as(url, dir, false)
+}
+
+/// [`connect`], in RTP mode or not.
+pub fn connect_as(url: &str, dir: Direction, rtp_mode: bool) -> Peer {
+    let (mut peer, offer, pending) = Peer::new(dir, rtp_mode);
     let answer = SdpAnswer::from_sdp_string(&post(url, &offer)).unwrap();
     peer.rtc.sdp_api().accept_answer(pending, answer).unwrap();
     peer
