@@ -125,6 +125,8 @@ fn drive_subscribers(
 fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16, threads: usize) -> Row {
     let mut server: Child = Command::new(server_bin)
         .args(["--port", &port.to_string()])
+        // Every load subscriber comes from 127.0.0.1, all joining at once.
+        .args(["--max-connecting", "1000"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
