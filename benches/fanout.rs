@@ -24,19 +24,21 @@
 
 mod common;
 
-use common::{Delivered, Peer, Wire, connect, connect_as, cpu_seconds};
+use common::{Delivered, Peer, Wire, connect, connect_as, cpu_seconds, delete};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaTime};
 const FPS: u64 = 30;
 const FRAME_BYTES: usize = 2_000_000 / 8 / FPS as usize;
 
-/// A VP8 key frame header (1280x720) or an inter frame, padded to the frame size.
-fn frame(n: u64) -> Vec<u8> {
-    let mut f = if n.is_multiple_of(60) {
+/// A VP8 key frame header (1280x720) or an inter frame, padded to the frame size: a key
+/// frame every 2 s, and when asked for one.
+fn frame(n: u64, key: bool) -> Vec<u8> {
+    let mut f = if key || n.is_multiple_of(60) {
         vec![0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x00, 0x05, 0xd0, 0x02]
     } else {
         vec![0x51, 0x42, 0x00]
@@ -47,6 +49,12 @@ fn frame(n: u64) -> Vec<u8> {
 
 struct Row {
     n: usize,
+    /// Churn: subscribers that joined in the window, those that got no keyframe, and the
+    /// time from a joiner's offer to its first keyframe.
+    joins: usize,
+    no_keyframe: usize,
+    join_p50: Option<Duration>,
+    join_p99: Option<Duration>,
     connected: usize,
     /// Server CPU seconds in the window.
     cpu: f64,
@@ -91,17 +99,62 @@ const WARMUP: u8 = 0;
 const WINDOW: u8 = 1;
 const DONE: u8 = 2;
 
-/// Drives `subs` until the run is done; returns each one's counts at the window's start and
-/// end, and whether it drops packets on purpose.
+/// What a load thread is told during a run (churn).
+enum Cmd {
+    /// A subscriber that has just sent its offer: drive it from now on.
+    Join(Box<Peer>),
+    /// Leave (DELETE) this many of the oldest subscribers.
+    Leave(usize),
+}
+
+/// One subscriber's counts: at the window's start (none if it joined later) and end.
+struct Counted {
+    start: Option<Snap>,
+    end: Snap,
+    drops: bool,
+}
+
+/// What a load thread measured: the subscribers there at the end, and the time from each
+/// churn joiner's offer to its first keyframe (none: it got none).
+struct Driven {
+    subs: Vec<Counted>,
+    joins: Vec<Option<Duration>>,
+}
+
+/// Drives `subs` (and those that join) until the run is done.
 fn drive_subscribers(
-    mut subs: Vec<Peer>,
+    subs: Vec<Peer>,
     phase: &AtomicU8,
     connected: &AtomicUsize,
-) -> Vec<(Snap, Snap, bool)> {
+    cmds: mpsc::Receiver<Cmd>,
+) -> Driven {
     let mut buf = vec![0u8; 2000];
-    let mut starts: Option<Vec<Snap>> = None;
+    // (peer, counts at the window's start, joined by churn)
+    let mut subs: Vec<(Peer, Option<Snap>, bool)> =
+        subs.into_iter().map(|p| (p, None, false)).collect();
+    let mut started = false;
+    let mut joins = Vec::new();
+    let join_time = |p: &Peer| p.first_frame.map(|f| f.duration_since(p.created));
     loop {
-        for s in subs.iter_mut() {
+        while let Ok(cmd) = cmds.try_recv() {
+            match cmd {
+                Cmd::Join(p) => subs.push((*p, None, true)),
+                Cmd::Leave(k) => {
+                    for (p, _, joined) in subs.drain(..k.min(subs.len())) {
+                        if joined {
+                            joins.push(join_time(&p));
+                        }
+                        if p.connected {
+                            connected.fetch_sub(1, Ordering::Relaxed);
+                        }
+                        if let Some(r) = &p.resource {
+                            delete(r);
+                        }
+                    }
+                }
+            }
+        }
+        for (s, _, _) in subs.iter_mut() {
             let was = s.connected;
             s.drive(&mut buf);
             if s.connected && !was {
@@ -109,20 +162,39 @@ fn drive_subscribers(
             }
         }
         match phase.load(Ordering::Acquire) {
-            WINDOW if starts.is_none() => starts = Some(subs.iter().map(Snap::of).collect()),
+            WINDOW if !started => {
+                started = true;
+                for (p, start, _) in subs.iter_mut() {
+                    *start = Some(Snap::of(p));
+                }
+            }
             DONE => break,
             _ => (),
         }
         std::thread::sleep(Duration::from_micros(300));
     }
-    let starts = starts.unwrap_or_else(|| vec![Snap::default(); subs.len()]);
-    subs.iter()
-        .zip(starts)
-        .map(|(s, start)| (start, Snap::of(s), s.drop_every > 0))
-        .collect()
+    joins.extend(subs.iter().filter(|s| s.2).map(|s| join_time(&s.0)));
+    Driven {
+        subs: subs
+            .into_iter()
+            .map(|(p, start, _)| Counted {
+                start,
+                end: Snap::of(&p),
+                drops: p.drop_every > 0,
+            })
+            .collect(),
+        joins,
+    }
 }
 
-fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16, threads: usize) -> Row {
+/// Between two rounds of churn, and the share of the subscribers that leave (and as many that
+/// join) in each.
+const CHURN_EVERY: Duration = Duration::from_secs(10);
+const CHURN_SHARE: usize = 10;
+
+/// One run of `n` subscribers; with `churn`, a tenth of them leave and as many join every
+/// 10 s of the window.
+fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16, threads: usize, churn: bool) -> Row {
     let mut server: Child = Command::new(server_bin)
         .args(["--port", &port.to_string()])
         // Every load subscriber comes from 127.0.0.1, all joining at once.
@@ -166,13 +238,17 @@ fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16, threads: usize) -> 
         chunks[i % threads].push(s);
     }
     std::thread::scope(|scope| {
+        let mut senders = Vec::new();
         let handles: Vec<_> = chunks
             .into_iter()
             .map(|chunk| {
                 let (phase, connected) = (&phase, &connected);
-                scope.spawn(move || drive_subscribers(chunk, phase, connected))
+                let (tx, rx) = mpsc::channel();
+                senders.push(tx);
+                scope.spawn(move || drive_subscribers(chunk, phase, connected, rx))
             })
             .collect();
+        let mut next_churn = None;
         let mut sent = 0u64;
         let t0 = Instant::now();
         let mut next_frame = t0;
@@ -190,7 +266,8 @@ fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16, threads: usize) -> 
                         .map(|p| p.pt());
                     if let Some(pt) = pt {
                         let time = MediaTime::from_90khz(sent * 90_000 / FPS);
-                        let _ = w.write(pt, now, time, frame(sent));
+                        let key = std::mem::take(&mut publisher.keyframe_wanted);
+                        let _ = w.write(pt, now, time, frame(sent, key));
                     }
                 }
                 sent += 1;
@@ -209,6 +286,28 @@ fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16, threads: usize) -> 
                     publisher.wire.rtp_out,
                 ));
                 phase.store(WINDOW, Ordering::Release);
+                next_churn = churn.then(|| now + CHURN_EVERY);
+            }
+            // The last round leaves its joiners 5 s to get their first keyframe.
+            let ends = window.map(|w| w.0 + Duration::from_secs_f64(secs));
+            if let Some(at) = next_churn
+                && now >= at
+                && ends.is_some_and(|e| now + Duration::from_secs(5) <= e)
+            {
+                next_churn = Some(at + CHURN_EVERY);
+                let k = n / CHURN_SHARE;
+                for (i, tx) in senders.iter().enumerate() {
+                    let _ = tx.send(Cmd::Leave(k / threads + usize::from(i < k % threads)));
+                }
+                // The joiners' offers go out from a thread of their own: the publisher keeps
+                // its pace.
+                let (senders, url) = (senders.clone(), format!("{base}/whep/bench/pub"));
+                scope.spawn(move || {
+                    for i in 0..k {
+                        let peer = connect_as(&url, Direction::RecvOnly, true);
+                        let _ = senders[i % senders.len()].send(Cmd::Join(Box::new(peer)));
+                    }
+                });
             }
             if let Some((w0, ..)) = &window
                 && now.duration_since(*w0).as_secs_f64() >= secs
@@ -223,19 +322,41 @@ fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16, threads: usize) -> 
         let load_cpu = cpu_seconds(me) - load0;
         let published = publisher.wire.rtp_out - rtp0;
         phase.store(DONE, Ordering::Release);
-        let results: Vec<(Snap, Snap, bool)> = handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect();
+        drop(senders);
+        let mut results: Vec<Counted> = Vec::new();
+        let mut joins: Vec<Option<Duration>> = Vec::new();
+        for h in handles {
+            let driven = h.join().unwrap();
+            results.extend(driven.subs);
+            joins.extend(driven.joins);
+        }
         let _ = server.kill();
         let _ = server.wait();
         // Loss from the media packets str0m delivered to each subscriber (retransmissions
-        // included) against its sequence numbers over the window; a subscriber that had
-        // nothing when the window opened was due everything the publisher sent in it, and
-        // one that never connected lost everything.
-        let loss = |(a, b, _): &(Snap, Snap, bool)| -> f64 {
-            let expected = match (a.delivered.highest, b.delivered.highest) {
-                (Some(h0), Some(h1)) => h1 - h0,
+        // included) against its sequence numbers over the window (from its first packet for
+        // one that joined in the window); a subscriber that had nothing when the window
+        // opened was due everything the publisher sent in it, and one that never connected
+        // lost everything.
+        let loss = |c: &Counted| -> f64 {
+            let zero = Snap::default();
+            let (a, b) = (c.start.as_ref().unwrap_or(&zero), &c.end);
+            let expected = match (c.start.is_some(), a.delivered.highest, b.delivered) {
+                (
+                    true,
+                    Some(h0),
+                    Delivered {
+                        highest: Some(h1), ..
+                    },
+                ) => h1 - h0,
+                (
+                    false,
+                    _,
+                    Delivered {
+                        first: Some(f),
+                        highest: Some(h1),
+                        ..
+                    },
+                ) => h1 - f + 1,
                 _ => published,
             };
             if !b.connected || expected == 0 {
@@ -245,21 +366,31 @@ fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16, threads: usize) -> 
             (1.0 - got as f64 / expected as f64).max(0.0) * 100.0
         };
         let losses: Vec<f64> = results.iter().map(loss).collect();
-        let dropping: Vec<f64> = results.iter().filter(|r| r.2).map(loss).collect();
+        let dropping: Vec<f64> = results.iter().filter(|c| c.drops).map(loss).collect();
         let sum = |f: &dyn Fn(&Wire) -> u64| -> u64 {
             results
                 .iter()
-                .map(|(a, b, _)| f(&b.wire) - f(&a.wire))
+                .map(|c| f(&c.end.wire) - c.start.map_or(0, |a| f(&a.wire)))
                 .sum()
+        };
+        let mut join_times: Vec<Duration> = joins.iter().flatten().copied().collect();
+        join_times.sort();
+        let at = |q: f64| {
+            (!join_times.is_empty())
+                .then(|| join_times[((join_times.len() - 1) as f64 * q).round() as usize])
         };
         Row {
             n,
-            connected: results.iter().filter(|r| r.1.connected).count(),
+            joins: joins.len(),
+            no_keyframe: joins.iter().filter(|j| j.is_none()).count(),
+            join_p50: at(0.5),
+            join_p99: at(0.99),
+            connected: results.iter().filter(|c| c.end.connected).count(),
             cpu,
             load_cpu,
             secs,
             published,
-            mean_loss: losses.iter().sum::<f64>() / n.max(1) as f64,
+            mean_loss: losses.iter().sum::<f64>() / losses.len().max(1) as f64,
             worst_loss: losses.iter().cloned().fold(0.0, f64::max),
             dropping: dropping.len(),
             dropping_loss: (!dropping.is_empty())
@@ -310,7 +441,7 @@ fn main() {
         .max(1);
     let mut rows = Vec::new();
     for (i, n) in ns.iter().enumerate() {
-        let r = run(&server_bin, *n, secs, 18500 + i as u16, threads);
+        let r = run(&server_bin, *n, secs, 18500 + i as u16, threads, false);
         println!(
             "N={:>3} ({} connected): server CPU {:.2} s over {:.1} s = {:.1} % of a core, 1/{:.0} \
              of a core per subscriber; load client {:.1} % of a core ({threads} threads); at the \
@@ -349,6 +480,39 @@ fn main() {
             r.mean_loss,
             r.worst_loss,
             r.load_cpu / r.secs * 100.0
+        );
+    }
+    // Churn: a tenth of the subscribers leave and as many join every 10 s.
+    let churn_ns: Vec<usize> = std::env::var("FANOUT_CHURN_N")
+        .unwrap_or_else(|_| "200".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    let churn_secs: f64 = std::env::var("FANOUT_CHURN_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30.0);
+    for (i, n) in churn_ns.iter().enumerate() {
+        let r = run(&server_bin, *n, churn_secs, 18600 + i as u16, threads, true);
+        let ms = |d: Option<Duration>| d.map_or("-".into(), |d| format!("{} ms", d.as_millis()));
+        println!(
+            "\nchurn, N={} for {:.0} s, {} % leaving and joining every {} s: {} joined, first \
+             keyframe after the offer p50 {} p99 {}, {} without a keyframe by the end; server 1/{:.0} \
+             of a core per subscriber ({:.1} % of a core); loss mean {:.2} % worst {:.2} %; {:.1} \
+             Mbit/s at the subscribers' sockets",
+            r.n,
+            r.secs,
+            100 / CHURN_SHARE,
+            CHURN_EVERY.as_secs(),
+            r.joins,
+            ms(r.join_p50),
+            ms(r.join_p99),
+            r.no_keyframe,
+            r.secs * r.n as f64 / r.cpu.max(1e-9),
+            r.cpu / r.secs * 100.0,
+            r.mean_loss,
+            r.worst_loss,
+            r.bits_per_sec / 1e6
         );
     }
 }

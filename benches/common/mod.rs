@@ -96,6 +96,12 @@ pub struct Peer {
     /// they belong to), by extended sequence number.
     pub delivered: Delivered,
     keyframe_asked: bool,
+    /// When the peer was made (it joins: offer, answer, ICE, DTLS, first keyframe).
+    pub created: Instant,
+    /// The session's resource URL, to leave.
+    pub resource: Option<String>,
+    /// A sender: the other side asked for a keyframe (PLI/FIR) since this was last cleared.
+    pub keyframe_wanted: bool,
 }
 
 /// Datagrams and bytes counted at a peer's socket.
@@ -193,6 +199,9 @@ impl Peer {
                 drop_every: 0,
                 delivered: Delivered::default(),
                 keyframe_asked: false,
+                created: Instant::now(),
+                resource: None,
+                keyframe_wanted: false,
             },
             offer.to_sdp_string(),
             pending,
@@ -241,6 +250,7 @@ impl Peer {
                     let _ = self.socket.send_to(&t.contents, t.destination);
                 }
                 Output::Event(Event::Connected) => self.connected = true,
+                Output::Event(Event::KeyframeRequest(_)) => self.keyframe_wanted = true,
                 Output::Event(Event::MediaData(data)) => {
                     self.frames += 1;
                     if data.is_keyframe() {
@@ -272,19 +282,33 @@ impl Peer {
     }
 }
 
-pub fn post(url: &str, sdp: &str) -> String {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(10)))
         .build()
-        .into();
-    agent
+        .into()
+}
+
+/// POSTs an offer; returns the answer and the session's resource URL (`Location`, made
+/// absolute).
+pub fn post(url: &str, sdp: &str) -> (String, Option<String>) {
+    let mut res = agent()
         .post(url)
         .header("Content-Type", "application/sdp")
         .send(sdp)
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
-        .body_mut()
-        .read_to_string()
-        .unwrap()
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let location = res
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .and_then(|l| url::Url::parse(url).ok()?.join(l).ok())
+        .map(|u| u.to_string());
+    (res.body_mut().read_to_string().unwrap(), location)
+}
+
+/// Ends a session (DELETE on its resource URL).
+pub fn delete(resource: &str) {
+    let _ = agent().delete(resource).call();
 }
 
 pub fn connect(url: &str, dir: Direction) -> Peer {
@@ -294,7 +318,9 @@ pub fn connect(url: &str, dir: Direction) -> Peer {
 /// [`connect`], in RTP mode or not.
 pub fn connect_as(url: &str, dir: Direction, rtp_mode: bool) -> Peer {
     let (mut peer, offer, pending) = Peer::new(dir, rtp_mode);
-    let answer = SdpAnswer::from_sdp_string(&post(url, &offer)).unwrap();
+    let (answer, resource) = post(url, &offer);
+    let answer = SdpAnswer::from_sdp_string(&answer).unwrap();
+    peer.resource = resource;
     peer.rtc.sdp_api().accept_answer(pending, answer).unwrap();
     peer
 }
