@@ -187,6 +187,16 @@ fn drive_subscribers(
     }
 }
 
+/// The callserver process, killed when the run ends, however it ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Between two rounds of churn, and the share of the subscribers that leave (and as many that
 /// join) in each.
 const CHURN_EVERY: Duration = Duration::from_secs(10);
@@ -195,14 +205,16 @@ const CHURN_SHARE: usize = 10;
 /// One run of `n` subscribers; with `churn`, a tenth of them leave and as many join every
 /// 10 s of the window.
 fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16, threads: usize, churn: bool) -> Row {
-    let mut server: Child = Command::new(server_bin)
-        .args(["--port", &port.to_string()])
-        // Every load subscriber comes from 127.0.0.1, all joining at once.
-        .args(["--max-connecting", "1000"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("callserver starts");
+    let server = Server(
+        Command::new(server_bin)
+            .args(["--port", &port.to_string()])
+            // Every load subscriber comes from 127.0.0.1, all joining at once.
+            .args(["--max-connecting", "1000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("callserver starts"),
+    );
     let base = format!("http://127.0.0.1:{port}");
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -281,7 +293,7 @@ fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16, threads: usize, chu
             {
                 window = Some((
                     now,
-                    cpu_seconds(server.id()),
+                    cpu_seconds(server.0.id()),
                     cpu_seconds(me),
                     publisher.wire.rtp_out,
                 ));
@@ -318,7 +330,7 @@ fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16, threads: usize, chu
         }
         let (w0, cpu0, load0, rtp0) = window.unwrap();
         let secs = w0.elapsed().as_secs_f64();
-        let cpu = cpu_seconds(server.id()) - cpu0;
+        let cpu = cpu_seconds(server.0.id()) - cpu0;
         let load_cpu = cpu_seconds(me) - load0;
         let published = publisher.wire.rtp_out - rtp0;
         phase.store(DONE, Ordering::Release);
@@ -330,8 +342,7 @@ fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16, threads: usize, chu
             results.extend(driven.subs);
             joins.extend(driven.joins);
         }
-        let _ = server.kill();
-        let _ = server.wait();
+        drop(server);
         // Loss from the media packets str0m delivered to each subscriber (retransmissions
         // included) against its sequence numbers over the window (from its first packet for
         // one that joined in the window); a subscriber that had nothing when the window
