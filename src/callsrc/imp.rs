@@ -504,17 +504,31 @@ impl CallSrc {
             state.leg.take()
         };
         if let Some(leg) = leg {
-            self.end_leg(leg);
+            self.leave(&leg);
+            // A state change of the bin (the pipeline stopping) would otherwise set the
+            // leg's elements back to READY between their NULL and their removal.
+            let _locked = StateLock::of(self.obj().upcast_ref());
+            self.remove_leg(leg);
         }
     }
 
-    fn end_leg(&self, leg: Leg) {
+    /// Ends the leg's WHEP session (DELETE, bounded).
+    fn leave(&self, leg: &Leg) {
         if let Some((client, resource)) = &leg.session {
             match client.delete(resource, LEAVE_TIMEOUT) {
                 Ok(()) => gst::info!(CAT, imp = self, "subscription {resource} ended"),
                 Err(e) => gst::info!(CAT, imp = self, "ending the subscription: {e}"),
             }
         }
+    }
+
+    fn end_leg(&self, leg: Leg) {
+        self.leave(&leg);
+        self.remove_leg(leg);
+    }
+
+    /// Stops the leg's elements and takes them out of the bin.
+    fn remove_leg(&self, leg: Leg) {
         for e in std::iter::once(&leg.webrtcbin).chain(&leg.chain) {
             let _ = e.set_state(gst::State::Null);
             let _ = self.obj().remove(e);
@@ -800,6 +814,32 @@ impl CallSrc {
                 stats.decode_delay.map(ms).unwrap_or(-1.0),
             )
             .build()
+    }
+}
+
+/// Holds an element's state lock (`GST_STATE_LOCK`): no state change of it runs meanwhile.
+struct StateLock(gst::Element);
+
+impl StateLock {
+    fn of(element: &gst::Element) -> StateLock {
+        // SAFETY: the element outlives the guard (it holds a reference); its state lock is a
+        // recursive mutex GStreamer initialises with the element and takes around every
+        // state change; it is released in Drop, on every path.
+        unsafe {
+            let e: *mut gst::ffi::GstElement = element.as_ptr();
+            glib::ffi::g_rec_mutex_lock(&mut (*e).state_lock);
+        }
+        StateLock(element.clone())
+    }
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        // SAFETY: locked in `of` by this thread.
+        unsafe {
+            let e: *mut gst::ffi::GstElement = self.0.as_ptr();
+            glib::ffi::g_rec_mutex_unlock(&mut (*e).state_lock);
+        }
     }
 }
 
