@@ -1368,7 +1368,7 @@ fn main() {
         ..Default::default()
     })
     .expect("call server");
-    let browser = cases.iter().any(|c| c.browser()).then(Browser::start);
+    let browser = cases.iter().any(|c| c.browser()).then(browser::start);
     println!(
         "glass-to-glass latency, 1280x720@30, {} Mbit/s, {secs} s per case, producer {}; callsrc latency {}",
         BITRATE / 1_000_000,

@@ -26,8 +26,17 @@ impl Drop for TempDir {
     }
 }
 
+/// The publish token of the tests' servers (`server_on_veth`); the test publishers, the
+/// canvas page included, send it to every server.
+pub const PUBLISH_TOKEN: &str = "test-publish-token";
+
 impl Browser {
     pub fn start() -> Browser {
+        Self::start_with(&[])
+    }
+
+    /// Chromium with more command-line switches `extra`.
+    pub fn start_with(extra: &[&str]) -> Browser {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -56,7 +65,8 @@ impl Browser {
             "customvideo-chromium-{}-{port}",
             std::process::id()
         )));
-        let args = [
+        let user_data = format!("--user-data-dir={}", profile.0.display());
+        let mut args = vec![
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -72,8 +82,9 @@ impl Browser {
             "--autoplay-policy=no-user-gesture-required",
             "--allow-file-access-from-files",
             "--window-size=1280,800",
-            &format!("--user-data-dir={}", profile.0.display()),
+            &user_data,
         ];
+        args.extend_from_slice(extra);
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}
@@ -118,6 +129,15 @@ impl Browser {
         self.call(
             "POST",
             "/execute/sync",
+            json!({ "script": script, "args": [] }),
+        )
+    }
+
+    /// Runs `script`, which calls `arguments[arguments.length - 1]` with its result.
+    pub fn eval_async(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            "/execute/async",
             json!({ "script": script, "args": [] }),
         )
     }
@@ -180,14 +200,14 @@ fn query_escape(s: &str) -> String {
 
 impl Browser {
     /// Opens the test page that publishes a canvas of `colour` (`#rrggbb`) to `whip`, with
-    /// the bearer token [`super::PUBLISH_TOKEN`].
+    /// the bearer token [`PUBLISH_TOKEN`].
     pub fn publish_canvas(&self, whip: &str, colour: &str) {
         let page = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pages/publish.html");
         self.open(&format!(
             "file://{page}?whip={}&color={}&token={}",
             query_escape(whip),
             query_escape(colour),
-            super::PUBLISH_TOKEN
+            PUBLISH_TOKEN
         ));
     }
 

@@ -503,8 +503,7 @@ impl Drop for Launched {
     }
 }
 
-/// The publish token of [`server_on_veth`]; the test publishers send it to every server.
-pub const PUBLISH_TOKEN: &str = "test-publish-token";
+pub use browser::PUBLISH_TOKEN;
 
 /// A call server on the network namespace's private veth address (10.255.0.1), where every
 /// WebRTC stack gathers candidates (libnice gathers no loopback candidates on its own, and the
