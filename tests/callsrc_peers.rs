@@ -15,7 +15,7 @@ mod common;
 use common::browser::Browser;
 use common::callserver::free_port;
 use common::watch::Watch;
-use common::{Launched, init, netns, wait_for};
+use common::{Launched, netns, play_file, wait_for};
 use gst::prelude::*;
 use gstcustomvideo::server::{CallServer, ServerConfig};
 use std::path::{Path, PathBuf};
@@ -240,24 +240,10 @@ struct Decoded {
 
 /// `filesrc ! matroskademux ! <decoder> ! videoconvert ! RGBA appsink`, as fast as it goes.
 fn decode_file(path: &Path, decoder: &str, rgb: [u8; 3]) -> Decoded {
-    init();
-    let pipeline = gst::parse::launch(&format!(
-        "filesrc name=file ! matroskademux ! {decoder} ! videoconvert ! \
-         video/x-raw,format=RGBA ! appsink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    pipeline
-        .by_name("file")
-        .unwrap()
-        .set_property("location", path.to_str().expect("UTF-8 path"));
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
+    let (pipeline, sink) = play_file(
+        path,
+        &format!("{decoder} ! videoconvert ! video/x-raw,format=RGBA"),
+    );
     let mut d = Decoded::default();
     while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
         let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();

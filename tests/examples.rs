@@ -35,23 +35,7 @@ struct Decoded {
 
 /// Decodes a WebM file in this process: `filesrc ! matroskademux ! vp8dec ! appsink`.
 fn decode(path: &Path) -> Decoded {
-    gst::init().unwrap();
-    let pipeline = gst::parse::launch(
-        "filesrc name=file ! matroskademux ! vp8dec ! appsink name=sink sync=false",
-    )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    pipeline
-        .by_name("file")
-        .unwrap()
-        .set_property("location", path.to_str().expect("UTF-8 path"));
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
+    let (pipeline, sink) = common::play_file(path, "vp8dec");
     let mut d = Decoded {
         frames: 0,
         distinct: 0,

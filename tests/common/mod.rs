@@ -571,3 +571,26 @@ impl Noise {
         (self.next() % n.max(1) as u64) as usize
     }
 }
+
+/// `filesrc location=<path> ! matroskademux ! <tail> ! appsink`, playing (as fast as it
+/// goes): a recorded file decoded in this process.
+pub fn play_file(path: &std::path::Path, tail: &str) -> (gst::Pipeline, gst_app::AppSink) {
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc name=file ! matroskademux ! {tail} ! appsink name=sink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    pipeline
+        .by_name("file")
+        .unwrap()
+        .set_property("location", path.to_str().expect("UTF-8 path"));
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    (pipeline, sink)
+}
