@@ -71,6 +71,7 @@ mod browser;
 mod common;
 
 use browser::{Browser, wait_for};
+use common::env_number;
 use gst::prelude::*;
 use gst_video::prelude::*;
 use gstcustomvideo::server::{CallServer, ServerConfig};
@@ -1325,14 +1326,6 @@ fn run(
         notes,
         failed,
     }
-}
-
-fn env_number(name: &str, default: f64) -> f64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n: &f64| n > 0.0)
-        .unwrap_or(default)
 }
 
 fn main() {

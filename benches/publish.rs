@@ -23,7 +23,7 @@
 
 mod common;
 
-use common::{Peer, connect, cpu_seconds, peak_rss_mb};
+use common::{Peer, connect, cpu_seconds, env_number, peak_rss_mb};
 use gst::prelude::*;
 use gstcustomvideo::server::{CallServer, ServerConfig};
 use std::io::{BufRead, BufReader, Read};
@@ -235,14 +235,6 @@ fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
         _ if n % 2 == 1 => Some(v[n / 2]),
         _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
     }
-}
-
-fn env_number(name: &str, default: f64) -> f64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n: &f64| n > 0.0)
-        .unwrap_or(default)
 }
 
 fn main() {

@@ -29,6 +29,15 @@ pub fn in_private_netns() -> bool {
     std::process::exit(status.code().unwrap_or(1));
 }
 
+/// A positive number from the environment variable `name`, else `default`.
+pub fn env_number(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &f64| n > 0.0)
+        .unwrap_or(default)
+}
+
 /// user+system CPU seconds of process `pid` so far.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

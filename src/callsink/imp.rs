@@ -915,12 +915,7 @@ impl ObjectImpl for CallSink {
                     .default_value(DEFAULT_KEYFRAME_INTERVAL)
                     .mutable_ready()
                     .build(),
-                gst::ParamSpecArray::builder("ice-servers")
-                    .nick("ICE servers")
-                    .blurb("STUN/TURN servers: stun://host:port, turn://user:password@host:port, turns://... (none by default)")
-                    .element_spec(&glib::ParamSpecString::builder("ice-server").build())
-                    .mutable_ready()
-                    .build(),
+                net::ice_servers_pspec(""),
                 glib::ParamSpecEnum::builder_with_default("ice-transport-policy", WebRTCICETransportPolicy::All)
                     .nick("ICE transport policy")
                     .blurb("all, or relay to send through TURN only")
@@ -983,14 +978,7 @@ impl ObjectImpl for CallSink {
             "keyframe-interval" => {
                 s.keyframe_interval = value.get().expect("type checked upstream")
             }
-            "ice-servers" => {
-                s.ice_servers = value
-                    .get::<gst::Array>()
-                    .expect("type checked upstream")
-                    .iter()
-                    .filter_map(|v| v.get::<String>().ok())
-                    .collect()
-            }
+            "ice-servers" => s.ice_servers = net::ice_servers_from(value),
             "congestion-control" => {
                 s.congestion_control = value.get().expect("type checked upstream")
             }
@@ -1024,9 +1012,7 @@ impl ObjectImpl for CallSink {
             "min-bitrate" => s.min_bitrate.to_value(),
             "max-bitrate" => s.max_bitrate.to_value(),
             "keyframe-interval" => s.keyframe_interval.to_value(),
-            "ice-servers" => {
-                gst::Array::new(s.ice_servers.iter().map(|v| v.to_send_value())).to_value()
-            }
+            "ice-servers" => net::ice_servers_value(&s.ice_servers),
             "ice-transport-policy" => s.ice_transport_policy.to_value(),
             "congestion-control" => s.congestion_control.to_value(),
             "timeout" => s.timeout.to_value(),

@@ -110,6 +110,34 @@ pub fn is_loopback_url(url: &str) -> bool {
         })
 }
 
+/// The `ice-servers` property of callsink and callsrc; `more` ends its description.
+pub fn ice_servers_pspec(more: &str) -> glib::ParamSpec {
+    gst::ParamSpecArray::builder("ice-servers")
+        .nick("ICE servers")
+        .blurb(&format!(
+            "STUN/TURN servers: stun://host:port, turn://user:password@host:port, turns://... \
+             (none by default{more})"
+        ))
+        .element_spec(&glib::ParamSpecString::builder("ice-server").build())
+        .mutable_ready()
+        .build()
+}
+
+/// The URIs an `ice-servers` value holds.
+pub fn ice_servers_from(value: &glib::Value) -> Vec<String> {
+    value
+        .get::<gst::Array>()
+        .expect("type checked upstream")
+        .iter()
+        .filter_map(|v| v.get::<String>().ok())
+        .collect()
+}
+
+/// An `ice-servers` value of `uris`.
+pub fn ice_servers_value(uris: &[String]) -> glib::Value {
+    gst::Array::new(uris.iter().map(|v| v.to_send_value())).to_value()
+}
+
 /// Gives webrtcbin the STUN and TURN servers of `uris` (`stun://…`, `turn(s)://…`).
 pub fn set_ice_servers(webrtcbin: &gst::Element, uris: &[String]) {
     for uri in uris {

@@ -1280,12 +1280,7 @@ impl ObjectImpl for CallSrc {
                     .blurb("Bearer token for the WHEP requests (and the server's API), sent only to the origin of the URL")
                     .mutable_ready()
                     .build(),
-                gst::ParamSpecArray::builder("ice-servers")
-                    .nick("ICE servers")
-                    .blurb("STUN/TURN servers: stun://host:port, turn://user:password@host:port, turns://... (none by default; those the WHEP server announces are added)")
-                    .element_spec(&glib::ParamSpecString::builder("ice-server").build())
-                    .mutable_ready()
-                    .build(),
+                net::ice_servers_pspec("; those the WHEP server announces are added"),
                 glib::ParamSpecUInt::builder("port")
                     .nick("Port")
                     .blurb("Port of the process's embedded call server, used when neither server nor whep-url is set")
@@ -1348,14 +1343,7 @@ impl ObjectImpl for CallSrc {
             "uid" => s.uid = text(),
             "whep-url" => s.whep_url = text(),
             "token" => s.token = text(),
-            "ice-servers" => {
-                s.ice_servers = value
-                    .get::<gst::Array>()
-                    .expect("type checked upstream")
-                    .iter()
-                    .filter_map(|v| v.get::<String>().ok())
-                    .collect()
-            }
+            "ice-servers" => s.ice_servers = net::ice_servers_from(value),
             "on-publisher-gone" => s.gone = value.get().expect("type checked upstream"),
             "port" => s.port = value.get().expect("type checked upstream"),
             "timeout" => s.timeout = value.get().expect("type checked upstream"),
@@ -1377,9 +1365,7 @@ impl ObjectImpl for CallSrc {
                     "uid" => s.uid.to_value(),
                     "whep-url" => s.whep_url.to_value(),
                     "token" => s.token.to_value(),
-                    "ice-servers" => {
-                        gst::Array::new(s.ice_servers.iter().map(|v| v.to_send_value())).to_value()
-                    }
+                    "ice-servers" => net::ice_servers_value(&s.ice_servers),
                     "on-publisher-gone" => s.gone.to_value(),
                     "port" => s.port.to_value(),
                     "timeout" => s.timeout.to_value(),
