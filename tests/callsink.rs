@@ -1057,3 +1057,136 @@ fn stopping_takes_under_a_second_when_the_server_does_not_answer() {
         assert!(took < SEC, "{frozen_when}: stopping took {took:?}");
     }
 }
+
+/// What callsink's RTP session received from the server: compound RTCP packets, those
+/// GStreamer refused, keyframe requests, and congestion (TWCC) feedback numbers.
+#[derive(Debug, Default)]
+struct RtcpSeen {
+    packets: u32,
+    refused: Vec<Vec<(u8, u8)>>,
+    plis: u32,
+    twcc_numbers: Vec<u8>,
+}
+
+/// The (packet type, format) of each packet of compound RTCP packet `data`.
+fn rtcp_parts(data: &[u8]) -> Vec<(u8, u8)> {
+    let mut parts = Vec::new();
+    let mut at = 0;
+    while at + 4 <= data.len() {
+        parts.push((data[at + 1], data[at] & 0x1f));
+        at += (usize::from(u16::from_be_bytes([data[at + 2], data[at + 3]])) + 1) * 4;
+    }
+    parts
+}
+
+/// Watches the RTCP entering every RTP session of `pipeline` (after SRTP) and checks each
+/// packet as GStreamer's RTP session does before it reads one.
+fn watch_rtcp(pipeline: &gst::Pipeline, seen: &Arc<Mutex<RtcpSeen>>) -> usize {
+    let mut sessions = 0;
+    for e in pipeline
+        .iterate_all_by_element_factory_name("rtpsession")
+        .into_iter()
+        .flatten()
+    {
+        let Some(pad) = e.static_pad("recv_rtcp_sink") else {
+            continue;
+        };
+        sessions += 1;
+        let seen = Arc::clone(seen);
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let Some(buffer) = info.buffer() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let Ok(map) = buffer.map_readable() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let mut data = map.as_slice().to_vec();
+            // SAFETY: the function reads `len` bytes of `data`, which it borrows for the call.
+            let valid = unsafe {
+                gst_rtp::ffi::gst_rtcp_buffer_validate_data_reduced(
+                    data.as_mut_ptr(),
+                    data.len() as u32,
+                )
+            } != 0;
+            let parts = rtcp_parts(&data);
+            let mut seen = seen.lock().unwrap();
+            seen.packets += 1;
+            if !valid {
+                seen.refused.push(parts);
+                return gst::PadProbeReturn::Ok;
+            }
+            let mut at = 0;
+            for (pt, fmt) in parts {
+                match (pt, fmt) {
+                    (206, 1) => seen.plis += 1,
+                    (205, 15) if at + 20 <= data.len() => seen.twcc_numbers.push(data[at + 19]),
+                    _ => (),
+                }
+                at += (usize::from(u16::from_be_bytes([data[at + 2], data[at + 3]])) + 1) * 4;
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    sessions
+}
+
+/// GStreamer checks a compound RTCP packet as RFC 3550 says (padding only in its last
+/// packet) and drops the whole packet otherwise: the receiver reports, keyframe requests and
+/// congestion feedback in it are lost. Viewers join one after the other (each join asks the
+/// publisher for a keyframe) while callsink counts what reaches its RTP session.
+#[test]
+fn every_rtcp_packet_from_the_server_reaches_callsinks_rtp_session() {
+    if !netns::enter("every_rtcp_packet_from_the_server_reaches_callsinks_rtp_session") {
+        return;
+    }
+    let server = server(None);
+    let p = Publisher::launch(&format!(
+        "customvideosrc producer=\"{RED}\" framerate=30/1 width=320 height=240 ! callsink server={} channel=r uid=cam",
+        server.url()
+    ))
+    .play();
+    assert!(p.wait_state("connected", 20 * SEC).is_some());
+    let seen: Arc<Mutex<RtcpSeen>> = Arc::default();
+    assert_eq!(watch_rtcp(&p.pipeline, &seen), 1, "callsink's RTP session");
+    let joins = 12;
+    for i in 0..joins {
+        let viewer = Viewer::webrtcbin(&server.whep_url("r", "cam")).expect("a viewer joins");
+        assert!(
+            viewer.wait_colour([255, 0, 0], 10 * SEC),
+            "viewer {i} sees no picture"
+        );
+        std::thread::sleep(SEC);
+    }
+    let seen = seen.lock().unwrap();
+    eprintln!(
+        "{} RTCP packets, {} refused, {} keyframe requests, {} TWCC feedback",
+        seen.packets,
+        seen.refused.len(),
+        seen.plis,
+        seen.twcc_numbers.len()
+    );
+    assert!(seen.packets >= 100, "{seen:?}");
+    assert!(
+        seen.refused.is_empty(),
+        "GStreamer refused {} of {} RTCP packets from the server, (type, format) of their parts: {:?}",
+        seen.refused.len(),
+        seen.packets,
+        seen.refused
+    );
+    assert!(
+        seen.plis >= joins,
+        "{} keyframe requests for {joins} joins",
+        seen.plis
+    );
+    let gaps = seen
+        .twcc_numbers
+        .windows(2)
+        .filter(|w| w[1] != w[0].wrapping_add(1))
+        .count();
+    assert_eq!(
+        gaps, 0,
+        "TWCC feedback numbers skip: {:?}",
+        seen.twcc_numbers
+    );
+    assert!(p.error().is_none(), "{:?}", p.error());
+}
