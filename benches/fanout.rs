@@ -24,8 +24,9 @@
 
 mod common;
 
-use common::{Delivered, Peer, Wire, connect, connect_as, cpu_seconds, delete};
-use std::path::PathBuf;
+use common::janus::{self, Janus};
+use common::{Delivered, Peer, Wire, connect_as, connect_on, cpu_seconds, delete};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -48,7 +49,13 @@ fn frame(n: u64, key: bool) -> Vec<u8> {
 }
 
 struct Row {
+    server: Kind,
     n: usize,
+    /// The subscribers there from the start: the time from each one's offer (ours) or the
+    /// creation of its Janus session to its first keyframe, and those that got none.
+    init_p50: Option<Duration>,
+    init_p99: Option<Duration>,
+    init_no_keyframe: usize,
     /// Churn: subscribers that joined in the window, those that got no keyframe, and the
     /// time from a joiner's offer to its first keyframe.
     joins: usize,
@@ -99,10 +106,11 @@ const WARMUP: u8 = 0;
 const WINDOW: u8 = 1;
 const DONE: u8 = 2;
 
-/// What a load thread is told during a run (churn).
+/// What a load thread is told during a run.
 enum Cmd {
-    /// A subscriber that has just sent its offer: drive it from now on.
-    Join(Box<Peer>),
+    /// A subscriber that has just been signalled: drive it from now on (true: a churn joiner,
+    /// false: one of the initial subscribers).
+    Join(Box<Peer>, bool),
     /// Leave (DELETE) this many of the oldest subscribers.
     Leave(usize),
 }
@@ -115,40 +123,46 @@ struct Counted {
 }
 
 /// What a load thread measured: the subscribers there at the end, and the time from each
-/// churn joiner's offer to its first keyframe (none: it got none).
+/// subscriber's offer to its first keyframe (none: it got none), with whether it was a churn
+/// joiner.
 struct Driven {
     subs: Vec<Counted>,
-    joins: Vec<Option<Duration>>,
+    joins: Vec<(bool, Option<Duration>)>,
 }
 
-/// Drives `subs` (and those that join) until the run is done.
+/// Ends a subscriber's session: WHEP DELETE (ours) or destroying its Janus session.
+fn leave(resource: &str) {
+    if resource.starts_with(janus::API) {
+        janus::leave(resource);
+    } else {
+        delete(resource);
+    }
+}
+
+/// Drives the subscribers that join until the run is done.
 fn drive_subscribers(
-    subs: Vec<Peer>,
     phase: &AtomicU8,
     connected: &AtomicUsize,
     cmds: mpsc::Receiver<Cmd>,
 ) -> Driven {
     let mut buf = vec![0u8; 2000];
     // (peer, counts at the window's start, joined by churn)
-    let mut subs: Vec<(Peer, Option<Snap>, bool)> =
-        subs.into_iter().map(|p| (p, None, false)).collect();
+    let mut subs: Vec<(Peer, Option<Snap>, bool)> = Vec::new();
     let mut started = false;
     let mut joins = Vec::new();
     let join_time = |p: &Peer| p.first_frame.map(|f| f.duration_since(p.created));
     loop {
         while let Ok(cmd) = cmds.try_recv() {
             match cmd {
-                Cmd::Join(p) => subs.push((*p, None, true)),
+                Cmd::Join(p, churn) => subs.push((*p, None, churn)),
                 Cmd::Leave(k) => {
                     for (p, _, joined) in subs.drain(..k.min(subs.len())) {
-                        if joined {
-                            joins.push(join_time(&p));
-                        }
+                        joins.push((joined, join_time(&p)));
                         if p.connected {
                             connected.fetch_sub(1, Ordering::Relaxed);
                         }
                         if let Some(r) = &p.resource {
-                            delete(r);
+                            leave(r);
                         }
                     }
                 }
@@ -173,7 +187,7 @@ fn drive_subscribers(
         }
         std::thread::sleep(Duration::from_micros(300));
     }
-    joins.extend(subs.iter().filter(|s| s.2).map(|s| join_time(&s.0)));
+    joins.extend(subs.iter().map(|s| (s.2, join_time(&s.0))));
     Driven {
         subs: subs
             .into_iter()
@@ -197,69 +211,187 @@ impl Drop for Server {
     }
 }
 
+/// The servers compared.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Ours,
+    Janus,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Ours => "ours",
+            Kind::Janus => "janus",
+        }
+    }
+}
+
+/// How Janus runs: shared event loops (0: Janus's default, a thread per PeerConnection) and
+/// its log level.
+#[derive(Clone, Copy)]
+struct JanusSettings {
+    event_loops: usize,
+    debug: u32,
+}
+
+/// A server under test, running while this lives.
+enum Running {
+    Ours(Server, String),
+    Janus(Janus),
+}
+
+impl Running {
+    fn start(
+        kind: Kind,
+        server_bin: &Path,
+        port: u16,
+        settings: JanusSettings,
+    ) -> Result<Running, String> {
+        match kind {
+            Kind::Ours => {
+                let server = Server(
+                    Command::new(server_bin)
+                        .args(["--port", &port.to_string()])
+                        // Every load subscriber comes from 127.0.0.1, all joining at once.
+                        .args(["--max-connecting", "1000"])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .map_err(|e| format!("callserver: {e}"))?,
+                );
+                let start = Instant::now();
+                while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                    if start.elapsed() > Duration::from_secs(10) {
+                        return Err("callserver did not start".into());
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok(Running::Ours(server, format!("http://127.0.0.1:{port}")))
+            }
+            Kind::Janus => Janus::start(settings.event_loops, settings.debug).map(Running::Janus),
+        }
+    }
+
+    /// The server's process, whose CPU time is counted.
+    fn pid(&self) -> u32 {
+        match self {
+            Running::Ours(s, _) => s.0.id(),
+            Running::Janus(j) => j.pid,
+        }
+    }
+
+    /// The publisher, connected (10 s at most).
+    fn publisher(&self) -> Peer {
+        let mut publisher = match self {
+            Running::Ours(_, base) => connect_as(
+                &format!("{base}/whip/bench?uid=pub"),
+                Direction::SendOnly,
+                false,
+            ),
+            Running::Janus(_) => {
+                connect_on(janus::VETH, janus::WHIP_URL, Direction::SendOnly, false)
+            }
+        };
+        let mut buf = vec![0u8; 2000];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !publisher.connected && Instant::now() < deadline {
+            publisher.drive(&mut buf);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        publisher
+    }
+
+    /// How a load subscriber joins: WHEP (ours) or a VideoRoom subscriber to the publisher
+    /// (Janus, once the publisher is in the room).
+    fn subscriber(&self) -> Result<Subscribe, String> {
+        Ok(match self {
+            Running::Ours(_, base) => Subscribe::Whep(format!("{base}/whep/bench/pub")),
+            Running::Janus(j) => Subscribe::Janus(j.publisher(Duration::from_secs(10))?),
+        })
+    }
+}
+
+/// How a load subscriber joins.
+#[derive(Clone)]
+enum Subscribe {
+    /// WHEP to this URL.
+    Whep(String),
+    /// VideoRoom subscriber to this publisher.
+    Janus(u64),
+}
+
+impl Subscribe {
+    fn join(&self) -> Option<Peer> {
+        match self {
+            Subscribe::Whep(url) => Some(connect_as(url, Direction::RecvOnly, true)),
+            Subscribe::Janus(feed) => janus::subscribe(*feed, true)
+                .inspect_err(|e| eprintln!("janus subscriber: {e}"))
+                .ok(),
+        }
+    }
+}
+
 /// Between two rounds of churn, and the share of the subscribers that leave (and as many that
 /// join) in each.
 const CHURN_EVERY: Duration = Duration::from_secs(10);
 const CHURN_SHARE: usize = 10;
 
-/// One run of `n` subscribers; with `churn`, a tenth of them leave and as many join every
-/// 10 s of the window.
-fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16, threads: usize, churn: bool) -> Row {
-    let server = Server(
-        Command::new(server_bin)
-            .args(["--port", &port.to_string()])
-            // Every load subscriber comes from 127.0.0.1, all joining at once.
-            .args(["--max-connecting", "1000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("callserver starts"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "callserver did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// The `q` quantile of sorted `times`.
+fn quantile(times: &[Duration], q: f64) -> Option<Duration> {
+    (!times.is_empty()).then(|| times[((times.len() - 1) as f64 * q).round() as usize])
+}
+
+/// One run of `n` subscribers of server `kind`; with `churn`, a tenth of them leave and as
+/// many join every 10 s of the window.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    kind: Kind,
+    server_bin: &Path,
+    n: usize,
+    secs: f64,
+    port: u16,
+    threads: usize,
+    churn: bool,
+    settings: JanusSettings,
+) -> Result<Row, String> {
+    let server = Running::start(kind, server_bin, port, settings)?;
     let mut buf = vec![0u8; 2000];
-    let mut publisher = connect(&format!("{base}/whip/bench?uid=pub"), Direction::SendOnly);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !publisher.connected && Instant::now() < deadline {
-        publisher.drive(&mut buf);
-        std::thread::sleep(Duration::from_millis(1));
+    let mut publisher = server.publisher();
+    if !publisher.connected {
+        return Err(format!("{}: the publisher did not connect", kind.name()));
     }
-    // All the subscribers join at once, the hardest case for the handshakes; one in twenty
-    // drops 2 % of its packets.
-    let subs: Vec<Peer> = (0..n)
-        .map(|i| {
-            let mut peer = connect_as(&format!("{base}/whep/bench/pub"), Direction::RecvOnly, true);
-            if i % 20 == 10 {
-                peer.drop_every = 50;
-            }
-            peer
-        })
-        .collect();
+    let subscribe = server.subscriber()?;
     let phase = AtomicU8::new(WARMUP);
     let connected = AtomicUsize::new(0);
     let me = std::process::id();
-    let mut chunks: Vec<Vec<Peer>> = (0..threads).map(|_| Vec::new()).collect();
-    for (i, s) in subs.into_iter().enumerate() {
-        chunks[i % threads].push(s);
-    }
-    std::thread::scope(|scope| {
+    Ok(std::thread::scope(|scope| {
         let mut senders = Vec::new();
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
                 let (phase, connected) = (&phase, &connected);
                 let (tx, rx) = mpsc::channel();
                 senders.push(tx);
-                scope.spawn(move || drive_subscribers(chunk, phase, connected, rx))
+                scope.spawn(move || drive_subscribers(phase, connected, rx))
             })
             .collect();
+        // All the subscribers join at once (one after the other, as fast as the signalling
+        // goes, each driven as soon as it is signalled), the hardest case for the handshakes;
+        // one in twenty drops 2 % of its packets. From a thread of their own: the publisher
+        // keeps its pace.
+        {
+            let (senders, subscribe) = (senders.clone(), subscribe.clone());
+            scope.spawn(move || {
+                for i in 0..n {
+                    if let Some(mut peer) = subscribe.join() {
+                        if i % 20 == 10 {
+                            peer.drop_every = 50;
+                        }
+                        let _ = senders[i % senders.len()].send(Cmd::Join(Box::new(peer), false));
+                    }
+                }
+            });
+        }
         let mut next_churn = None;
         let mut sent = 0u64;
         let t0 = Instant::now();
@@ -293,7 +425,7 @@ fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16, threads: usize, chu
             {
                 window = Some((
                     now,
-                    cpu_seconds(server.0.id()),
+                    cpu_seconds(server.pid()),
                     cpu_seconds(me),
                     publisher.wire.rtp_out,
                 ));
@@ -313,11 +445,13 @@ fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16, threads: usize, chu
                 }
                 // The joiners' offers go out from a thread of their own: the publisher keeps
                 // its pace.
-                let (senders, url) = (senders.clone(), format!("{base}/whep/bench/pub"));
+                let (senders, subscribe) = (senders.clone(), subscribe.clone());
                 scope.spawn(move || {
                     for i in 0..k {
-                        let peer = connect_as(&url, Direction::RecvOnly, true);
-                        let _ = senders[i % senders.len()].send(Cmd::Join(Box::new(peer)));
+                        if let Some(peer) = subscribe.join() {
+                            let _ =
+                                senders[i % senders.len()].send(Cmd::Join(Box::new(peer), true));
+                        }
                     }
                 });
             }
@@ -330,13 +464,13 @@ fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16, threads: usize, chu
         }
         let (w0, cpu0, load0, rtp0) = window.unwrap();
         let secs = w0.elapsed().as_secs_f64();
-        let cpu = cpu_seconds(server.0.id()) - cpu0;
+        let cpu = cpu_seconds(server.pid()) - cpu0;
         let load_cpu = cpu_seconds(me) - load0;
         let published = publisher.wire.rtp_out - rtp0;
         phase.store(DONE, Ordering::Release);
         drop(senders);
         let mut results: Vec<Counted> = Vec::new();
-        let mut joins: Vec<Option<Duration>> = Vec::new();
+        let mut joins: Vec<(bool, Option<Duration>)> = Vec::new();
         for h in handles {
             let driven = h.join().unwrap();
             results.extend(driven.subs);
@@ -347,7 +481,7 @@ fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16, threads: usize, chu
         // included) against its sequence numbers over the window (from its first packet for
         // one that joined in the window); a subscriber that had nothing when the window
         // opened was due everything the publisher sent in it, and one that never connected
-        // lost everything.
+        // lost everything; one that never joined (its signalling failed) is not counted.
         let loss = |c: &Counted| -> f64 {
             let zero = Snap::default();
             let (a, b) = (c.start.as_ref().unwrap_or(&zero), &c.end);
@@ -384,18 +518,32 @@ fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16, threads: usize, chu
                 .map(|c| f(&c.end.wire) - c.start.map_or(0, |a| f(&a.wire)))
                 .sum()
         };
-        let mut join_times: Vec<Duration> = joins.iter().flatten().copied().collect();
-        join_times.sort();
-        let at = |q: f64| {
-            (!join_times.is_empty())
-                .then(|| join_times[((join_times.len() - 1) as f64 * q).round() as usize])
+        let times = |churned: bool| {
+            let mut t: Vec<Duration> = joins
+                .iter()
+                .filter(|j| j.0 == churned)
+                .filter_map(|j| j.1)
+                .collect();
+            t.sort();
+            t
+        };
+        let (init, churned) = (times(false), times(true));
+        let count = |churned: bool, none: bool| {
+            joins
+                .iter()
+                .filter(|j| j.0 == churned && (!none || j.1.is_none()))
+                .count()
         };
         Row {
+            server: kind,
             n,
-            joins: joins.len(),
-            no_keyframe: joins.iter().filter(|j| j.is_none()).count(),
-            join_p50: at(0.5),
-            join_p99: at(0.99),
+            init_p50: quantile(&init, 0.5),
+            init_p99: quantile(&init, 0.99),
+            init_no_keyframe: count(false, true),
+            joins: count(true, false),
+            no_keyframe: count(true, true),
+            join_p50: quantile(&churned, 0.5),
+            join_p99: quantile(&churned, 0.99),
             connected: results.iter().filter(|c| c.end.connected).count(),
             cpu,
             load_cpu,
@@ -410,7 +558,17 @@ fn run(server_bin: &PathBuf, n: usize, secs: f64, port: u16, threads: usize, chu
             packets_per_sec: sum(&|w| w.packets_in) as f64 / secs,
             bits_per_sec: sum(&|w| w.bytes_in) as f64 * 8.0 / secs,
         }
-    })
+    }))
+}
+
+/// "123 ms", or "-".
+fn ms(d: Option<Duration>) -> String {
+    d.map_or("-".into(), |d| format!("{} ms", d.as_millis()))
+}
+
+/// Server CPU per subscriber, as a share of a core.
+fn per_subscriber(r: &Row) -> f64 {
+    r.cpu / r.secs / r.n as f64
 }
 
 fn main() {
@@ -431,99 +589,190 @@ fn main() {
         assert!(ok, "cannot build the callserver binary");
     }
     common::in_private_netns();
-    let ns: Vec<usize> = std::env::var("FANOUT_N")
-        .unwrap_or_else(|_| "10,50,100,200".into())
+    let list = |name: &str, default: &str| -> Vec<usize> {
+        std::env::var(name)
+            .unwrap_or_else(|_| default.into())
+            .split(',')
+            .filter_map(|v| v.trim().parse().ok())
+            .filter(|&n| n > 0)
+            .collect()
+    };
+    let ns = list("FANOUT_N", "50,100,200,400");
+    let secs = common::env_number("FANOUT_SECS", 20.0);
+    let threads = common::env_number("FANOUT_LOAD_THREADS", 2.0) as usize;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let settings = JanusSettings {
+        // Janus's janus.jcfg: a static number of event loops instead of a thread per
+        // PeerConnection, for many PeerConnections; as many as cores.
+        event_loops: std::env::var("FANOUT_JANUS_EVENT_LOOPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(cores),
+        debug: std::env::var("FANOUT_JANUS_DEBUG")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3),
+    };
+    let mut servers: Vec<Kind> = std::env::var("FANOUT_SERVERS")
+        .unwrap_or_else(|_| "ours,janus".into())
         .split(',')
-        .filter_map(|v| v.trim().parse().ok())
+        .filter_map(|s| match s.trim() {
+            "ours" => Some(Kind::Ours),
+            "janus" => Some(Kind::Janus),
+            _ => None,
+        })
         .collect();
-    let secs: f64 = std::env::var("FANOUT_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20.0);
+    if servers.contains(&Kind::Janus)
+        && let Err(e) = janus::installed()
+    {
+        println!("Janus is not installed, so only our server runs ({e})");
+        servers.retain(|k| *k != Kind::Janus);
+    }
     println!(
-        "fan-out: one 1280x720@30 publisher ({} kbit/s), N subscribers, {secs} s each, server {}",
+        "fan-out: one 1280x720@30 publisher ({} kbit/s), N subscribers, {secs} s each, servers: \
+         {}; ours {}",
         FRAME_BYTES * 8 * FPS as usize / 1000,
+        servers
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(", "),
         server_bin.display()
     );
-    let threads: usize = std::env::var("FANOUT_LOAD_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2)
-        .max(1);
-    let mut rows = Vec::new();
-    for (i, n) in ns.iter().enumerate() {
-        let r = run(&server_bin, *n, secs, 18500 + i as u16, threads, false);
+    if servers.contains(&Kind::Janus) {
         println!(
-            "N={:>3} ({} connected): server CPU {:.2} s over {:.1} s = {:.1} % of a core, 1/{:.0} \
-             of a core per subscriber; load client {:.1} % of a core ({threads} threads); at the \
-             subscribers' sockets {:.0} datagrams/s, {:.1} Mbit/s; publisher sent {} RTP packets; \
-             loss mean {:.2} % worst {:.2} %; the {} subscribers dropping 2 % on purpose ({} \
-             packets) lost {:.2} % after retransmissions",
-            r.n,
-            r.connected,
-            r.cpu,
-            r.secs,
-            r.cpu / r.secs * 100.0,
-            r.secs * r.n as f64 / r.cpu.max(1e-9),
-            r.load_cpu / r.secs * 100.0,
-            r.packets_per_sec,
-            r.bits_per_sec / 1e6,
-            r.published,
-            r.mean_loss,
-            r.worst_loss,
-            r.dropping,
-            r.dropped,
-            r.dropping_loss.unwrap_or(0.0),
+            "janus: Debian's Janus 1.1 VideoRoom (publisher over simple-whip-server, subscribers \
+             over Janus's HTTP API), room bitrate = 0, fir_freq = 10, VP8, event_loops = {} ({}), \
+             debug_level = {}, no STUN/TURN",
+            settings.event_loops,
+            if settings.event_loops == 0 {
+                "a thread per PeerConnection, Janus's default".to_owned()
+            } else {
+                format!("{cores} cores")
+            },
+            settings.debug
         );
-        rows.push(r);
+    }
+    let mut rows: Vec<Row> = Vec::new();
+    for (i, n) in ns.iter().enumerate() {
+        for &kind in &servers {
+            let r = match run(
+                kind,
+                &server_bin,
+                *n,
+                secs,
+                18500 + i as u16,
+                threads,
+                false,
+                settings,
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    println!("{} N={n}: {e}", kind.name());
+                    continue;
+                }
+            };
+            println!(
+                "{} N={:>3} ({} connected): server CPU {:.2} s over {:.1} s = {:.1} % of a core, \
+                 1/{:.0} of a core per subscriber; load client {:.1} % of a core ({threads} \
+                 threads); at the subscribers' sockets {:.0} datagrams/s, {:.1} Mbit/s; publisher \
+                 sent {} RTP packets; loss mean {:.2} % worst {:.2} %; the {} subscribers dropping \
+                 2 % on purpose ({} packets) lost {:.2} % after retransmissions; first keyframe \
+                 p50 {} p99 {} ({} without)",
+                kind.name(),
+                r.n,
+                r.connected,
+                r.cpu,
+                r.secs,
+                r.cpu / r.secs * 100.0,
+                1.0 / per_subscriber(&r).max(1e-9),
+                r.load_cpu / r.secs * 100.0,
+                r.packets_per_sec,
+                r.bits_per_sec / 1e6,
+                r.published,
+                r.mean_loss,
+                r.worst_loss,
+                r.dropping,
+                r.dropped,
+                r.dropping_loss.unwrap_or(0.0),
+                ms(r.init_p50),
+                ms(r.init_p99),
+                r.init_no_keyframe,
+            );
+            rows.push(r);
+        }
     }
     println!(
-        "\nN     core/subscriber   vs target (1/500)   egress Mbit/s   loss mean   loss worst   load client"
+        "\nN     server  connected  core/subscriber  egress Mbit/s  datagrams/s  loss mean  loss \
+         worst  join p50  join p99  load client"
     );
-    for r in &rows {
-        let per = r.cpu / r.secs / r.n as f64;
+    for (i, r) in rows.iter().enumerate() {
         println!(
-            "{:<5} 1/{:<15.0} {:<19.2} {:<15.1} {:<11.2} {:<12.2} {:.1} % of a core",
+            "{:<5} {:<7} {:<10} 1/{:<14.0} {:<14.1} {:<12.0} {:<10.2} {:<10.2} {:<9} {:<9} {:.0} % \
+             of a core",
             r.n,
-            1.0 / per.max(1e-9),
-            per / (1.0 / 500.0),
+            r.server.name(),
+            r.connected,
+            1.0 / per_subscriber(r).max(1e-9),
             r.bits_per_sec / 1e6,
+            r.packets_per_sec,
             r.mean_loss,
             r.worst_loss,
+            ms(r.init_p50),
+            ms(r.init_p99),
             r.load_cpu / r.secs * 100.0
         );
+        let ours = i.checked_sub(1).map(|p| &rows[p]).filter(|o| o.n == r.n);
+        if let (Kind::Janus, Some(o)) = (r.server, ours) {
+            println!(
+                "{:<5} ours/janus: CPU per subscriber {:.2}, egress {:.2}",
+                r.n,
+                per_subscriber(o) / per_subscriber(r).max(1e-12),
+                o.bits_per_sec / r.bits_per_sec.max(1e-9)
+            );
+        }
     }
+    println!("(join: from the offer (ours) or the Janus session's creation to the first keyframe)");
     // Churn: a tenth of the subscribers leave and as many join every 10 s.
-    let churn_ns: Vec<usize> = std::env::var("FANOUT_CHURN_N")
-        .unwrap_or_else(|_| "200".into())
-        .split(',')
-        .filter_map(|v| v.trim().parse().ok())
-        .collect();
-    let churn_secs: f64 = std::env::var("FANOUT_CHURN_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30.0);
-    for (i, n) in churn_ns.iter().enumerate() {
-        let r = run(&server_bin, *n, churn_secs, 18600 + i as u16, threads, true);
-        let ms = |d: Option<Duration>| d.map_or("-".into(), |d| format!("{} ms", d.as_millis()));
-        println!(
-            "\nchurn, N={} for {:.0} s, {} % leaving and joining every {} s: {} joined, first \
-             keyframe after the offer p50 {} p99 {}, {} without a keyframe by the end; server 1/{:.0} \
-             of a core per subscriber ({:.1} % of a core); loss mean {:.2} % worst {:.2} %; {:.1} \
-             Mbit/s at the subscribers' sockets",
-            r.n,
-            r.secs,
-            100 / CHURN_SHARE,
-            CHURN_EVERY.as_secs(),
-            r.joins,
-            ms(r.join_p50),
-            ms(r.join_p99),
-            r.no_keyframe,
-            r.secs * r.n as f64 / r.cpu.max(1e-9),
-            r.cpu / r.secs * 100.0,
-            r.mean_loss,
-            r.worst_loss,
-            r.bits_per_sec / 1e6
-        );
+    let churn_secs = common::env_number("FANOUT_CHURN_SECS", 30.0);
+    for (i, n) in list("FANOUT_CHURN_N", "200").iter().enumerate() {
+        for &kind in &servers {
+            let r = match run(
+                kind,
+                &server_bin,
+                *n,
+                churn_secs,
+                18600 + i as u16,
+                threads,
+                true,
+                settings,
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    println!("{} churn N={n}: {e}", kind.name());
+                    continue;
+                }
+            };
+            println!(
+                "\n{} churn, N={} for {:.0} s, {} % leaving and joining every {} s: {} joined, \
+                 first keyframe after the offer p50 {} p99 {}, {} without a keyframe by the end; \
+                 server 1/{:.0} of a core per subscriber ({:.1} % of a core); loss mean {:.2} % \
+                 worst {:.2} %; {:.1} Mbit/s at the subscribers' sockets",
+                kind.name(),
+                r.n,
+                r.secs,
+                100 / CHURN_SHARE,
+                CHURN_EVERY.as_secs(),
+                r.joins,
+                ms(r.join_p50),
+                ms(r.join_p99),
+                r.no_keyframe,
+                1.0 / per_subscriber(&r).max(1e-9),
+                r.cpu / r.secs * 100.0,
+                r.mean_loss,
+                r.worst_loss,
+                r.bits_per_sec / 1e6
+            );
+        }
     }
 }

@@ -21,10 +21,15 @@
 #   http://127.0.0.1:$WHIP_PORT/whip/endpoint/customvideo-rtp   the same, and Janus also forwards
 #       the publisher's video as plain RTP to udp://127.0.0.1:$JANUS_FORWARD_PORT (0: no such endpoint)
 #   http://127.0.0.1:$JANUS_ADMIN_PORT/admin                    Janus's Admin API (secret customvideo-admin)
+#   http://127.0.0.1:$JANUS_HTTP_PORT/janus                     Janus's own (plain HTTP) API, when
+#       JANUS_HTTP_PORT is not 0: VideoRoom subscribers for benches/fanout.rs
 #
 # Environment (defaults in brackets): JANUS_STATE_DIR [${TMPDIR:-/tmp}/customvideo-janus],
 # WHIP_PORT [7080], JANUS_FORWARD_PORT [5004], JANUS_ADMIN_PORT [7088], JANUS_WS_PORT [8188],
-# JANUS_RTP_RANGE [20000-20100], JANUS_ROOM [1234], JANUS_DEBUG [4, Janus's log level].
+# JANUS_RTP_RANGE [20000-20100], JANUS_ROOM [1234], JANUS_DEBUG [4, Janus's log level],
+# JANUS_HTTP_PORT [0: Janus's HTTP API off], JANUS_SESSION_TIMEOUT [60 s; 0: sessions never
+# time out], JANUS_EVENT_LOOPS [0: Janus's default, a thread for each PeerConnection; n: n
+# shared event loops (janus.jcfg event_loops)].
 set -euo pipefail
 
 WHIP_SERVER_DIR=/opt/gst-plugin-customvideo/simple-whip-server
@@ -42,6 +47,9 @@ WS_PORT=${JANUS_WS_PORT:-8188}
 RTP_RANGE=${JANUS_RTP_RANGE:-20000-20100}
 ROOM=${JANUS_ROOM:-1234}
 DEBUG_LEVEL=${JANUS_DEBUG:-4}
+HTTP_PORT=${JANUS_HTTP_PORT:-0}
+SESSION_TIMEOUT=${JANUS_SESSION_TIMEOUT:-60}
+EVENT_LOOPS=${JANUS_EVENT_LOOPS:-0}
 # Secrets of a Janus that listens on loopback only, for tests: the Admin API's, and the
 # VideoRoom's admin key (RTP forwarding asks for it).
 ADMIN_SECRET=customvideo-admin
@@ -164,8 +172,9 @@ all_but() {
   (IFS=,; echo "${names[*]}")
 }
 
-# Janus's configuration: only the VideoRoom plugin, the HTTP transport for the Admin API and
-# the WebSocket transport the WHIP server talks to, all on 127.0.0.1; no STUN, no mDNS.
+# Janus's configuration: only the VideoRoom plugin, the HTTP transport for the Admin API (and
+# Janus's API when JANUS_HTTP_PORT is set) and the WebSocket transport the WHIP server talks
+# to, all on 127.0.0.1; no STUN, no TURN, no mDNS.
 write_janus_config() {
   local lib
   # The package's module directory, /usr/lib/<multiarch triplet>/janus.
@@ -181,8 +190,9 @@ general: {
 	loggers_folder = "$lib/loggers"
 	debug_level = $DEBUG_LEVEL
 	admin_secret = "$ADMIN_SECRET"
-	session_timeout = 60
+	session_timeout = $SESSION_TIMEOUT
 	server_name = "customvideo-janus"
+$(if [ "$EVENT_LOOPS" != 0 ]; then printf '\tevent_loops = %s\n' "$EVENT_LOOPS"; fi)
 }
 media: {
 	rtp_port_range = "$RTP_RANGE"
@@ -206,7 +216,11 @@ events: {
 EOF
   cat >"$STATE/conf/janus.transport.http.jcfg" <<EOF
 general: {
-	http = false
+$(if [ "$HTTP_PORT" != 0 ]; then
+    printf '\tbase_path = "/janus"\n\thttp = true\n\tport = %s\n\tip = "127.0.0.1"\n' "$HTTP_PORT"
+  else
+    printf '\thttp = false\n'
+  fi)
 	https = false
 }
 admin: {

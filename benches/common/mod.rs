@@ -3,7 +3,9 @@
 //! WHIP/WHEP, and process CPU and memory readings from /proc.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, UdpSocket};
+pub mod janus;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use str0m::change::SdpAnswer;
@@ -173,7 +175,27 @@ pub fn vp8_keyframe(payload: &[u8]) -> bool {
 impl Peer {
     /// A peer on a socket of its own; `rtp_mode` for load subscribers (see [`Peer::rtp_mode`]).
     pub fn new(dir: Direction, rtp_mode: bool) -> (Peer, String, str0m::change::SdpPendingOffer) {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Peer::new_on(Ipv4Addr::LOCALHOST.into(), dir, rtp_mode)
+    }
+
+    /// [`Peer::new`] on address `ip`.
+    pub fn new_on(
+        ip: IpAddr,
+        dir: Direction,
+        rtp_mode: bool,
+    ) -> (Peer, String, str0m::change::SdpPendingOffer) {
+        let mut peer = Peer::answerer(ip, rtp_mode);
+        let mut api = peer.rtc.sdp_api();
+        let mid = api.add_media(MediaKind::Video, dir, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        peer.mid = Some(mid);
+        (peer, offer.to_sdp_string(), pending)
+    }
+
+    /// A peer on a socket of its own on address `ip`, with no media yet: it takes the other
+    /// side's offer (its media's mid comes with the offer).
+    pub fn answerer(ip: IpAddr, rtp_mode: bool) -> Peer {
+        let socket = UdpSocket::bind((ip, 0)).unwrap();
         socket.set_nonblocking(true).unwrap();
         let addr = socket.local_addr().unwrap();
         // One certificate for all the load peers: generating one each takes longer than the
@@ -191,30 +213,23 @@ impl Peer {
         }
         let mut rtc = builder.build(Instant::now());
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-        let mut api = rtc.sdp_api();
-        let mid = api.add_media(MediaKind::Video, dir, None, None, None);
-        let (offer, pending) = api.apply().unwrap();
-        (
-            Peer {
-                rtc,
-                socket,
-                addr,
-                mid: Some(mid),
-                connected: false,
-                frames: 0,
-                first_frame: None,
-                wire: Wire::default(),
-                rtp_mode,
-                drop_every: 0,
-                delivered: Delivered::default(),
-                keyframe_asked: false,
-                created: Instant::now(),
-                resource: None,
-                keyframe_wanted: false,
-            },
-            offer.to_sdp_string(),
-            pending,
-        )
+        Peer {
+            rtc,
+            socket,
+            addr,
+            mid: None,
+            connected: false,
+            frames: 0,
+            first_frame: None,
+            wire: Wire::default(),
+            rtp_mode,
+            drop_every: 0,
+            delivered: Delivered::default(),
+            keyframe_asked: false,
+            created: Instant::now(),
+            resource: None,
+            keyframe_wanted: false,
+        }
     }
 
     /// Feeds received datagrams and time, then sends what the peer wants to send.
@@ -259,6 +274,8 @@ impl Peer {
                     let _ = self.socket.send_to(&t.contents, t.destination);
                 }
                 Output::Event(Event::Connected) => self.connected = true,
+                // An answerer's media, from the offer.
+                Output::Event(Event::MediaAdded(m)) if self.mid.is_none() => self.mid = Some(m.mid),
                 Output::Event(Event::KeyframeRequest(_)) => self.keyframe_wanted = true,
                 Output::Event(Event::MediaData(data)) => {
                     self.frames += 1;
@@ -326,7 +343,12 @@ pub fn connect(url: &str, dir: Direction) -> Peer {
 
 /// [`connect`], in RTP mode or not.
 pub fn connect_as(url: &str, dir: Direction, rtp_mode: bool) -> Peer {
-    let (mut peer, offer, pending) = Peer::new(dir, rtp_mode);
+    connect_on(Ipv4Addr::LOCALHOST.into(), url, dir, rtp_mode)
+}
+
+/// [`connect_as`], from a socket on address `ip`.
+pub fn connect_on(ip: IpAddr, url: &str, dir: Direction, rtp_mode: bool) -> Peer {
+    let (mut peer, offer, pending) = Peer::new_on(ip, dir, rtp_mode);
     let (answer, resource) = post(url, &offer);
     let answer = SdpAnswer::from_sdp_string(&answer).unwrap();
     peer.resource = resource;
