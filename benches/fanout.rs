@@ -1,9 +1,20 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Fan-out of the call server: one 1280x720@30, ~2 Mbit/s VP8-shaped publisher and N WHEP
-//! subscribers, N = 10, 50, 100, 200, 20 s each. The server runs as its own process
-//! (`callserver`, release build) so that its CPU time can be read from /proc; publisher and
-//! subscribers are `str0m` peers in this process (the load client, whose CPU is reported
+//! Fan-out of the call server, side by side with Janus: one 1280x720@30, ~2 Mbit/s VP8-shaped
+//! publisher and N subscribers, N = 50, 100, 200, 400, 20 s each, first with our server, then
+//! with Janus (same publisher, same load client, same window). Our server runs as its own
+//! process (`callserver`, release build) so that its CPU time can be read from /proc; Janus is
+//! Debian's Janus 1.1 VideoRoom run by `scripts/janus.sh up` (its process's CPU time only,
+//! not that of the WHIP server in front of it, which only signals the publisher). Publisher
+//! and subscribers are `str0m` peers in this process (the load client, whose CPU is reported
 //! apart), one UDP socket each, the subscribers driven by `FANOUT_LOAD_THREADS` threads (2).
+//!
+//! Signalling: ours is WHIP for the publisher and WHEP for the subscribers; Janus's publisher
+//! comes in over WHIP (Meetecho's simple-whip-server), its subscribers are VideoRoom
+//! subscribers signalled through Janus's HTTP API (session, handle, `join` as a subscriber to
+//! the publisher, Janus's offer, `start` with the answer; leaving destroys the session).
+//! Janus's settings: room `bitrate = 0`, `fir_freq = 10`, VP8, no STUN/TURN, `debug_level = 3`
+//! (`FANOUT_JANUS_DEBUG`), `event_loops` = the machine's cores (`FANOUT_JANUS_EVENT_LOOPS`; 0
+//! for Janus's default, a thread per PeerConnection), sessions that never time out.
 //!
 //! The subscribers are honest receivers: every datagram goes through str0m in RTP mode, which
 //! decrypts SRTP and sends receiver reports, TWCC feedback and NACKs for what is missing;
@@ -13,11 +24,17 @@
 //! Loss per subscriber: the media packets str0m delivered (retransmissions repair their
 //! stream) against its sequence numbers over the window; a subscriber that had nothing when
 //! the window opened was due everything the publisher put on the wire in the window, one that
-//! never connected lost everything. Everything runs inside a private network namespace.
+//! never connected lost everything. Join time: from a subscriber's offer (ours) or the creation
+//! of its Janus session to its first keyframe. Everything runs inside a private network
+//! namespace.
 //!
 //! ```text
-//! cargo bench --bench fanout                 # FANOUT_N=10,50 FANOUT_SECS=5 for a quick run
+//! cargo bench --bench fanout    # FANOUT_N=10,50 FANOUT_SECS=5 FANOUT_CHURN_N=50 for a quick run
+//! FANOUT_SERVERS=ours cargo bench --bench fanout      # ours only (also when Janus is missing)
 //! ```
+//!
+//! The churn variant (`FANOUT_CHURN_N`, 200; `FANOUT_CHURN_SECS`, 30) runs for each server
+//! too: a tenth of the subscribers leave and as many join every 10 s.
 //!
 //! Reference: mediasoup states ~500 consumers per worker core, so the target is at most
 //! 1/500 of a core per subscriber, with less than 1 % loss at N = 200.
