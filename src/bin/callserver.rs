@@ -4,7 +4,7 @@
 //! ```text
 //! callserver [--port 8080] [--bind 127.0.0.1] [--media-port N] [--token T] [--view-token T]
 //!            [--allow-origin ORIGIN]... [--candidate IP]... [--peer-timeout SECS]
-//!            [--rejoin-grace SECS] [limits: see --help]
+//!            [--rejoin-grace SECS] [--media-threads N] [limits: see --help]
 //! ```
 //!
 //! The tokens may come from the environment instead (`CALLSERVER_TOKEN`,
@@ -27,6 +27,7 @@ usage: callserver [options]
   --candidate IP              address advertised to peers (repeatable)
   --peer-timeout SECS         drop a peer silent this long (default 10)
   --rejoin-grace SECS         subscribers wait this long for their publisher (default 30)
+  --media-threads N           threads sharing the media work (default: one per core, at most 8)
 limits (over a limit: 503 or 429 with Retry-After):
   --max-sessions N            sessions in total (default 1000)
   --max-channels N            channels (default 100)
@@ -130,6 +131,7 @@ fn parse(args: &[String]) -> Result<ServerConfig, String> {
             ),
             "--peer-timeout" => config.peer_timeout = seconds("--peer-timeout", value)?,
             "--rejoin-grace" => config.rejoin_grace = seconds("--rejoin-grace", value)?,
+            "--media-threads" => config.media_threads = count("--media-threads", value)?,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }

@@ -132,7 +132,7 @@ fn run(socket: UdpSocket, mut sfu: Sfu, commands: mpsc::Receiver<Command>, waker
             if now >= next_timeout {
                 sfu.timeout(now);
             }
-            sfu.poll(now, &mut |_, dst, bytes| {
+            sfu.poll(now, &|_, dst, bytes| {
                 if let Err(e) = socket.send_to(bytes, dst) {
                     gst::debug!(CAT, "send to {dst} failed: {e}");
                 }

@@ -57,6 +57,10 @@ pub struct ServerConfig {
     pub rejoin_grace: Duration,
     /// How much the server takes on.
     pub limits: Limits,
+    /// Threads of the media loop: the work of many sessions at once (a frame forwarded to
+    /// every subscriber, their output and timers) is shared among them. Default: one per
+    /// core (at most 8).
+    pub media_threads: usize,
 }
 
 /// How much a call server takes on. A request over a server-wide limit is answered
@@ -119,6 +123,7 @@ impl Default for ServerConfig {
             peer_timeout: sfu::DEFAULT_PEER_TIMEOUT,
             rejoin_grace: sfu::DEFAULT_REJOIN_GRACE,
             limits: Limits::default(),
+            media_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
         }
     }
 }
@@ -171,6 +176,7 @@ impl CallServer {
             peer_timeout: config.peer_timeout,
             rejoin_grace: config.rejoin_grace,
             limits: config.limits.clone(),
+            threads: config.media_threads.max(1),
         });
         let (driver, media_thread) = driver::spawn(udp, sfu)?;
 

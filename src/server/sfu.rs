@@ -331,6 +331,9 @@ pub struct SfuConfig {
     pub rejoin_grace: Duration,
     /// How many sessions, channels, publishers and subscribers the server takes on.
     pub limits: Limits,
+    /// Threads that share the work of many sessions at once (a frame forwarded to every
+    /// subscriber, their output, their timers); 1: all on the media loop's thread.
+    pub threads: usize,
 }
 
 impl Default for SfuConfig {
@@ -340,6 +343,7 @@ impl Default for SfuConfig {
             peer_timeout: DEFAULT_PEER_TIMEOUT,
             rejoin_grace: DEFAULT_REJOIN_GRACE,
             limits: Limits::default(),
+            threads: 1,
         }
     }
 }
@@ -1026,7 +1030,8 @@ impl Sfu {
     /// subscribers that waited too long for their publisher.
     pub fn timeout(&mut self, now: Instant) {
         let (silence, grace) = (self.config.peer_timeout, self.config.rejoin_grace);
-        for s in self.sessions.values_mut() {
+        let sessions: Vec<&mut Session> = self.sessions.values_mut().collect();
+        shared(sessions, self.config.threads, |s, _| {
             if !s.connected && now.duration_since(s.created) > CONNECT_TIMEOUT && s.rtc.is_alive() {
                 gst::info!(
                     CAT,
@@ -1071,28 +1076,25 @@ impl Sfu {
                 }
                 s.dirty = true;
             }
-        }
+        });
     }
 
     /// Drains every peer that has work, forwarding media and keyframe requests between
     /// them, and hands each datagram to `send(source, destination, bytes)`. Returns when the
     /// next call to [`Sfu::timeout`] is due.
-    pub fn poll(
-        &mut self,
-        now: Instant,
-        send: &mut dyn FnMut(SocketAddr, SocketAddr, &[u8]),
-    ) -> Instant {
+    pub fn poll(&mut self, now: Instant, send: &SendTo<'_>) -> Instant {
         let mut forwards: Vec<Forward> = Vec::new();
         loop {
-            for (key, s) in self.sessions.iter_mut() {
-                if !s.dirty || s.failed {
-                    continue;
-                }
+            let dirty: Vec<(u64, &mut Session)> = self
+                .sessions
+                .iter_mut()
+                .filter(|(_, s)| s.dirty && !s.failed)
+                .map(|(k, s)| (*k, s))
+                .collect();
+            forwards.extend(shared(dirty, self.config.threads, |(key, s), forwards| {
                 s.dirty = false;
-                guarded(s, "its output", |s| {
-                    drain(*key, s, now, send, &mut forwards)
-                });
-            }
+                guarded(s, "its output", |s| drain(*key, s, now, send, forwards));
+            }));
             if forwards.is_empty() {
                 break;
             }
@@ -1140,15 +1142,20 @@ impl Sfu {
         }) else {
             return;
         };
-        for s in self.sessions.values_mut() {
-            let watches = matches!(&s.role, Role::Subscriber(sub) if sub.publisher == Some(from));
-            if !watches || !s.connected || s.failed {
-                continue;
-            }
+        let watchers: Vec<&mut Session> = self
+            .sessions
+            .values_mut()
+            .filter(|s| {
+                matches!(&s.role, Role::Subscriber(sub) if sub.publisher == Some(from))
+                    && s.connected
+                    && !s.failed
+            })
+            .collect();
+        shared(watchers, self.config.threads, |s, _| {
             guarded(s, "forwarding a frame", |s| {
                 forward_to(s, from, kind, &data, now)
             });
-        }
+        });
     }
 
     /// Sends the keyframe requests that are due (see `keyframe_request_due`); the others stay
@@ -1243,14 +1250,59 @@ fn forward_to(s: &mut Session, from: u64, kind: MediaKind, data: &MediaData, now
     s.dirty = true;
 }
 
+/// Where the sessions' datagrams go: `send(source, destination, bytes)`, from any of the
+/// threads that share the work.
+pub type SendTo<'a> = dyn Fn(SocketAddr, SocketAddr, &[u8]) + Sync + 'a;
+
+/// Below this many sessions to work on, the loop's thread does the work alone: handing
+/// it out costs more than it saves.
+const SHARED_MIN: usize = 16;
+
+/// Does `work` on every item, shared among `threads` threads (the calling one included)
+/// when there are enough items; returns the forwards the work produced.
+fn shared<T: Send>(
+    mut items: Vec<T>,
+    threads: usize,
+    work: impl Fn(&mut T, &mut Vec<Forward>) + Sync,
+) -> Vec<Forward> {
+    let mut forwards = Vec::new();
+    if threads <= 1 || items.len() < SHARED_MIN {
+        for item in &mut items {
+            work(item, &mut forwards);
+        }
+        return forwards;
+    }
+    let per_thread = items.len().div_ceil(threads);
+    let mut chunks = items.chunks_mut(per_thread);
+    let mine = chunks.next().unwrap_or_default();
+    std::thread::scope(|scope| {
+        let work = &work;
+        let helpers: Vec<_> = chunks
+            .map(|chunk| {
+                scope.spawn(move || {
+                    let mut forwards = Vec::new();
+                    for item in chunk {
+                        work(item, &mut forwards);
+                    }
+                    forwards
+                })
+            })
+            .collect();
+        for item in mine {
+            work(item, &mut forwards);
+        }
+        for h in helpers {
+            // The work is guarded per session; a helper cannot fail on its own.
+            if let Ok(f) = h.join() {
+                forwards.extend(f);
+            }
+        }
+    });
+    forwards
+}
+
 /// Polls one peer until it has nothing more to say.
-fn drain(
-    key: u64,
-    s: &mut Session,
-    now: Instant,
-    send: &mut dyn FnMut(SocketAddr, SocketAddr, &[u8]),
-    forwards: &mut Vec<Forward>,
-) {
+fn drain(key: u64, s: &mut Session, now: Instant, send: &SendTo<'_>, forwards: &mut Vec<Forward>) {
     #[cfg(test)]
     if s.explode {
         panic!("session {} explodes", s.id);
@@ -1478,9 +1530,11 @@ mod tests {
         for (source, bytes) in to_server {
             sfu.receive(*now, source, SERVER, &bytes);
         }
-        let mut to_peers: Vec<(SocketAddr, Vec<u8>)> = vec![];
-        sfu.poll(*now, &mut |_, dst, b| to_peers.push((dst, b.to_vec())));
-        for (dst, bytes) in to_peers {
+        let to_peers: std::sync::Mutex<Vec<(SocketAddr, Vec<u8>)>> = Default::default();
+        sfu.poll(*now, &|_, dst, b| {
+            to_peers.lock().unwrap().push((dst, b.to_vec()))
+        });
+        for (dst, bytes) in to_peers.into_inner().unwrap() {
             if let Some(p) = peers.iter_mut().find(|p| p.addr == dst) {
                 let r = Receive {
                     proto: Protocol::Udp,
@@ -1513,6 +1567,39 @@ mod tests {
             }
         }
         panic!("condition not reached in {steps} steps");
+    }
+
+    #[test]
+    fn shared_work_reaches_every_item_once_on_several_threads() {
+        for (n, threads) in [(3, 4), (16, 2), (101, 3), (400, 8)] {
+            let mut items: Vec<(u64, u32, Option<std::thread::ThreadId>)> =
+                (0..n).map(|k| (k, 0, None)).collect();
+            let forwards = shared(items.iter_mut().collect(), threads, |item, forwards| {
+                item.1 += 1;
+                item.2 = Some(std::thread::current().id());
+                forwards.push(Forward::Keyframe(item.0));
+            });
+            assert!(
+                items.iter().all(|i| i.1 == 1),
+                "{n} items, {threads} threads"
+            );
+            let mut keys: Vec<u64> = forwards
+                .iter()
+                .map(|f| match f {
+                    Forward::Keyframe(k) => *k,
+                    Forward::Media(..) => unreachable!(),
+                })
+                .collect();
+            keys.sort_unstable();
+            assert_eq!(keys, (0..n).collect::<Vec<_>>());
+            let used: std::collections::HashSet<_> = items.iter().filter_map(|i| i.2).collect();
+            let want = if (n as usize) < SHARED_MIN {
+                1
+            } else {
+                threads
+            };
+            assert_eq!(used.len(), want, "{n} items, {threads} threads");
+        }
     }
 
     #[test]
@@ -1626,6 +1713,48 @@ mod tests {
             asked < 200,
             "asked {asked} sessions for 20 frames among 301 sessions"
         );
+    }
+
+    #[test]
+    fn many_viewers_get_every_frame_when_threads_share_the_work() {
+        let mut now = Instant::now();
+        let mut sfu = Sfu::new(SfuConfig {
+            candidates: vec![SERVER],
+            threads: 3,
+            ..Default::default()
+        });
+        let (mut publisher, _) = connected_publisher(&mut sfu, &mut now, 50000);
+        let mut viewers: Vec<Peer> = (0..2 * SHARED_MIN as u16)
+            .map(|n| {
+                let mut viewer = Peer::new(now, 51000 + n);
+                let (offer, pending) = viewer.offer(Direction::RecvOnly);
+                let sub = sfu.subscribe(now, CLIENT, "room", "alice", &offer).unwrap();
+                viewer.answer(pending, &sub.answer);
+                viewer
+            })
+            .collect();
+        let mut peers: Vec<&mut Peer> = std::iter::once(&mut publisher)
+            .chain(viewers.iter_mut())
+            .collect();
+        run(&mut sfu, &mut peers, &mut now, 600, |p| {
+            p.iter().all(|p| p.connected)
+        });
+        for n in 1..=10u8 {
+            write_frame(peers[0], now, n, 3000 * u64::from(n));
+            step(&mut sfu, &mut peers, &mut now);
+        }
+        run(&mut sfu, &mut peers, &mut now, 200, |p| {
+            p[1..].iter().all(|v| v.received.len() >= 10)
+        });
+        for (i, v) in peers[1..].iter().enumerate() {
+            let frames: Vec<u8> = v.received.iter().map(|d| d.data[20]).collect();
+            assert_eq!(frames, (1..=10).collect::<Vec<u8>>(), "viewer {i}");
+            assert!(
+                v.received
+                    .iter()
+                    .all(|d| *d.data == *vp8_keyframe(d.data[20]))
+            );
+        }
     }
 
     #[test]
@@ -1879,7 +2008,7 @@ mod tests {
         assert_eq!(sfu.channels(now)[0].publishers[0].uid, "publisher-1");
         now += CONNECT_TIMEOUT + Duration::from_secs(1);
         sfu.timeout(now);
-        sfu.poll(now, &mut |_, _, _| ());
+        sfu.poll(now, &|_, _, _| ());
         assert!(sfu.is_empty());
     }
 }
