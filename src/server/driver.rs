@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use super::CAT;
 use super::sfu::{ChannelInfo, Created, ResourceInfo, Sfu, SfuError, panic_message};
+use super::udp::Sender;
 
 /// A request from the HTTP side.
 pub enum Command {
@@ -102,6 +103,8 @@ pub fn spawn(
 
 fn run(socket: UdpSocket, mut sfu: Sfu, commands: mpsc::Receiver<Command>, waker: SocketAddr) {
     let local = socket.local_addr().expect("bound socket");
+    let sender = Sender::new(socket);
+    let socket = sender.socket();
     let mut buf = vec![0u8; 2000];
     let mut next_timeout = Instant::now();
     gst::info!(CAT, "media on udp {local}");
@@ -132,11 +135,7 @@ fn run(socket: UdpSocket, mut sfu: Sfu, commands: mpsc::Receiver<Command>, waker
             if now >= next_timeout {
                 sfu.timeout(now);
             }
-            sfu.poll(now, &|_, dst, bytes| {
-                if let Err(e) = socket.send_to(bytes, dst) {
-                    gst::debug!(CAT, "send to {dst} failed: {e}");
-                }
-            })
+            sfu.poll(now, &|dst, bytes, segment| sender.send(dst, bytes, segment))
         }));
         let next = match stepped {
             Ok(next) => next,

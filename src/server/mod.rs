@@ -18,6 +18,7 @@ mod listener;
 pub mod sdp;
 pub mod sfu;
 pub mod stun;
+mod udp;
 
 pub use sfu::{ChannelInfo, PublisherInfo, ResourceInfo, SubscriberInfo};
 

@@ -39,6 +39,7 @@ use super::Limits;
 use super::bitstream;
 use super::sdp::{self, OfferError};
 use super::stun;
+use super::udp::Batcher;
 use crate::codec::Codec as VideoCodec;
 use crate::rate::Rate;
 
@@ -1250,9 +1251,10 @@ fn forward_to(s: &mut Session, from: u64, kind: MediaKind, data: &MediaData, now
     s.dirty = true;
 }
 
-/// Where the sessions' datagrams go: `send(source, destination, bytes)`, from any of the
-/// threads that share the work.
-pub type SendTo<'a> = dyn Fn(SocketAddr, SocketAddr, &[u8]) + Sync + 'a;
+/// Where the sessions' datagrams go: `send(destination, bytes, segment)`, datagrams of
+/// `segment` bytes each (the last one may be shorter; see [`super::udp::Batcher`]), from any
+/// of the threads that share the work.
+pub type SendTo<'a> = dyn Fn(SocketAddr, &[u8], usize) + Sync + 'a;
 
 /// Below this many sessions to work on, the loop's thread does the work alone: handing
 /// it out costs more than it saves.
@@ -1307,27 +1309,31 @@ fn drain(key: u64, s: &mut Session, now: Instant, send: &SendTo<'_>, forwards: &
     if s.explode {
         panic!("session {} explodes", s.id);
     }
+    // The packets of a frame leave together: one batch per run of one size to the peer.
+    let mut batch = Batcher::default();
+    let mut flush = |dst: SocketAddr, bytes: &[u8], segment: usize| send(dst, bytes, segment);
     loop {
         if !s.rtc.is_alive() {
-            return;
+            break;
         }
         let output = match s.rtc.poll_output() {
             Ok(o) => o,
             Err(e) => {
                 gst::warning!(CAT, "session {} failed, disconnecting: {e}", s.id);
                 s.rtc.disconnect();
-                return;
+                break;
             }
         };
         match output {
             Output::Timeout(t) => {
                 s.next_timeout = t;
-                return;
+                break;
             }
-            Output::Transmit(t) => send(t.source, t.destination, &t.contents),
+            Output::Transmit(t) => batch.push(t.destination, &t.contents, &mut flush),
             Output::Event(e) => on_event(key, s, now, e, forwards),
         }
     }
+    batch.flush(&mut flush);
 }
 
 /// The project's name for a video codec str0m depacketized.
@@ -1531,8 +1537,9 @@ mod tests {
             sfu.receive(*now, source, SERVER, &bytes);
         }
         let to_peers: std::sync::Mutex<Vec<(SocketAddr, Vec<u8>)>> = Default::default();
-        sfu.poll(*now, &|_, dst, b| {
-            to_peers.lock().unwrap().push((dst, b.to_vec()))
+        sfu.poll(*now, &|dst, b, segment| {
+            let datagrams = b.chunks(segment).map(|d| (dst, d.to_vec()));
+            to_peers.lock().unwrap().extend(datagrams);
         });
         for (dst, bytes) in to_peers.into_inner().unwrap() {
             if let Some(p) = peers.iter_mut().find(|p| p.addr == dst) {
@@ -1736,9 +1743,13 @@ mod tests {
         let mut peers: Vec<&mut Peer> = std::iter::once(&mut publisher)
             .chain(viewers.iter_mut())
             .collect();
-        run(&mut sfu, &mut peers, &mut now, 600, |p| {
-            p.iter().all(|p| p.connected)
-        });
+        // Connected on both sides: the server forwards only to the sessions it saw connect.
+        let mut steps = 0;
+        while !(peers.iter().all(|p| p.connected) && sfu.sessions.values().all(|s| s.connected)) {
+            assert!(steps < 600, "not all connected");
+            step(&mut sfu, &mut peers, &mut now);
+            steps += 1;
+        }
         for n in 1..=10u8 {
             write_frame(peers[0], now, n, 3000 * u64::from(n));
             step(&mut sfu, &mut peers, &mut now);
