@@ -345,3 +345,20 @@ fn garbage_from_one_peer_does_not_stall_the_others() {
     );
     let _ = child.wait();
 }
+
+#[test]
+fn a_bad_public_url_is_refused_and_named() {
+    common::init();
+    for bad in ["sfu.example.com", "ftp://sfu.example.com", "http://sfu.example.com/?a=1"] {
+        let started = CallServer::start(ServerConfig {
+            port: 0,
+            public_url: Some(bad.into()),
+            ..Default::default()
+        });
+        let Err(e) = started else {
+            panic!("{bad} was taken as a public URL");
+        };
+        let e = e.to_string();
+        assert!(e.contains("bad public URL") && e.contains(bad), "{e}");
+    }
+}

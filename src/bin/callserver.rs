@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! callserver [--port 8080] [--bind 127.0.0.1] [--media-port N] [--token T] [--view-token T]
-//!            [--allow-origin ORIGIN]... [--candidate IP]... [--peer-timeout SECS]
+//!            [--allow-origin ORIGIN]... [--candidate IP]... [--public-url URL] [--peer-timeout SECS]
 //!            [--rejoin-grace SECS] [--media-threads N] [limits: see --help]
 //! ```
 //!
@@ -25,6 +25,8 @@ usage: callserver [options]
   --allow-origin ORIGIN       a web origin allowed to call the server (repeatable; `null`
                               for pages opened from files); needs --token off loopback
   --candidate IP              address advertised to peers (repeatable)
+  --public-url URL            where clients reach this server directly, for the session URLs
+                              it hands out (behind a load balancer; default: the request's host)
   --peer-timeout SECS         drop a peer silent this long (default 10)
   --rejoin-grace SECS         subscribers wait this long for their publisher (default 30)
   --media-threads N           threads sharing the media work (default: one per core, at most 8)
@@ -131,6 +133,7 @@ fn parse(args: &[String]) -> Result<ServerConfig, String> {
             ),
             "--peer-timeout" => config.peer_timeout = seconds("--peer-timeout", value)?,
             "--rejoin-grace" => config.rejoin_grace = seconds("--rejoin-grace", value)?,
+            "--public-url" => config.public_url = Some(value("--public-url")?),
             "--media-threads" => config.media_threads = count("--media-threads", value)?,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),

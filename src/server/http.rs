@@ -44,6 +44,8 @@ pub struct AppState {
     offers: Arc<Semaphore>,
     max_offers: usize,
     request_timeout: Duration,
+    /// Where this server is reached directly, for the session URLs it hands out.
+    public_url: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -66,6 +68,10 @@ impl AppState {
             offers: Arc::new(Semaphore::new(config.limits.pending_offers)),
             max_offers: config.limits.pending_offers,
             request_timeout: config.limits.request_timeout,
+            public_url: config
+                .public_url
+                .as_deref()
+                .map(|u| Arc::from(u.trim_end_matches('/'))),
         }
     }
 
@@ -328,12 +334,20 @@ fn sdp_body(headers: &HeaderMap, body: &Bytes) -> Result<String, Response> {
     })
 }
 
-fn created(headers: &HeaderMap, c: Created) -> Response {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("localhost");
-    let location = format!("http://{host}/resource/{}", c.id);
+/// The answer to an offer. The session's URL is on this server: under `--public-url` when
+/// one is set (a load balancer in front hands each channel to one server; the session's
+/// requests then go to that server directly), else under the host the request named.
+fn created(state: &AppState, headers: &HeaderMap, c: Created) -> Response {
+    let location = match &state.public_url {
+        Some(base) => format!("{base}/resource/{}", c.id),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("localhost");
+            format!("http://{host}/resource/{}", c.id)
+        }
+    };
     let mut r = (
         StatusCode::CREATED,
         [(header::CONTENT_TYPE, "application/sdp")],
@@ -400,7 +414,7 @@ async fn answer(
         );
     };
     match ask(state, command).await {
-        Ok(Ok(c)) => created(headers, c),
+        Ok(Ok(c)) => created(state, headers, c),
         Ok(Err(e)) => sfu_error(e),
         Err(r) => r,
     }

@@ -58,6 +58,12 @@ pub struct ServerConfig {
     pub rejoin_grace: Duration,
     /// How much the server takes on.
     pub limits: Limits,
+    /// The URL under which clients reach this server directly (e.g.
+    /// `https://sfu-2.example.com`), used for the session URLs (`Location`) it hands out.
+    /// Needed behind a load balancer that sends each channel to one of several servers: the
+    /// session's later requests (trickle, leave) then reach the server that holds it. Default:
+    /// the host the request named.
+    pub public_url: Option<String>,
     /// Threads of the media loop: the work of many sessions at once (a frame forwarded to
     /// every subscriber, their output and timers) is shared among them. Default: one per
     /// core (at most 8).
@@ -124,6 +130,7 @@ impl Default for ServerConfig {
             peer_timeout: sfu::DEFAULT_PEER_TIMEOUT,
             rejoin_grace: sfu::DEFAULT_REJOIN_GRACE,
             limits: Limits::default(),
+            public_url: None,
             media_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
         }
     }
@@ -156,6 +163,23 @@ impl CallServer {
                     config.bind
                 ),
             ));
+        }
+        if let Some(u) = &config.public_url {
+            let ok = url::Url::parse(u).is_ok_and(|p| {
+                matches!(p.scheme(), "http" | "https")
+                    && p.host().is_some()
+                    && p.query().is_none()
+                    && p.fragment().is_none()
+            });
+            if !ok {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "bad public URL {u:?}: an http:// or https:// URL with a host and \
+                         no query, e.g. https://sfu-2.example.com"
+                    ),
+                ));
+            }
         }
         let tcp = TcpListener::bind(SocketAddr::new(config.bind, config.port))?;
         let http_addr = tcp.local_addr()?;
