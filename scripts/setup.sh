@@ -5,8 +5,9 @@
 #
 #   scripts/setup.sh          everything: to build, run and test (scripts/test.sh, CI) — the
 #                             GStreamer development files and plugins, Rust with rustfmt and
-#                             clippy, PyGObject, Chromium and chromedriver, Janus VideoRoom
-#                             behind Meetecho's WHIP server (scripts/janus.sh)
+#                             clippy, PyGObject, Chromium and chromedriver, nginx (a load
+#                             balancer in a test), Janus VideoRoom behind Meetecho's WHIP
+#                             server (scripts/janus.sh)
 #   scripts/setup.sh --demo   only what the demo needs (scripts/demo.sh): GStreamer, Rust
 #
 # It builds nothing: scripts/demo.sh and scripts/test.sh build what they run.
@@ -49,6 +50,7 @@ if [ "$mode" = all ]; then
     chromium
     chromium-driver
     iproute2
+    nginx-light
   )
 fi
 
@@ -65,6 +67,11 @@ if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # The load-balancer test (tests/scaling.rs) runs nginx with a configuration of its own;
+  # the service the package may have started is not wanted.
+  if [[ " ${missing[*]} " == *" nginx-light "* ]] && command -v systemctl >/dev/null 2>&1; then
+    $sudo systemctl disable --now nginx.service >/dev/null 2>&1 || true
+  fi
 fi
 
 # Rust: the rust-version of Cargo.toml or newer, from rustup when there is none.
