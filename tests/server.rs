@@ -349,7 +349,11 @@ fn garbage_from_one_peer_does_not_stall_the_others() {
 #[test]
 fn a_bad_public_url_is_refused_and_named() {
     common::init();
-    for bad in ["sfu.example.com", "ftp://sfu.example.com", "http://sfu.example.com/?a=1"] {
+    for bad in [
+        "sfu.example.com",
+        "ftp://sfu.example.com",
+        "http://sfu.example.com/?a=1",
+    ] {
         let started = CallServer::start(ServerConfig {
             port: 0,
             public_url: Some(bad.into()),
