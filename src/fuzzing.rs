@@ -108,7 +108,7 @@ impl SfuUnderTest {
     fn tick(&mut self, by: Duration) {
         self.now += by;
         self.sfu.timeout(self.now);
-        self.sfu.poll(self.now, &|_, _, _| ());
+        self.sfu.poll(self.now, &|_, _| ());
     }
 
     /// The standing publisher again when the SFU dropped it.

@@ -135,7 +135,7 @@ fn run(socket: UdpSocket, mut sfu: Sfu, commands: mpsc::Receiver<Command>, waker
             if now >= next_timeout {
                 sfu.timeout(now);
             }
-            sfu.poll(now, &|dst, bytes, segment| sender.send(dst, bytes, segment))
+            sfu.poll(now, &|dst, datagrams| sender.send(dst, datagrams))
         }));
         let next = match stepped {
             Ok(next) => next,

@@ -1251,10 +1251,10 @@ fn forward_to(s: &mut Session, from: u64, kind: MediaKind, data: &MediaData, now
     s.dirty = true;
 }
 
-/// Where the sessions' datagrams go: `send(destination, bytes, segment)`, datagrams of
-/// `segment` bytes each (the last one may be shorter; see [`super::udp::Batcher`]), from any
-/// of the threads that share the work.
-pub type SendTo<'a> = dyn Fn(SocketAddr, &[u8], usize) + Sync + 'a;
+/// Where the sessions' datagrams go: `send(destination, datagrams)`, datagrams of the first
+/// one's size (the last one may be shorter; see [`super::udp::Batcher`]), from any of the
+/// threads that share the work.
+pub type SendTo<'a> = dyn Fn(SocketAddr, &[Vec<u8>]) + Sync + 'a;
 
 /// Below this many sessions to work on, the loop's thread does the work alone: handing
 /// it out costs more than it saves.
@@ -1311,7 +1311,7 @@ fn drain(key: u64, s: &mut Session, now: Instant, send: &SendTo<'_>, forwards: &
     }
     // The packets of a frame leave together: one batch per run of one size to the peer.
     let mut batch = Batcher::default();
-    let mut flush = |dst: SocketAddr, bytes: &[u8], segment: usize| send(dst, bytes, segment);
+    let mut flush = |dst: SocketAddr, datagrams: &[Vec<u8>]| send(dst, datagrams);
     loop {
         if !s.rtc.is_alive() {
             break;
@@ -1329,7 +1329,7 @@ fn drain(key: u64, s: &mut Session, now: Instant, send: &SendTo<'_>, forwards: &
                 s.next_timeout = t;
                 break;
             }
-            Output::Transmit(t) => batch.push(t.destination, &t.contents, &mut flush),
+            Output::Transmit(t) => batch.push(t.destination, t.contents.into(), &mut flush),
             Output::Event(e) => on_event(key, s, now, e, forwards),
         }
     }
@@ -1537,8 +1537,8 @@ mod tests {
             sfu.receive(*now, source, SERVER, &bytes);
         }
         let to_peers: std::sync::Mutex<Vec<(SocketAddr, Vec<u8>)>> = Default::default();
-        sfu.poll(*now, &|dst, b, segment| {
-            let datagrams = b.chunks(segment).map(|d| (dst, d.to_vec()));
+        sfu.poll(*now, &|dst, datagrams| {
+            let datagrams = datagrams.iter().map(|d| (dst, d.clone()));
             to_peers.lock().unwrap().extend(datagrams);
         });
         for (dst, bytes) in to_peers.into_inner().unwrap() {
@@ -2019,7 +2019,7 @@ mod tests {
         assert_eq!(sfu.channels(now)[0].publishers[0].uid, "publisher-1");
         now += CONNECT_TIMEOUT + Duration::from_secs(1);
         sfu.timeout(now);
-        sfu.poll(now, &|_, _, _| ());
+        sfu.poll(now, &|_, _| ());
         assert!(sfu.is_empty());
     }
 }

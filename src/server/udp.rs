@@ -37,15 +37,14 @@ impl Sender {
         &self.socket
     }
 
-    /// Sends `bytes` to `dst` as datagrams of `segment` bytes each (the last one may be
-    /// shorter).
-    pub fn send(&self, dst: SocketAddr, bytes: &[u8], segment: usize) {
-        if bytes.len() <= segment || segment == 0 {
-            self.send_one(dst, bytes);
+    /// Sends `datagrams` to `dst`: one `sendmsg` when they make a batch (see [`Batcher`]).
+    pub fn send(&self, dst: SocketAddr, datagrams: &[Vec<u8>]) {
+        if let [one] = datagrams {
+            self.send_one(dst, one);
             return;
         }
         if self.gso.load(Ordering::Relaxed) {
-            match send_gso(&self.socket, dst, bytes, segment) {
+            match send_gso(&self.socket, dst, datagrams) {
                 Ok(()) => return,
                 Err(e) if gso_unsupported(&e) => {
                     gst::info!(
@@ -60,7 +59,7 @@ impl Sender {
                 }
             }
         }
-        for datagram in bytes.chunks(segment) {
+        for datagram in datagrams {
             self.send_one(dst, datagram);
         }
     }
@@ -81,14 +80,11 @@ fn gso_unsupported(e: &std::io::Error) -> bool {
 }
 
 #[cfg(target_os = "linux")]
-fn send_gso(
-    socket: &UdpSocket,
-    dst: SocketAddr,
-    bytes: &[u8],
-    segment: usize,
-) -> std::io::Result<()> {
-    let segment =
-        u16::try_from(segment).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+fn send_gso(socket: &UdpSocket, dst: SocketAddr, datagrams: &[Vec<u8>]) -> std::io::Result<()> {
+    let segment = datagrams
+        .first()
+        .and_then(|d| u16::try_from(d.len()).ok())
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let addr_len = match dst {
@@ -120,10 +116,14 @@ fn send_gso(
             std::mem::size_of::<libc::sockaddr_in6>()
         }
     };
-    let mut iov = libc::iovec {
-        iov_base: bytes.as_ptr() as *mut libc::c_void,
-        iov_len: bytes.len(),
-    };
+    // The kernel reads the datagrams one after the other and cuts them at `segment` bytes.
+    let mut iov: Vec<libc::iovec> = datagrams
+        .iter()
+        .map(|d| libc::iovec {
+            iov_base: d.as_ptr() as *mut libc::c_void,
+            iov_len: d.len(),
+        })
+        .collect();
     // Room for one control message carrying a u16, aligned as cmsghdr wants.
     let mut control = [0u64; 8];
     // SAFETY: CMSG_SPACE only computes a size.
@@ -133,8 +133,8 @@ fn send_gso(
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = std::ptr::addr_of_mut!(addr).cast();
     msg.msg_namelen = addr_len as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len() as _;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = space as _;
     // SAFETY: msg_control points at `space` writable bytes, enough for one cmsghdr and a
@@ -155,20 +155,17 @@ fn send_gso(
 }
 
 #[cfg(not(target_os = "linux"))]
-fn send_gso(_: &UdpSocket, _: SocketAddr, _: &[u8], _: usize) -> std::io::Result<()> {
+fn send_gso(_: &UdpSocket, _: SocketAddr, _: &[Vec<u8>]) -> std::io::Result<()> {
     Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP))
 }
 
 /// Gathers consecutive datagrams to one destination into batches for [`Sender::send`]:
-/// datagrams of one size, the last one possibly shorter.
+/// datagrams of one size, the last one possibly shorter. The datagrams are moved, not copied.
 #[derive(Default)]
 pub struct Batcher {
     dst: Option<SocketAddr>,
-    segment: usize,
-    bytes: Vec<u8>,
-    count: usize,
-    /// A shorter datagram ended the batch.
-    closed: bool,
+    datagrams: Vec<Vec<u8>>,
+    bytes: usize,
 }
 
 impl Batcher {
@@ -176,34 +173,34 @@ impl Batcher {
     pub fn push(
         &mut self,
         dst: SocketAddr,
-        datagram: &[u8],
-        flush: &mut impl FnMut(SocketAddr, &[u8], usize),
+        datagram: Vec<u8>,
+        flush: &mut impl FnMut(SocketAddr, &[Vec<u8>]),
     ) {
         let fits = self.dst == Some(dst)
-            && !self.closed
-            && datagram.len() <= self.segment
-            && self.count < MAX_SEGMENTS
-            && self.bytes.len() + datagram.len() <= MAX_BATCH_BYTES;
+            && self.datagrams.first().is_some_and(|first| {
+                let last = self.datagrams.last().map_or(0, Vec::len);
+                // Not after a shorter one (it ended the batch), not longer than the first.
+                last == first.len() && datagram.len() <= first.len()
+            })
+            && self.datagrams.len() < MAX_SEGMENTS
+            && self.bytes + datagram.len() <= MAX_BATCH_BYTES;
         if !fits {
             self.flush(flush);
             self.dst = Some(dst);
-            self.segment = datagram.len();
         }
-        self.bytes.extend_from_slice(datagram);
-        self.count += 1;
-        self.closed = datagram.len() < self.segment;
+        self.bytes += datagram.len();
+        self.datagrams.push(datagram);
     }
 
     /// Hands the batch being gathered to `flush`.
-    pub fn flush(&mut self, flush: &mut impl FnMut(SocketAddr, &[u8], usize)) {
+    pub fn flush(&mut self, flush: &mut impl FnMut(SocketAddr, &[Vec<u8>])) {
         if let Some(dst) = self.dst.take()
-            && self.count > 0
+            && !self.datagrams.is_empty()
         {
-            flush(dst, &self.bytes, self.segment);
+            flush(dst, &self.datagrams);
         }
-        self.bytes.clear();
-        self.count = 0;
-        self.closed = false;
+        self.datagrams.clear();
+        self.bytes = 0;
     }
 }
 
@@ -213,13 +210,13 @@ mod tests {
 
     fn batches(datagrams: &[(u16, usize)]) -> Vec<(u16, Vec<usize>)> {
         let mut out = vec![];
-        let mut flush = |dst: SocketAddr, bytes: &[u8], segment: usize| {
-            out.push((dst.port(), bytes.chunks(segment).map(<[u8]>::len).collect()));
+        let mut flush = |dst: SocketAddr, batch: &[Vec<u8>]| {
+            out.push((dst.port(), batch.iter().map(Vec::len).collect()));
         };
         let mut b = Batcher::default();
         for (port, len) in datagrams {
             let dst = SocketAddr::from(([127, 0, 0, 1], *port));
-            b.push(dst, &vec![0; *len], &mut flush);
+            b.push(dst, vec![0; *len], &mut flush);
         }
         b.flush(&mut flush);
         out
@@ -261,11 +258,11 @@ mod tests {
         rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
             .unwrap();
         let tx = Sender::new(UdpSocket::bind("127.0.0.1:0").unwrap());
-        let mut bytes = vec![];
-        for (n, len) in [(1u8, 1000), (2, 1000), (3, 1000), (4, 300)] {
-            bytes.extend(std::iter::repeat_n(n, len));
-        }
-        tx.send(rx.local_addr().unwrap(), &bytes, 1000);
+        let datagrams: Vec<Vec<u8>> = [(1u8, 1000), (2, 1000), (3, 1000), (4, 300)]
+            .into_iter()
+            .map(|(n, len)| vec![n; len])
+            .collect();
+        tx.send(rx.local_addr().unwrap(), &datagrams);
         let mut buf = [0u8; 2000];
         for (n, len) in [(1u8, 1000), (2, 1000), (3, 1000), (4, 300)] {
             let (got, _) = rx.recv_from(&mut buf).unwrap();
