@@ -1252,7 +1252,7 @@ fn forward_to(s: &mut Session, from: u64, kind: MediaKind, data: &MediaData, now
 }
 
 /// Where the sessions' datagrams go: `send(destination, datagrams)`, datagrams of the first
-/// one's size (the last one may be shorter; see [`super::udp::Batcher`]), from any of the
+/// one's size (the last one may be shorter: a batch for one UDP GSO send), from any of the
 /// threads that share the work.
 pub type SendTo<'a> = dyn Fn(SocketAddr, &[Vec<u8>]) + Sync + 'a;
 
