@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::CAT;
+use super::layers::Quality;
 use super::sfu::{ChannelInfo, Created, ResourceInfo, Sfu, SfuError, panic_message};
 use super::udp::Sender;
 
@@ -28,7 +29,13 @@ pub enum Command {
         channel: String,
         uid: String,
         offer: String,
+        quality: Quality,
         reply: oneshot::Sender<Result<Created, SfuError>>,
+    },
+    SetQuality {
+        id: String,
+        quality: Quality,
+        reply: oneshot::Sender<Result<(), SfuError>>,
     },
     Trickle {
         id: String,
@@ -191,9 +198,17 @@ fn handle(sfu: &mut Sfu, now: Instant, cmd: Command) {
             channel,
             uid,
             offer,
+            quality,
             reply,
         } => {
-            let _ = reply.send(sfu.subscribe(now, client, &channel, &uid, &offer));
+            let created = sfu.subscribe(now, client, &channel, &uid, &offer);
+            if let Ok(c) = &created {
+                let _ = sfu.set_quality(&c.id, quality);
+            }
+            let _ = reply.send(created);
+        }
+        Command::SetQuality { id, quality, reply } => {
+            let _ = reply.send(sfu.set_quality(&id, quality));
         }
         Command::Trickle {
             id,

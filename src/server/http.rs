@@ -12,7 +12,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -21,6 +21,7 @@ use tokio::sync::{Semaphore, oneshot};
 
 use super::driver::{Command, DriverHandle};
 use super::guard::{self, FailureLimit, Need, Origin, Origins, Refusal, Tokens};
+use super::layers::Quality;
 use super::sdp::MAX_SDP_BYTES;
 use super::sfu::{Created, SfuError};
 use super::{CAT, ServerConfig};
@@ -93,6 +94,10 @@ pub fn router(state: AppState) -> Router {
                 .patch(trickle)
                 .delete(leave)
                 .fallback(only_get_patch_delete),
+        )
+        .route(
+            "/resource/{id}/quality",
+            put(set_quality).fallback(only_put),
         )
         .route("/{channel}", get(viewer).fallback(only_get))
         .fallback(not_found)
@@ -212,7 +217,7 @@ async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Respon
         h.insert(header::VARY, HeaderValue::from_static("Origin"));
         h.insert(
             "access-control-allow-methods",
-            HeaderValue::from_static("GET, POST, PATCH, DELETE, OPTIONS"),
+            HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, OPTIONS"),
         );
         h.insert(
             "access-control-allow-headers",
@@ -420,20 +425,36 @@ async fn answer(
     }
 }
 
+/// A simulcast quality named in a request: `high`, `medium` or `low`.
+fn quality(given: Option<&str>) -> Result<Quality, Response> {
+    match given {
+        None => Ok(Quality::default()),
+        Some(q) => Quality::parse(q).ok_or_else(|| {
+            text(
+                StatusCode::BAD_REQUEST,
+                format!("quality is high, medium or low (got {q:?})"),
+            )
+        }),
+    }
+}
+
 async fn subscribe(
     State(state): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path((channel, uid)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let client = client.ip();
-    if let Err(r) = authorize(&state, client, &headers, Need::View)
+    let quality = match authorize(&state, client, &headers, Need::View)
         .and_then(|()| check_name("channel name", &channel))
         .and_then(|()| check_name("uid", &uid))
+        .and_then(|()| quality(query.get("quality").map(String::as_str)))
     {
-        return r;
-    }
+        Ok(q) => q,
+        Err(r) => return r,
+    };
     let offer = match sdp_body(&headers, &body) {
         Ok(o) => o,
         Err(r) => return r,
@@ -443,8 +464,43 @@ async fn subscribe(
         channel,
         uid,
         offer,
+        quality,
         reply,
     })
+    .await
+}
+
+/// `PUT /resource/{id}/quality` with `{"quality": "low"}`: the simulcast layer a subscriber
+/// gets from now on (at that layer's next keyframe). The resource URL authorizes it.
+async fn set_quality(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let client = client.ip();
+    if let Err(r) = not_refused(&state, client) {
+        return r;
+    }
+    let asked: Option<String> = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("quality")?.as_str().map(str::to_owned));
+    let Some(asked) = asked else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "a JSON body like {\"quality\": \"low\"} is expected (high, medium or low)",
+        );
+    };
+    let quality = match quality(Some(&asked)) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    on_resource(
+        &state,
+        client,
+        |reply| Command::SetQuality { id, quality, reply },
+        |()| StatusCode::NO_CONTENT.into_response(),
+    )
     .await
 }
 
@@ -634,4 +690,8 @@ async fn only_post(method: Method, uri: axum::http::Uri) -> Response {
 
 async fn only_get_patch_delete(method: Method, uri: axum::http::Uri) -> Response {
     not_allowed(&method, &uri, "GET, PATCH, DELETE")
+}
+
+async fn only_put(method: Method, uri: axum::http::Uri) -> Response {
+    not_allowed(&method, &uri, "PUT")
 }

@@ -14,13 +14,15 @@ pub mod bitstream;
 mod driver;
 mod guard;
 mod http;
+pub mod layers;
 mod listener;
 pub mod sdp;
 pub mod sfu;
 pub mod stun;
 mod udp;
 
-pub use sfu::{ChannelInfo, PublisherInfo, ResourceInfo, SubscriberInfo};
+pub use layers::Quality;
+pub use sfu::{ChannelInfo, LayerInfo, PublisherInfo, ResourceInfo, SubscriberInfo};
 
 pub(crate) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(

@@ -30,13 +30,14 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
-use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid};
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use super::CAT;
 use super::Limits;
 use super::bitstream;
+use super::layers::{self, Layer, Quality, Take};
 use super::sdp::{self, OfferError};
 use super::stun;
 use super::udp::Batcher;
@@ -120,6 +121,17 @@ pub struct PublisherInfo {
     pub nacks: u64,
     pub plis: u64,
     pub subscribers: usize,
+    /// Simulcast layers (RFC 8853), smallest first; empty for a single stream.
+    pub layers: Vec<LayerInfo>,
+}
+
+/// One simulcast layer of a publisher.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LayerInfo {
+    pub rid: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub frames: u64,
 }
 
 /// What the server tells about one subscriber.
@@ -132,6 +144,10 @@ pub struct SubscriberInfo {
     pub state: &'static str,
     pub packets: u64,
     pub bitrate: u64,
+    /// The layer it asked for (`high`, `medium`, `low`).
+    pub quality: &'static str,
+    /// The publisher's simulcast layer it gets, if the publisher sends layers.
+    pub layer: Option<String>,
 }
 
 /// One channel: its publishers and subscribers.
@@ -188,6 +204,8 @@ struct Publisher {
     has_subscribers: bool,
     last_keyframe_request: Option<Instant>,
     last_keyframe: Option<Instant>,
+    /// Simulcast layers, in the order they first sent.
+    layers: Vec<Layer>,
 }
 
 #[derive(Debug, Default)]
@@ -208,6 +226,9 @@ struct Subscriber {
     outs: Vec<(Mid, MediaKind)>,
     packets: u64,
     rate: Rate,
+    /// Which simulcast layer it asks for, and the one it gets.
+    quality: Quality,
+    layer: Option<Rid>,
 }
 
 /// Maps the media time of the publisher sessions a subscriber is fed from onto one
@@ -216,7 +237,8 @@ struct Subscriber {
 /// receiver sees a pause rather than a jump of the RTP timestamps.
 #[derive(Debug, Default)]
 struct Timeline {
-    source: Option<u64>,
+    /// The publisher session and its layer.
+    source: Option<(u64, Option<Rid>)>,
     /// Added to the source's time, in ticks of its clock.
     offset: i128,
     /// The last time written, and when.
@@ -224,7 +246,7 @@ struct Timeline {
 }
 
 impl Timeline {
-    fn map(&mut self, source: u64, time: MediaTime, now: Instant) -> MediaTime {
+    fn map(&mut self, source: (u64, Option<Rid>), time: MediaTime, now: Instant) -> MediaTime {
         if self.source != Some(source) {
             self.source = Some(source);
             self.offset = match self.last {
@@ -399,7 +421,8 @@ const MAX_SESSIONS_PER_CANDIDATE: usize = 4;
 /// A request that forwards work between sessions, collected while polling.
 enum Forward {
     Media(u64, Box<MediaData>),
-    Keyframe(u64),
+    /// A subscriber needs a keyframe of the publisher (of one simulcast layer).
+    Keyframe(u64, Option<Rid>),
 }
 
 /// The forwarding core. See the module documentation.
@@ -781,6 +804,21 @@ impl Sfu {
         })
     }
 
+    /// Which simulcast layer subscriber `id` asks for; it moves to it at that layer's next
+    /// keyframe (asked for at once).
+    pub fn set_quality(&mut self, id: &str, quality: Quality) -> Result<(), SfuError> {
+        let key = self.key_of(id)?;
+        match self.sessions.get_mut(&key).map(|s| &mut s.role) {
+            Some(Role::Subscriber(sub)) => {
+                sub.quality = quality;
+                Ok(())
+            }
+            _ => Err(SfuError::BadRequest(format!(
+                "session \"{id}\" is not a subscriber: only subscribers choose a quality"
+            ))),
+        }
+    }
+
     /// Trickle ICE: remote candidates for session `id` (a PATCH body).
     pub fn trickle(&mut self, id: &str, fragment: &str) -> Result<(), SfuError> {
         let key = self.key_of(id)?;
@@ -861,6 +899,7 @@ impl Sfu {
             {
                 if sub.publisher == Some(key) {
                     sub.publisher = None;
+                    sub.layer = None;
                     sub.waiting_since = Some(now);
                 }
             }
@@ -887,6 +926,7 @@ impl Sfu {
             if sub.codecs.iter().any(|c| codecs.contains(c)) {
                 gst::info!(CAT, "subscriber {} continues with the new {uid}", s.id);
                 sub.publisher = Some(key);
+                sub.layer = None;
                 sub.waiting_since = None;
                 attached = true;
             } else {
@@ -938,6 +978,19 @@ impl Sfu {
                     packets_lost: p.packets_lost,
                     nacks: p.nacks,
                     plis: p.plis,
+                    layers: {
+                        let mut layers: Vec<&Layer> = p.layers.iter().collect();
+                        layers.sort_by_key(|l| l.size.map_or(0, |(w, h)| u64::from(w) * u64::from(h)));
+                        layers
+                            .into_iter()
+                            .map(|l| LayerInfo {
+                                rid: l.rid.to_string(),
+                                width: l.size.map(|s| s.0),
+                                height: l.size.map(|s| s.1),
+                                frames: l.frames,
+                            })
+                            .collect()
+                    },
                     subscribers: self
                         .sessions
                         .values()
@@ -952,6 +1005,8 @@ impl Sfu {
                     state: s.state(),
                     packets: sub.packets,
                     bitrate: sub.rate.per_second(now) * 8,
+                    quality: sub.quality.name(),
+                    layer: sub.layer.map(|r| r.to_string()),
                 }),
             }
         }
@@ -1102,15 +1157,7 @@ impl Sfu {
             for f in forwards.drain(..) {
                 match f {
                     Forward::Media(from, data) => self.forward_media(now, from, *data),
-                    Forward::Keyframe(publisher) => {
-                        if let Some(p) = self
-                            .sessions
-                            .get_mut(&publisher)
-                            .and_then(Session::publisher_mut)
-                        {
-                            p.keyframe_wanted = true;
-                        }
-                    }
+                    Forward::Keyframe(publisher, rid) => self.want_keyframe(publisher, rid),
                 }
             }
             self.request_keyframes(now);
@@ -1134,15 +1181,24 @@ impl Sfu {
     }
 
     fn forward_media(&mut self, now: Instant, from: u64, data: MediaData) {
-        let Some(kind) = self.sessions.get_mut(&from).and_then(|s| {
+        let Some((kind, layers)) = self.sessions.get_mut(&from).and_then(|s| {
             let p = s.publisher_mut()?;
-            p.tracks
+            let kind = p
+                .tracks
                 .iter()
                 .find(|(m, _)| *m == data.mid)
-                .map(|(_, k)| *k)
+                .map(|(_, k)| *k)?;
+            // The layers matter only for frames of a layer.
+            let layers = if data.rid.is_some() {
+                p.layers.clone()
+            } else {
+                vec![]
+            };
+            Some((kind, layers))
         }) else {
             return;
         };
+        let keyframe = data.rid.is_some() && data.is_keyframe();
         let watchers: Vec<&mut Session> = self
             .sessions
             .values_mut()
@@ -1152,21 +1208,87 @@ impl Sfu {
                     && !s.failed
             })
             .collect();
-        shared(watchers, self.config.threads, |s, _| {
+        let wanted = shared(watchers, self.config.threads, |s, forwards| {
+            if let (Some(rid), Role::Subscriber(sub)) = (data.rid, &mut s.role) {
+                let target = layers::target(&layers, sub.quality, now);
+                let take = layers::take(sub.layer, target, rid, keyframe);
+                if take == Take::Switch {
+                    gst::debug!(CAT, "subscriber {} now gets layer {rid}", s.id);
+                    sub.layer = Some(rid);
+                }
+                // Not on its layer yet: a keyframe of that layer is what moves it.
+                if target.is_some() && sub.layer != target {
+                    forwards.push(Forward::Keyframe(from, target));
+                }
+                if take == Take::Skip {
+                    return;
+                }
+            }
             guarded(s, "forwarding a frame", |s| {
                 forward_to(s, from, kind, &data, now)
             });
         });
+        for f in wanted {
+            if let Forward::Keyframe(p, rid) = f {
+                self.want_keyframe(p, rid);
+            }
+        }
     }
 
-    /// Sends the keyframe requests that are due (see `keyframe_request_due`); the others stay
-    /// pending.
+    /// Notes that a subscriber needs a keyframe of publisher session `publisher` (of layer
+    /// `rid`); [`Sfu::request_keyframes`] asks for it when due. Of a simulcast publisher, a
+    /// keyframe of no layer in particular is not asked for: each subscriber asks for its own
+    /// layer's with the next frame it is forwarded.
+    fn want_keyframe(&mut self, publisher: u64, rid: Option<Rid>) {
+        let Some(p) = self
+            .sessions
+            .get_mut(&publisher)
+            .and_then(Session::publisher_mut)
+        else {
+            return;
+        };
+        match rid {
+            Some(rid) => {
+                if let Some(l) = p.layers.iter_mut().find(|l| l.rid == rid) {
+                    l.keyframe_wanted = true;
+                }
+            }
+            None if p.layers.is_empty() => p.keyframe_wanted = true,
+            None => (),
+        }
+    }
+
+    /// Sends the keyframe requests that are due (see `keyframe_request_due`), for the
+    /// publisher's stream or per simulcast layer; the others stay pending.
     fn request_keyframes(&mut self, now: Instant) {
         for s in self.sessions.values_mut() {
-            let due = matches!(&s.role, Role::Publisher(p) if p.keyframe_wanted
-                && keyframe_request_due(now, p.last_keyframe_request, p.last_keyframe));
-            if due && !s.failed {
-                guarded(s, "a keyframe request", |s| request_keyframe(s, now));
+            if s.failed {
+                continue;
+            }
+            let Role::Publisher(p) = &s.role else {
+                continue;
+            };
+            if p.keyframe_wanted
+                && keyframe_request_due(now, p.last_keyframe_request, p.last_keyframe)
+            {
+                guarded(s, "a keyframe request", |s| request_keyframe(s, None, now));
+            }
+            let Role::Publisher(p) = &s.role else {
+                continue;
+            };
+            let due: Vec<Rid> = p
+                .layers
+                .iter()
+                .filter(|l| {
+                    l.keyframe_wanted
+                        && keyframe_request_due(now, l.last_keyframe_request, l.last_keyframe)
+                })
+                .map(|l| l.rid)
+                .collect();
+            for rid in due {
+                guarded(s, "a keyframe request", |s| {
+                    request_keyframe(s, Some(rid), now)
+                });
             }
         }
     }
@@ -1181,8 +1303,8 @@ impl Sfu {
     }
 }
 
-/// Asks publisher session `s` for a keyframe.
-fn request_keyframe(s: &mut Session, now: Instant) {
+/// Asks publisher session `s` for a keyframe (of simulcast layer `rid`).
+fn request_keyframe(s: &mut Session, rid: Option<Rid>, now: Instant) {
     let Role::Publisher(p) = &mut s.role else {
         return;
     };
@@ -1199,14 +1321,23 @@ fn request_keyframe(s: &mut Session, now: Instant) {
         // RTCP from yet (the first seconds of a session). FIR for senders that only
         // negotiated FIR.
         let asked = w
-            .request_keyframe(None, KeyframeRequestKind::Pli)
-            .or_else(|_| w.request_keyframe(None, KeyframeRequestKind::Fir));
+            .request_keyframe(rid, KeyframeRequestKind::Pli)
+            .or_else(|_| w.request_keyframe(rid, KeyframeRequestKind::Fir));
+        let layer = rid.map(|r| format!(" (layer {r})")).unwrap_or_default();
         match asked {
-            Ok(()) => gst::debug!(CAT, "asked {} for a keyframe", s.uid),
-            Err(e) => gst::debug!(CAT, "keyframe request to {} failed: {e}", s.uid),
+            Ok(()) => gst::debug!(CAT, "asked {} for a keyframe{layer}", s.uid),
+            Err(e) => gst::debug!(CAT, "keyframe request to {}{layer} failed: {e}", s.uid),
         }
-        p.keyframe_wanted = false;
-        p.last_keyframe_request = Some(now);
+        match rid.and_then(|rid| p.layers.iter_mut().find(|l| l.rid == rid)) {
+            Some(l) => {
+                l.keyframe_wanted = false;
+                l.last_keyframe_request = Some(now);
+            }
+            None => {
+                p.keyframe_wanted = false;
+                p.last_keyframe_request = Some(now);
+            }
+        }
         s.dirty = true;
     }
 }
@@ -1240,7 +1371,7 @@ fn forward_to(s: &mut Session, from: u64, kind: MediaKind, data: &MediaData, now
         return;
     };
     let len = data.data.len() as u64;
-    let time = sub.timeline.map(from, data.time, now);
+    let time = sub.timeline.map((from, data.rid), data.time, now);
     if let Err(e) = writer.write(pt, data.network_time, time, data.data.clone()) {
         gst::warning!(CAT, "subscriber {} failed, disconnecting: {e}", s.id);
         s.rtc.disconnect();
@@ -1371,11 +1502,13 @@ fn on_event(key: u64, s: &mut Session, now: Instant, event: Event, forwards: &mu
                 // A subscriber joining mid-stream needs a keyframe to start from.
                 Role::Subscriber(Subscriber {
                     publisher: Some(p), ..
-                }) => forwards.push(Forward::Keyframe(*p)),
+                }) => forwards.push(Forward::Keyframe(*p, None)),
                 // So do the subscribers that waited for a publisher that comes back. (Not
                 // without subscribers: webrtcbin ignores a request that comes within two
                 // round trips of the previous one, and a viewer may join right after.)
-                Role::Publisher(p) if p.has_subscribers => forwards.push(Forward::Keyframe(key)),
+                Role::Publisher(p) if p.has_subscribers => {
+                    forwards.push(Forward::Keyframe(key, None))
+                }
                 Role::Publisher(_) => (),
                 Role::Subscriber(_) => (),
             }
@@ -1399,20 +1532,55 @@ fn on_event(key: u64, s: &mut Session, now: Instant, event: Event, forwards: &mu
                     p.frames += 1;
                     let codec = data.params.spec().codec;
                     p.codec = video_codec(codec).or(p.codec);
-                    if data.is_keyframe() {
-                        gst::debug!(CAT, "keyframe from {}", s.uid);
-                        p.last_keyframe = Some(now);
-                        let size = match codec {
+                    let keyframe = data.is_keyframe();
+                    let size = if keyframe {
+                        match codec {
                             Codec::Vp8 => bitstream::vp8_resolution(&data.data),
                             Codec::H264 => bitstream::h264_resolution(&data.data),
                             _ => None,
-                        };
-                        if size.is_some() {
-                            p.size = size;
                         }
-                    }
-                    if !data.contiguous {
-                        p.keyframe_wanted = true;
+                    } else {
+                        None
+                    };
+                    match data.rid {
+                        // A simulcast layer: its own keyframes and size; the publisher's size
+                        // is its largest layer's.
+                        Some(rid) => {
+                            let i = match p.layers.iter().position(|l| l.rid == rid) {
+                                Some(i) => i,
+                                None => {
+                                    gst::info!(CAT, "{} sends simulcast layer {rid}", s.uid);
+                                    p.layers.push(Layer::new(rid, now));
+                                    p.layers.len() - 1
+                                }
+                            };
+                            let layer = &mut p.layers[i];
+                            layer.frames += 1;
+                            layer.last_frame = now;
+                            if keyframe {
+                                gst::debug!(CAT, "keyframe from {} layer {rid}", s.uid);
+                                layer.last_keyframe = Some(now);
+                                layer.size = size.or(layer.size);
+                            }
+                            if !data.contiguous {
+                                layer.keyframe_wanted = true;
+                            }
+                            p.size = p
+                                .layers
+                                .iter()
+                                .filter_map(|l| l.size)
+                                .max_by_key(|(w, h)| u64::from(*w) * u64::from(*h));
+                        }
+                        None => {
+                            if keyframe {
+                                gst::debug!(CAT, "keyframe from {}", s.uid);
+                                p.last_keyframe = Some(now);
+                                p.size = size.or(p.size);
+                            }
+                            if !data.contiguous {
+                                p.keyframe_wanted = true;
+                            }
+                        }
                     }
                 }
                 forwards.push(Forward::Media(key, Box::new(data)));
@@ -1435,10 +1603,12 @@ fn on_event(key: u64, s: &mut Session, now: Instant, event: Event, forwards: &mu
         }
         Event::KeyframeRequest(_) => {
             if let Role::Subscriber(Subscriber {
-                publisher: Some(p), ..
+                publisher: Some(p),
+                layer,
+                ..
             }) = &s.role
             {
-                forwards.push(Forward::Keyframe(*p));
+                forwards.push(Forward::Keyframe(*p, *layer));
             }
         }
         _ => (),
@@ -1584,7 +1754,7 @@ mod tests {
             let forwards = shared(items.iter_mut().collect(), threads, |item, forwards| {
                 item.1 += 1;
                 item.2 = Some(std::thread::current().id());
-                forwards.push(Forward::Keyframe(item.0));
+                forwards.push(Forward::Keyframe(item.0, None));
             });
             assert!(
                 items.iter().all(|i| i.1 == 1),
@@ -1593,7 +1763,7 @@ mod tests {
             let mut keys: Vec<u64> = forwards
                 .iter()
                 .map(|f| match f {
-                    Forward::Keyframe(k) => *k,
+                    Forward::Keyframe(k, _) => *k,
                     Forward::Media(..) => unreachable!(),
                 })
                 .collect();
@@ -1766,6 +1936,163 @@ mod tests {
                     .all(|d| *d.data == *vp8_keyframe(d.data[20]))
             );
         }
+    }
+
+    /// A VP8 frame of `w`x`h` (a key frame) or an inter frame, its payload bytes all `n`.
+    fn vp8_frame(w: u16, h: u16, key: bool, n: u8) -> Vec<u8> {
+        let mut f = if key {
+            let (w, h) = (w.to_le_bytes(), h.to_le_bytes());
+            vec![0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, w[0], w[1], h[0], h[1]]
+        } else {
+            vec![0x51, 0x42, 0x00]
+        };
+        f.extend(std::iter::repeat_n(n, 1500));
+        f
+    }
+
+    #[test]
+    fn each_viewer_gets_the_simulcast_layer_it_asks_for_and_moves_at_a_keyframe() {
+        use str0m::media::{Simulcast, SimulcastLayer};
+        let mut now = Instant::now();
+        let mut sfu = sfu();
+        let mut publisher = Peer::new(now, 50000);
+        let mut simulcast = Simulcast::new();
+        for rid in ["q", "f"] {
+            simulcast.add_send_layer(SimulcastLayer::new(rid));
+        }
+        let mut api = publisher.rtc.sdp_api();
+        let mid = api.add_media(
+            MediaKind::Video,
+            Direction::SendOnly,
+            None,
+            None,
+            Some(simulcast),
+        );
+        publisher.mid = Some(mid);
+        let (offer, pending) = api.apply().unwrap();
+        let created = sfu
+            .publish(now, CLIENT, "room", Some("alice"), &offer.to_sdp_string())
+            .unwrap();
+        assert!(
+            created.answer.contains("a=simulcast:recv"),
+            "{}",
+            created.answer
+        );
+        publisher.answer(pending, &created.answer);
+        let mut viewers = vec![];
+        let mut ids = vec![];
+        for port in [50100, 50101] {
+            let mut viewer = Peer::new(now, port);
+            let (offer, pending) = viewer.offer(Direction::RecvOnly);
+            let sub = sfu.subscribe(now, CLIENT, "room", "alice", &offer).unwrap();
+            viewer.answer(pending, &sub.answer);
+            viewers.push(viewer);
+            ids.push(sub.id);
+        }
+        sfu.set_quality(&ids[1], Quality::Low).unwrap();
+        let [high, low] = &mut viewers[..] else {
+            unreachable!()
+        };
+        let peers = &mut [&mut publisher, high, low];
+        let mut steps = 0;
+        while !(peers.iter().all(|p| p.connected) && sfu.sessions.values().all(|s| s.connected)) {
+            assert!(steps < 600, "not all connected");
+            step(&mut sfu, peers, &mut now);
+            steps += 1;
+        }
+        let pt = {
+            let writer = peers[0].rtc.writer(mid).unwrap();
+            writer
+                .payload_params()
+                .find(|p| p.spec().codec == Codec::Vp8)
+                .unwrap()
+                .pt()
+        };
+        // Layer q is 320x180 (bytes n), layer f 1280x720 (bytes 100 + n).
+        let write = |peers: &mut [&mut Peer; 3], now: Instant, n: u8, key_q: bool, key_f: bool| {
+            let time = MediaTime::from_90khz(3000 * u64::from(n));
+            for (rid, w, h, key, byte) in
+                [("q", 320, 180, key_q, n), ("f", 1280, 720, key_f, 100 + n)]
+            {
+                peers[0]
+                    .rtc
+                    .writer(mid)
+                    .unwrap()
+                    .rid(Rid::from(rid))
+                    .write(pt, now, time, vp8_frame(w, h, key, byte))
+                    .unwrap();
+            }
+        };
+        for n in 1..=5u8 {
+            write(peers, now, n, n == 1, n == 1);
+            for _ in 0..4 {
+                step(&mut sfu, peers, &mut now);
+            }
+        }
+        run(&mut sfu, peers, &mut now, 200, |p| {
+            p[1].received.len() >= 5 && p[2].received.len() >= 5
+        });
+        let bytes = |p: &Peer| -> Vec<u8> { p.received.iter().map(|d| d.data[20]).collect() };
+        // Layer q's first keyframe came before f had sent anything: the high viewer started
+        // with it, and moved to f at f's first keyframe.
+        let high = bytes(peers[1]);
+        assert!(
+            high.ends_with(&[101, 102, 103, 104, 105]) && high.len() <= 6,
+            "high gets layer f: {high:?}"
+        );
+        assert_eq!(bytes(peers[2]), [1, 2, 3, 4, 5], "low gets layer q");
+        let info = sfu.channels(now);
+        let layers: Vec<_> = info[0].publishers[0]
+            .layers
+            .iter()
+            .map(|l| (l.rid.as_str(), l.width, l.height))
+            .collect();
+        assert_eq!(
+            layers,
+            [("q", Some(320), Some(180)), ("f", Some(1280), Some(720))]
+        );
+        assert_eq!(
+            (info[0].publishers[0].width, info[0].publishers[0].height),
+            (Some(1280), Some(720))
+        );
+        let mut subs: Vec<_> = info[0]
+            .subscribers
+            .iter()
+            .map(|s| (s.quality, s.layer.clone()))
+            .collect();
+        subs.sort();
+        assert_eq!(
+            subs,
+            [("high", Some("f".into())), ("low", Some("q".into()))]
+        );
+
+        // The high viewer asks for low: it keeps layer f until a keyframe of q, which the
+        // server asks the publisher for.
+        sfu.set_quality(&ids[0], Quality::Low).unwrap();
+        let asked = peers[0].keyframe_requests;
+        for n in 6..=7u8 {
+            write(peers, now, n, false, false);
+            for _ in 0..4 {
+                step(&mut sfu, peers, &mut now);
+            }
+        }
+        assert!(
+            peers[0].keyframe_requests > asked,
+            "no keyframe asked of layer q"
+        );
+        write(peers, now, 8, true, false);
+        write(peers, now, 9, false, false);
+        run(&mut sfu, peers, &mut now, 200, |p| {
+            p.iter()
+                .skip(1)
+                .all(|v| v.received.last().is_some_and(|d| d.data[20] == 9))
+        });
+        let high = bytes(peers[1]);
+        assert!(
+            high.ends_with(&[101, 102, 103, 104, 105, 106, 107, 8, 9]),
+            "{high:?}"
+        );
+        assert_eq!(bytes(peers[2]), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     }
 
     #[test]

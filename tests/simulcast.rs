@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Simulcast (RFC 8853) through the call server: Debian's headless Chromium publishes a
+//! 1280x720 canvas in three layers (`sendEncodings` with rids q, h, f: a quarter, half and
+//! full size); each viewer (callsrc) gets the layer it asks for with `?quality=`, and one
+//! that changes its mind mid-call (`PUT /resource/{id}/quality`) moves to the new layer.
+
+mod common;
+
+use common::browser::Browser;
+use common::watch::Watch;
+use common::{netns, wait_for};
+use gstcustomvideo::server::{CallServer, ServerConfig};
+use serde_json::json;
+use std::time::Duration;
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// The decoded size callsrc outputs (it keeps the size of the first frame it decoded).
+fn size(watch: &Watch) -> Option<(i32, i32)> {
+    let seen = watch.seen.lock().unwrap();
+    let s = seen.caps.as_ref()?.structure(0)?.to_owned();
+    Some((s.get("width").ok()?, s.get("height").ok()?))
+}
+
+/// The layer (rid) the server forwards to each subscriber of `uid`, by quality.
+fn layers_of_subscribers(server: &CallServer) -> Vec<(String, Option<String>)> {
+    let mut v: Vec<_> = server
+        .channels()
+        .iter()
+        .flat_map(|c| c.subscribers.iter())
+        .map(|s| (s.quality.to_owned(), s.layer.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_chromium_simulcast_publisher_gives_each_viewer_the_layer_it_asks_for() {
+    if !netns::enter("a_chromium_simulcast_publisher_gives_each_viewer_the_layer_it_asks_for") {
+        return;
+    }
+    common::init();
+    let server = CallServer::start(ServerConfig {
+        port: 0,
+        // The publisher page is opened from a file.
+        allow_origins: vec!["file://".into()],
+        ..Default::default()
+    })
+    .expect("server starts");
+    let browser = Browser::start();
+    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pages/publish.html");
+    browser.open(&format!(
+        "file://{page}?whip={}%3Fuid%3Dcanvas&color=%23ff0000&size=1280x720&simulcast=1",
+        server.whip_url("live")
+    ));
+    let state = browser.wait(
+        "return window.publishState.status === 'connected' || window.publishState.status === 'failed' ? window.publishState : null",
+        30 * SEC,
+    );
+    assert_eq!(state["status"], json!("connected"), "{state}");
+    // Chromium turns its layers on as its bandwidth estimate grows.
+    let mut layers = vec![];
+    let all = wait_for(30 * SEC, || {
+        layers = server
+            .channels()
+            .iter()
+            .flat_map(|c| c.publishers.iter())
+            .filter(|p| p.uid == "canvas")
+            .flat_map(|p| p.layers.iter())
+            .map(|l| (l.rid.clone(), l.width, l.height))
+            .collect();
+        layers.len() == 3 && layers.iter().all(|l| l.1.is_some())
+    });
+    assert!(all, "the server sees layers {layers:?}");
+    assert_eq!(
+        layers,
+        [
+            ("q".to_owned(), Some(320), Some(180)),
+            ("h".to_owned(), Some(640), Some(360)),
+            ("f".to_owned(), Some(1280), Some(720)),
+        ]
+    );
+
+    let watch = |quality: &str| {
+        Watch::decoded(&format!(
+            "whep-url=\"{}?quality={quality}\" timeout=20",
+            server.whep_url("live", "canvas")
+        ))
+    };
+    let (low, medium, high) = (watch("low"), watch("medium"), watch("high"));
+    for (w, name, want) in [
+        (&low, "low", (320, 180)),
+        (&medium, "medium", (640, 360)),
+        (&high, "high", (1280, 720)),
+    ] {
+        assert!(
+            w.wait_colour([255, 0, 0], 20 * SEC),
+            "{name}: no red frame, error {:?}",
+            w.error()
+        );
+        assert_eq!(size(w), Some(want), "{name}");
+    }
+    assert_eq!(
+        layers_of_subscribers(&server),
+        [
+            ("high".to_owned(), Some("f".to_owned())),
+            ("low".to_owned(), Some("q".to_owned())),
+            ("medium".to_owned(), Some("h".to_owned())),
+        ]
+    );
+    // The high viewer changes its mind mid-call: it moves to layer q.
+    let id = server
+        .channels()
+        .iter()
+        .flat_map(|c| c.subscribers.iter())
+        .find(|s| s.quality == "high")
+        .map(|s| s.id.clone())
+        .expect("the high viewer");
+    let url = format!("{}/resource/{id}/quality", server.url());
+    let json = Some("application/json");
+    let bad = common::http::request("PUT", &url, json, None, r#"{"quality":"best"}"#);
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("high, medium or low"), "{}", bad.body);
+    let ok = common::http::request("PUT", &url, json, None, r#"{"quality":"low"}"#);
+    assert_eq!(ok.status, 204, "{}", ok.body);
+    assert!(
+        wait_for(5 * SEC, || layers_of_subscribers(&server)
+            == [
+                ("low".to_owned(), Some("q".to_owned())),
+                ("low".to_owned(), Some("q".to_owned())),
+                ("medium".to_owned(), Some("h".to_owned())),
+            ]),
+        "{:?}",
+        layers_of_subscribers(&server)
+    );
+    // Frames keep coming on every layer.
+    let before: Vec<usize> = [&low, &medium, &high].iter().map(|w| w.frames()).collect();
+    std::thread::sleep(2 * SEC);
+    for (w, b) in [&low, &medium, &high].iter().zip(before) {
+        assert!(w.frames() >= b + 30, "{} → {}", b, w.frames());
+    }
+}
