@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Simulcast (RFC 8853) through the call server: Debian's headless Chromium publishes a
 //! 1280x720 canvas in three layers (`sendEncodings` with rids q, h, f: a quarter, half and
-//! full size); each viewer (callsrc) gets the layer it asks for with `?quality=`, and one
+//! full size); each viewer (callsrc) gets the layer it asks for (`?quality=`, callsrc's
+//! `quality`), and one
 //! that changes its mind mid-call (`PUT /resource/{id}/quality`) moves to the new layer.
 
 mod common;
@@ -81,13 +82,20 @@ fn a_chromium_simulcast_publisher_gives_each_viewer_the_layer_it_asks_for() {
         ]
     );
 
-    let watch = |quality: &str| {
-        Watch::decoded(&format!(
-            "whep-url=\"{}?quality={quality}\" timeout=20",
-            server.whep_url("live", "canvas")
-        ))
-    };
-    let (low, medium, high) = (watch("low"), watch("medium"), watch("high"));
+    // Asked for three ways: callsrc's `quality` with server, channel and uid, callsrc's
+    // `quality` on a WHEP URL, and `?quality=` in the WHEP URL.
+    let low = Watch::decoded(&format!(
+        "server={} channel=live uid=canvas quality=low timeout=20",
+        server.url()
+    ));
+    let medium = Watch::decoded(&format!(
+        "whep-url=\"{}\" quality=medium timeout=20",
+        server.whep_url("live", "canvas")
+    ));
+    let high = Watch::decoded(&format!(
+        "whep-url=\"{}?quality=high\" timeout=20",
+        server.whep_url("live", "canvas")
+    ));
     for (w, name, want) in [
         (&low, "low", (320, 180)),
         (&medium, "medium", (640, 360)),

@@ -23,7 +23,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use super::output::Output;
-use super::{ConnectionState, PublisherGone};
+use super::{ConnectionState, PublisherGone, Quality};
 use crate::callsink::{check_answer, net, whip};
 use crate::codec::Codec;
 use crate::rate::Rate;
@@ -65,6 +65,7 @@ struct Settings {
     latency: u32,
     decode: bool,
     gone: PublisherGone,
+    quality: Quality,
 }
 
 impl Default for Settings {
@@ -81,6 +82,7 @@ impl Default for Settings {
             latency: 50,
             decode: true,
             gone: PublisherGone::Freeze,
+            quality: Quality::High,
         }
     }
 }
@@ -962,6 +964,22 @@ fn supervise(weak: &glib::WeakRef<super::CallSrc>, job: &Job) -> Result<(), Stri
     }
 }
 
+/// `url` asking for simulcast layer `quality` (`?quality=`; nothing for the default, high).
+fn with_quality(url: &str, quality: Quality) -> String {
+    let name = match quality {
+        Quality::High => return url.to_owned(),
+        Quality::Medium => "medium",
+        Quality::Low => "low",
+    };
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            u.query_pairs_mut().append_pair("quality", name);
+            u.to_string()
+        }
+        Err(_) => url.to_owned(),
+    }
+}
+
 /// The WHEP URL of the publisher to watch: `whep-url`, the `uid`'s, or (without `uid`) the
 /// one watched last if the channel still lists it, else the first listed, waiting for one
 /// (until `deadline`, if any). `None` when the run ended.
@@ -973,9 +991,10 @@ fn find_publisher(
 ) -> Result<Option<String>, String> {
     let s = &job.settings;
     if let Some(url) = &s.whep_url {
-        return Ok(Some(url.clone()));
+        return Ok(Some(with_quality(url, s.quality)));
     }
-    let url = |uid: &str| format!("{}/whep/{}/{uid}", job.base, s.channel);
+    let url =
+        |uid: &str| with_quality(&format!("{}/whep/{}/{uid}", job.base, s.channel), s.quality);
     if let Some(uid) = &s.uid {
         return Ok(Some(url(uid)));
     }
@@ -1314,6 +1333,11 @@ impl ObjectImpl for CallSrc {
                     .blurb("While the publisher is gone (no frame for a second, or the connection lost) until it or, without uid, the channel's next publisher is there: freeze (repeat the last frame), black, or eos (end the stream). With decode=false the output pauses instead of repeating")
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default("quality", Quality::High)
+                    .nick("Quality")
+                    .blurb("Which simulcast layer to get when the publisher sends several: high (the largest), medium, low (the smallest). Asked for with ?quality= on the WHEP URL (this project's call server takes it); high adds nothing")
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecEnum::builder::<ConnectionState>("connection-state")
                     .nick("Connection state")
                     .blurb("Where the subscription is: new, waiting (for the publisher), connecting, connected, failed, closed")
@@ -1345,6 +1369,7 @@ impl ObjectImpl for CallSrc {
             "token" => s.token = text(),
             "ice-servers" => s.ice_servers = net::ice_servers_from(value),
             "on-publisher-gone" => s.gone = value.get().expect("type checked upstream"),
+            "quality" => s.quality = value.get().expect("type checked upstream"),
             "port" => s.port = value.get().expect("type checked upstream"),
             "timeout" => s.timeout = value.get().expect("type checked upstream"),
             "latency" => s.latency = value.get().expect("type checked upstream"),
@@ -1367,6 +1392,7 @@ impl ObjectImpl for CallSrc {
                     "token" => s.token.to_value(),
                     "ice-servers" => net::ice_servers_value(&s.ice_servers),
                     "on-publisher-gone" => s.gone.to_value(),
+                    "quality" => s.quality.to_value(),
                     "port" => s.port.to_value(),
                     "timeout" => s.timeout.to_value(),
                     "latency" => s.latency.to_value(),

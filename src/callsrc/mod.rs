@@ -87,8 +87,28 @@ pub enum PublisherGone {
     Eos = 2,
 }
 
+/// Which simulcast layer of the publisher to get (RFC 8853), where the publisher sends
+/// several: `?quality=` on the WHEP URL, as the call server of this project takes it.
+#[derive(Debug, Eq, PartialEq, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstCallSrcQuality")]
+pub enum Quality {
+    /// The largest layer (the server's default; nothing is added to the URL).
+    #[default]
+    #[enum_value(name = "High: the largest layer", nick = "high")]
+    High = 0,
+    /// The middle layer (of two: the smaller).
+    #[enum_value(name = "Medium: the middle layer", nick = "medium")]
+    Medium = 1,
+    /// The smallest layer.
+    #[enum_value(name = "Low: the smallest layer", nick = "low")]
+    Low = 2,
+}
+
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     crate::callsink::register_rtp_elements();
+    PublisherGone::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    Quality::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),
         "callsrc",
