@@ -35,11 +35,9 @@ fn layers_of_subscribers(server: &CallServer) -> Vec<(String, Option<String>)> {
     v
 }
 
-#[test]
-fn a_chromium_simulcast_publisher_gives_each_viewer_the_layer_it_asks_for() {
-    if !netns::enter("a_chromium_simulcast_publisher_gives_each_viewer_the_layer_it_asks_for") {
-        return;
-    }
+/// A call server and Chromium publishing a red 1280x720 canvas in three layers into it
+/// (channel `live`, uid `canvas`), once the server sees all three with their sizes.
+fn simulcast_publisher() -> (CallServer, Browser) {
     common::init();
     let server = CallServer::start(ServerConfig {
         port: 0,
@@ -82,6 +80,15 @@ fn a_chromium_simulcast_publisher_gives_each_viewer_the_layer_it_asks_for() {
         ]
     );
 
+    (server, browser)
+}
+
+#[test]
+fn a_chromium_simulcast_publisher_gives_each_viewer_the_layer_it_asks_for() {
+    if !netns::enter("a_chromium_simulcast_publisher_gives_each_viewer_the_layer_it_asks_for") {
+        return;
+    }
+    let (server, _publisher) = simulcast_publisher();
     // Asked for three ways: callsrc's `quality` with server, channel and uid, callsrc's
     // `quality` on a WHEP URL, and `?quality=` in the WHEP URL.
     let low = Watch::decoded(&format!(
@@ -147,4 +154,33 @@ fn a_chromium_simulcast_publisher_gives_each_viewer_the_layer_it_asks_for() {
     for (w, b) in [&low, &medium, &high].iter().zip(before) {
         assert!(w.frames() >= b + 30, "{} → {}", b, w.frames());
     }
+}
+
+#[test]
+fn the_viewer_page_picks_the_layer_by_tile_size_and_offers_the_choice() {
+    if !netns::enter("the_viewer_page_picks_the_layer_by_tile_size_and_offers_the_choice") {
+        return;
+    }
+    let (server, _publisher) = simulcast_publisher();
+    let viewer = Browser::start();
+    viewer.open(&server.viewer_url("live"));
+    // One tile in a 1280-pixel wide window is about 400 pixels wide: the 640x360 layer is
+    // the smallest that fills it.
+    let shows = |quality: &str, width: i64| {
+        let script = format!(
+            "const s = window.viewerState.publishers.canvas; \
+             return s && s.quality === '{quality}' && s.width === {width} ? s : null"
+        );
+        viewer.wait(&script, 20 * SEC)
+    };
+    let st = shows("medium", 640);
+    assert!(st.is_object(), "{}", viewer.viewer_state("canvas"));
+    // The viewer picks low in the tile's menu.
+    viewer.eval(
+        "const s = document.querySelector('.tile select.quality'); \
+         s.value = 'low'; s.dispatchEvent(new Event('change')); return null",
+    );
+    let st = shows("low", 320);
+    assert!(st.is_object(), "{}", viewer.viewer_state("canvas"));
+    assert!(viewer.wait_viewer_colour("canvas", [255, 0, 0], 10 * SEC));
 }
