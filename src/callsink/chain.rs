@@ -6,11 +6,21 @@
 //! raw:     videoconvert ─ videoscale ─ [scale caps] ─ [videorate] ─ [I420] ─ encoder ─ [parse/caps] ─┐
 //! encoded: [parser ─ caps] ─────────────────────────────────────────────────────────────────────────┴─ payloader ─ [RTP caps]
 //! ```
+//!
+//! Simulcast (raw input): one converted input, one branch per layer, all layers into one
+//! transceiver; each layer's payloader writes its rid (RTP stream id extension), the MID, and
+//! its own SSRC:
+//!
+//! ```text
+//! videoconvert ─ tee ─┬─ queue ─ valve ─ videoscale ─ [size, I420] ─ encoder ─ [caps] ─ payloader ─ [RTP caps] ─┬─ rtpfunnel
+//!                     └─ ... one branch per layer ...                                                           ┘
+//! ```
 
 use gst::prelude::*;
 use std::time::{Duration, Instant};
 
-use super::codec::{Codec, Encoder};
+use super::LayerSpec;
+use super::codec::{self, Codec, Encoder};
 
 /// Minimum time between two keyframes forced by the receivers' requests; a request that
 /// comes sooner is served when the time is up.
@@ -18,8 +28,27 @@ const KEYFRAME_MIN_SPACING: Duration = Duration::from_millis(200);
 /// A keyframe asked of the encoder and not seen after this long may be asked for again.
 const KEYFRAME_REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
 
-/// What the chain is built for.
+/// One simulcast layer to build.
 #[derive(Debug, Clone, Copy)]
+pub struct LayerPlan {
+    pub spec: LayerSpec,
+    pub ssrc: u32,
+    /// The id of the RTP stream id extension the answer accepted.
+    pub rid_ext: u32,
+}
+
+/// One simulcast layer of a running chain.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub spec: LayerSpec,
+    pub encoder: gst::Element,
+    pub payloader: gst::Element,
+    /// Drops the layer's input while congestion control holds the layer back.
+    pub valve: gst::Element,
+}
+
+/// What the chain is built for.
+#[derive(Debug, Clone)]
 pub struct ChainConfig {
     pub codec: Codec,
     /// Payload type the answer chose.
@@ -29,6 +58,10 @@ pub struct ChainConfig {
     pub start_kbps: u32,
     /// Seconds between keyframes.
     pub keyframe_interval: u32,
+    /// The MID header extension's id and the MID, when the answer accepted the extension.
+    pub mid: Option<(u32, String)>,
+    /// Simulcast layers, lowest first (raw input; empty: one stream).
+    pub layers: Vec<LayerPlan>,
 }
 
 /// The elements of one encoding chain, in link order, and the ones callsink works with.
@@ -42,6 +75,10 @@ pub struct EncodingChain {
     pub scale_caps: Option<gst::Element>,
     /// videorate, which congestion control sets (raw input with a frame rate).
     pub videorate: Option<gst::Element>,
+    /// Simulcast layers, lowest first (empty: one stream).
+    pub layers: Vec<Layer>,
+    /// Links between elements when the chain is not a line (simulcast).
+    links: Vec<(gst::Element, gst::Element)>,
 }
 
 fn make(name: &str) -> Result<gst::Element, String> {
@@ -60,6 +97,9 @@ fn capsfilter(caps: gst::Caps) -> Result<gst::Element, String> {
 impl EncodingChain {
     /// The chain for input `caps` (raw video, or encoded video of `config.codec`).
     pub fn build(caps: &gst::CapsRef, config: &ChainConfig) -> Result<EncodingChain, String> {
+        if !config.layers.is_empty() && Codec::from_caps(caps).is_none() {
+            return Self::build_layers(caps, config);
+        }
         let codec = config.codec;
         let mut elements = Vec::new();
         let mut encoder = None;
@@ -121,16 +161,11 @@ impl EncodingChain {
             encoder = Some(enc);
         }
         let payloader = codec.make_payloader(config.pt, config.ssrc)?;
+        if let Some((id, mid)) = &config.mid {
+            codec::add_sdes_extension(&payloader, "rtphdrextmid", *id, "mid", mid)?;
+        }
         elements.push(payloader.clone());
-        elements.push(capsfilter(
-            gst::Caps::builder("application/x-rtp")
-                .field("media", "video")
-                .field("encoding-name", codec.encoding_name())
-                .field("payload", config.pt as i32)
-                .field("clock-rate", 90000i32)
-                .field("ssrc", config.ssrc)
-                .build(),
-        )?);
+        elements.push(rtp_caps(codec, config.pt, config.ssrc)?);
         Ok(EncodingChain {
             codec,
             elements,
@@ -138,13 +173,140 @@ impl EncodingChain {
             payloader,
             scale_caps,
             videorate,
+            layers: vec![],
+            links: vec![],
         })
+    }
+
+    /// The simulcast chain for raw input `caps`: see the module documentation. Layer sizes
+    /// are the input's divided by the layer's divider (even, at least 2).
+    fn build_layers(caps: &gst::CapsRef, config: &ChainConfig) -> Result<EncodingChain, String> {
+        let codec = config.codec;
+        let s = caps.structure(0).ok_or("input caps without a structure")?;
+        let (Ok(width), Ok(height)) = (s.get::<i32>("width"), s.get::<i32>("height")) else {
+            return Err(format!("simulcast needs the input's size: {caps}"));
+        };
+        let fps = s
+            .get::<gst::Fraction>("framerate")
+            .ok()
+            .filter(|f| f.numer() > 0)
+            .map_or(30.0, |f| f.numer() as f64 / f.denom() as f64);
+        let keyframe_frames = (fps * config.keyframe_interval as f64).round() as u32;
+        let convert = make("videoconvert")?;
+        let tee = make("tee")?;
+        let funnel = make("rtpfunnel")?;
+        let mut elements = vec![convert.clone(), tee.clone()];
+        let mut links = vec![(convert, tee.clone())];
+        let mut layers = Vec::new();
+        for plan in &config.layers {
+            let spec = plan.spec;
+            let even = |v: i32| ((v / spec.divider.max(1) as i32) & !1).max(2);
+            let kbps = (config.start_kbps * spec.share / 100).max(30);
+            let queue = gst::ElementFactory::make("queue")
+                .property_from_str("leaky", "downstream")
+                .property("max-size-buffers", 2u32)
+                .property("max-size-bytes", 0u32)
+                .property("max-size-time", 0u64)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let valve = make("valve")?;
+            let enc = Encoder::make(codec, kbps, keyframe_frames)?;
+            let mut branch = vec![
+                queue,
+                valve.clone(),
+                make("videoscale")?,
+                capsfilter(
+                    gst::Caps::builder("video/x-raw")
+                        .field("format", "I420")
+                        .field("width", even(width))
+                        .field("height", even(height))
+                        .build(),
+                )?,
+                enc.clone(),
+            ];
+            if codec == Codec::Av1 {
+                branch.push(make("av1parse")?);
+            }
+            if let Some(c) = codec.encoded_caps() {
+                branch.push(capsfilter(c)?);
+            }
+            let pay = codec.make_payloader(config.pt, plan.ssrc)?;
+            if let Some((id, mid)) = &config.mid {
+                codec::add_sdes_extension(&pay, "rtphdrextmid", *id, "mid", mid)?;
+            }
+            codec::add_sdes_extension(&pay, "rtphdrextstreamid", plan.rid_ext, "rid", spec.rid)?;
+            branch.push(pay.clone());
+            branch.push(rtp_caps(codec, config.pt, plan.ssrc)?);
+            links.push((tee.clone(), branch[0].clone()));
+            links.extend(branch.windows(2).map(|w| (w[0].clone(), w[1].clone())));
+            links.push((branch.last().expect("a branch").clone(), funnel.clone()));
+            elements.extend(branch);
+            layers.push(Layer {
+                spec,
+                encoder: enc,
+                payloader: pay,
+                valve,
+            });
+        }
+        // The funnel is last: its src pad feeds webrtcbin.
+        elements.push(funnel);
+        let top = layers.last().ok_or("no simulcast layer")?;
+        Ok(EncodingChain {
+            codec,
+            encoder: Some(top.encoder.clone()),
+            payloader: top.payloader.clone(),
+            scale_caps: None,
+            videorate: None,
+            elements,
+            layers,
+            links,
+        })
+    }
+
+    /// Links the chain's elements (all in the same bin).
+    pub fn link(&self) -> Result<(), String> {
+        if self.links.is_empty() {
+            return gst::Element::link_many(&self.elements)
+                .map_err(|e| format!("cannot link the encoding chain: {e}"));
+        }
+        for (a, b) in &self.links {
+            a.link(b).map_err(|e| {
+                format!(
+                    "cannot link the simulcast chain ({} to {}): {e}",
+                    a.name(),
+                    b.name()
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Every payloader of the chain (one per simulcast layer).
+    pub fn payloaders(&self) -> Vec<gst::Element> {
+        if self.layers.is_empty() {
+            vec![self.payloader.clone()]
+        } else {
+            self.layers.iter().map(|l| l.payloader.clone()).collect()
+        }
     }
 
     /// The src pad of the last element, which feeds webrtcbin.
     pub fn end(&self) -> Option<gst::Pad> {
         self.elements.last().and_then(|e| e.static_pad("src"))
     }
+}
+
+/// The caps after a payloader: what it sends, under which SSRC.
+fn rtp_caps(codec: Codec, pt: u32, ssrc: u32) -> Result<gst::Element, String> {
+    capsfilter(
+        gst::Caps::builder("application/x-rtp")
+            .field("media", "video")
+            .field("encoding-name", codec.encoding_name())
+            .field("payload", pt as i32)
+            .field("clock-rate", 90000i32)
+            .field("ssrc", ssrc)
+            .build(),
+    )
 }
 
 /// What to do with a receiver's keyframe request.
@@ -250,6 +412,8 @@ mod tests {
             ssrc: 7,
             start_kbps: 800,
             keyframe_interval: 2,
+            mid: None,
+            layers: vec![],
         };
         let raw = gst::Caps::builder("video/x-raw")
             .field("framerate", gst::Fraction::new(30, 1))
@@ -268,6 +432,36 @@ mod tests {
                 .videorate
                 .is_none()
         );
+        // Simulcast: one branch per layer, into an rtpfunnel at the end.
+        let sized = gst::Caps::builder("video/x-raw")
+            .field("width", 1280i32)
+            .field("height", 720i32)
+            .field("framerate", gst::Fraction::new(30, 1))
+            .build();
+        let mut simulcast = config.clone();
+        simulcast.layers = super::super::Simulcast::Three
+            .layers()
+            .iter()
+            .enumerate()
+            .map(|(i, &spec)| LayerPlan {
+                spec,
+                ssrc: 10 + i as u32,
+                rid_ext: 3,
+            })
+            .collect();
+        let chain = EncodingChain::build(&sized, &simulcast).unwrap();
+        assert_eq!(chain.layers.len(), 3);
+        assert_eq!(chain.payloaders().len(), 3);
+        assert_eq!(
+            chain.elements.last().unwrap().factory().unwrap().name(),
+            "rtpfunnel"
+        );
+        let kbps: Vec<u32> = chain
+            .layers
+            .iter()
+            .map(|l| Encoder::of_element(&l.encoder).unwrap().bitrate(&l.encoder))
+            .collect();
+        assert_eq!(kbps, [80, 200, 520]);
         let encoded = gst::Caps::builder("video/x-vp8").build();
         let chain = EncodingChain::build(&encoded, &config).unwrap();
         assert!(chain.encoder.is_none() && chain.scale_caps.is_none());

@@ -11,6 +11,13 @@ pub use crate::codec::Codec;
 pub const TWCC_URI: &str =
     "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 pub const TWCC_ID: u32 = 1;
+/// The MID header extension (RFC 8843): which m-line a packet belongs to, needed when the
+/// offer names no SSRC (simulcast).
+pub const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+pub const MID_ID: u32 = 2;
+/// The RTP stream id header extension (RFC 8852): which simulcast layer a packet is of.
+pub const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+pub const RID_ID: u32 = 3;
 
 impl Codec {
     /// The codec of encoded input caps (`video/x-vp8`, ...).
@@ -70,6 +77,24 @@ impl Codec {
     pub fn offer_caps(self, ssrc: u32) -> gst::Structure {
         let mut s = self.rtp_caps();
         s.set("ssrc", ssrc);
+        s
+    }
+
+    /// The caps this codec is offered with for simulcast `rids` (lowest first): no SSRC
+    /// (each layer has its own, told apart by the RID extension), the MID and RID
+    /// extensions, and, when `first` (webrtcbin writes the attributes of every structure of
+    /// the transceiver's codec preferences), `rid-<id>=send` and `a-simulcast`, which
+    /// GStreamer's SDP library turns into `a=rid:<id> send` and `a=simulcast:send q;h;f`.
+    pub fn simulcast_offer_caps(self, rids: &[&str], first: bool) -> gst::Structure {
+        let mut s = self.rtp_caps();
+        s.set(format!("extmap-{MID_ID}"), MID_URI);
+        s.set(format!("extmap-{RID_ID}"), RID_URI);
+        if first {
+            for rid in rids {
+                s.set(format!("rid-{rid}"), "send");
+            }
+            s.set("a-simulcast", format!("send {}", rids.join(";")));
+        }
         s
     }
 
@@ -142,6 +167,26 @@ impl Codec {
         }
         Ok(pay)
     }
+}
+
+/// Adds header extension `factory` (`rtphdrextmid`, `rtphdrextstreamid`) with `id` to
+/// payloader `pay`, writing `value` into its property `property`.
+pub fn add_sdes_extension(
+    pay: &gst::Element,
+    factory: &str,
+    id: u32,
+    property: &str,
+    value: &str,
+) -> Result<(), String> {
+    let ext = gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|e| format!("cannot create {factory} (is it installed?): {e}"))?
+        .downcast::<gst_rtp::RTPHeaderExtension>()
+        .map_err(|_| format!("{factory} is not an RTP header extension"))?;
+    ext.set_id(id);
+    ext.set_property(property, value);
+    pay.emit_by_name::<()>("add-extension", &[&ext]);
+    Ok(())
 }
 
 /// How an encoder's bitrate property counts.

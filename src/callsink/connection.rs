@@ -90,6 +90,8 @@ struct Job {
     client: Arc<whip::Client>,
     codecs: Vec<Codec>,
     ssrc: u32,
+    /// Simulcast rids offered, lowest first (empty: one stream).
+    rids: Vec<&'static str>,
     /// The session of the call that was lost, deleted first.
     old: Option<String>,
     post_timeout: Duration,
@@ -119,6 +121,8 @@ impl From<whip::WhipError> for AttemptError {
 struct Conn {
     session: Session,
     codecs: Vec<Codec>,
+    /// Simulcast rids to offer, lowest first (empty: one stream).
+    rids: Vec<&'static str>,
     eos_seqnum: Option<gst::Seqnum>,
     /// The liveness check learnt the receiver's pace (logged once per connection).
     pace_known: bool,
@@ -188,6 +192,7 @@ impl CallSink {
                 Step::Attempt => match self.codecs_for(&caps) {
                     Ok(codecs) => {
                         conn.codecs = codecs;
+                        conn.rids = self.simulcast_rids(&caps);
                         self.set_connection_state(ConnectionState::Connecting);
                         Step::Attempt
                     }
@@ -397,6 +402,7 @@ impl CallSink {
             client,
             codecs: conn.codecs.clone(),
             ssrc,
+            rids: conn.rids.clone(),
             old,
             post_timeout,
         };
@@ -453,6 +459,7 @@ impl CallSink {
             "the answer chose {} (payload {pt})",
             codec.encoding_name()
         );
+        self.state.lock().unwrap().answered = super::imp::AnsweredMedia::parse(&session.answer);
         super::net::set_answer(&webrtcbin, &session.answer).map_err(fatal)?;
         self.watch_rtcp(&webrtcbin);
         Ok((codec, pt))
@@ -628,6 +635,7 @@ fn supervise(weak: glib::WeakRef<super::CallSink>, rx: mpsc::Receiver<Msg>) {
     let mut conn = Conn {
         session: Session::default(),
         codecs: vec![],
+        rids: vec![],
         eos_seqnum: None,
         pace_known: false,
     };
@@ -697,7 +705,7 @@ fn attempt(job: &Job) -> Result<whip::Session, AttemptError> {
             );
         }
     }
-    let sdp = offer(&job.webrtcbin, &job.codecs, job.ssrc)?;
+    let sdp = offer(&job.webrtcbin, &job.codecs, job.ssrc, &job.rids)?;
     let session = job.client.publish(&sdp, job.post_timeout)?;
     if let Err(e) = check_answer(&sdp, &session.answer) {
         let _ = job.client.delete(&session.resource, LEAVE_TIMEOUT);
@@ -709,15 +717,25 @@ fn attempt(job: &Job) -> Result<whip::Session, AttemptError> {
     Ok(session)
 }
 
-/// Offers `codecs` on a new sendonly transceiver of `webrtcbin` and returns the offer
-/// once ICE gathering is complete (see `net::local_offer`).
-fn offer(webrtcbin: &gst::Element, codecs: &[Codec], ssrc: u32) -> Result<String, AttemptError> {
+/// Offers `codecs` on a new sendonly transceiver of `webrtcbin` (with simulcast layers
+/// `rids`, if any) and returns the offer once ICE gathering is complete (see
+/// `net::local_offer`).
+fn offer(
+    webrtcbin: &gst::Element,
+    codecs: &[Codec],
+    ssrc: u32,
+    rids: &[&str],
+) -> Result<String, AttemptError> {
     let fatal = AttemptError::Fatal;
     let mut prefs = gst::Caps::new_empty();
     {
         let prefs = prefs.get_mut().expect("new caps are writable");
-        for c in codecs {
-            prefs.append_structure(c.offer_caps(ssrc));
+        for (i, c) in codecs.iter().enumerate() {
+            prefs.append_structure(if rids.is_empty() {
+                c.offer_caps(ssrc)
+            } else {
+                c.simulcast_offer_caps(rids, i == 0)
+            });
         }
     }
     let trans = webrtcbin.emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>(

@@ -19,14 +19,14 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use super::cc::{Bitrates, Congestion, TrackHints};
-use super::chain::{ChainConfig, EncodingChain, KeyframePacer, KeyframeRequest};
+use super::chain::{ChainConfig, EncodingChain, KeyframePacer, KeyframeRequest, LayerPlan};
 use super::codec::{Codec, Encoder};
 use super::connection::{Msg, Supervisor};
 use super::liveness::Liveness;
 use super::net;
 use super::stats::{self, SendStats};
 use super::whip;
-use super::{CodecChoice, ConnectionState};
+use super::{CodecChoice, ConnectionState, LayerSpec, Simulcast};
 use crate::server::CallServer;
 
 pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -61,6 +61,7 @@ pub(super) struct Settings {
     pub(super) timeout: u32,
     pub(super) reconnect_timeout: i32,
     congestion_control: bool,
+    simulcast: Simulcast,
 }
 
 impl Default for Settings {
@@ -82,6 +83,7 @@ impl Default for Settings {
             timeout: DEFAULT_TIMEOUT,
             reconnect_timeout: DEFAULT_RECONNECT_TIMEOUT,
             congestion_control: true,
+            simulcast: Simulcast::None,
         }
     }
 }
@@ -111,6 +113,59 @@ pub(super) struct State {
     /// The congestion controller webrtcbin was given (`rtpgccbwe`).
     cc: Option<gst::Element>,
     congestion: Congestion,
+    /// What the last answer accepted (simulcast, header extensions).
+    pub(super) answered: AnsweredMedia,
+    /// Congestion control holds the top simulcast layer back.
+    top_held: bool,
+}
+
+/// What an SDP answer says about the video section beyond the codec: whether it receives
+/// simulcast, and the ids of the header extensions it accepted.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(super) struct AnsweredMedia {
+    /// `a=simulcast:recv ...`.
+    pub simulcast: bool,
+    /// The MID extension's id and the section's MID.
+    pub mid: Option<(u32, String)>,
+    /// The RTP stream id extension's id.
+    pub rid_ext: Option<u32>,
+}
+
+impl AnsweredMedia {
+    pub fn parse(answer: &str) -> AnsweredMedia {
+        let mut media = AnsweredMedia::default();
+        let (mut mid_ext, mut mid) = (None, None);
+        let mut in_video = false;
+        for line in answer.lines().map(str::trim) {
+            if let Some(m) = line.strip_prefix("m=") {
+                if in_video {
+                    break;
+                }
+                in_video = m.starts_with("video ");
+                continue;
+            }
+            if !in_video {
+                continue;
+            }
+            if let Some(v) = line.strip_prefix("a=simulcast:") {
+                media.simulcast = v.trim_start().starts_with("recv");
+            } else if let Some(v) = line.strip_prefix("a=mid:") {
+                mid = Some(v.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("a=extmap:") {
+                let mut parts = v.split_whitespace();
+                let id = parts
+                    .next()
+                    .and_then(|id| id.split('/').next()?.parse::<u32>().ok());
+                match (id, parts.next()) {
+                    (Some(id), Some(super::codec::MID_URI)) => mid_ext = Some(id),
+                    (Some(id), Some(super::codec::RID_URI)) => media.rid_ext = Some(id),
+                    _ => (),
+                }
+            }
+        }
+        media.mid = mid_ext.zip(mid);
+        media
+    }
 }
 
 /// Lock order: `supervisor`, then `settings`, then `state`; `liveness`, `stats`,
@@ -132,6 +187,23 @@ pub struct CallSink {
     pub(super) liveness: Mutex<Option<Liveness>>,
     queue: gst::Element,
     ghost: gst::GhostPad,
+}
+
+/// Below this target (kbit/s) the top simulcast layer is held back; it comes back at 5/4 of
+/// it.
+const HOLD_TOP_LAYER_BELOW: u32 = 300;
+
+/// Whether congestion control holds the top layer of `layers` back at `target` kbit/s
+/// (`held`: it does now). Never with fewer than two layers.
+fn hold_top_layer(layers: &[super::chain::Layer], target: u32, held: bool) -> bool {
+    if layers.len() < 2 {
+        return false;
+    }
+    if held {
+        target < HOLD_TOP_LAYER_BELOW * 5 / 4
+    } else {
+        target < HOLD_TOP_LAYER_BELOW
+    }
 }
 
 /// The payload type and codec the answer chose for the video section.
@@ -236,6 +308,42 @@ impl CallSink {
         Ok(vec![c])
     }
 
+    /// The simulcast layers for input `caps`: those of the `simulcast` property for raw
+    /// input, none for encoded input (it is sent as it comes).
+    fn layers_for(&self, caps: &gst::CapsRef) -> &'static [LayerSpec] {
+        if Codec::from_caps(caps).is_some() {
+            return &[];
+        }
+        self.settings.lock().unwrap().simulcast.layers()
+    }
+
+    /// The simulcast rids to offer for input `caps`, lowest first.
+    pub(super) fn simulcast_rids(&self, caps: &gst::CapsRef) -> Vec<&'static str> {
+        if Codec::from_caps(caps).is_some()
+            && self.settings.lock().unwrap().simulcast != Simulcast::None
+        {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "simulcast needs raw input: encoded input is sent as one stream"
+            );
+        }
+        self.layers_for(caps).iter().map(|l| l.rid).collect()
+    }
+
+    /// The answer did not take the simulcast offered: tell the application.
+    fn post_simulcast_fallback(&self, reason: &str) {
+        gst::warning!(CAT, imp = self, "{reason}");
+        let s = gst::Structure::builder("callsink-simulcast-fallback")
+            .field("layers", 1u32)
+            .field("reason", reason)
+            .build();
+        let _ = self
+            .obj()
+            .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+        gst::element_imp_warning!(self, gst::StreamError::Format, ("{}", reason));
+    }
+
     fn bitrates(&self) -> Bitrates {
         let (start, min, max) = {
             let s = self.settings.lock().unwrap();
@@ -256,16 +364,61 @@ impl CallSink {
     ) -> Result<(), String> {
         let obj = self.obj();
         // One lock at a time: a guard in a struct literal lives to the end of the statement.
-        let ssrc = self.state.lock().unwrap().ssrc;
+        let (ssrc, answered) = {
+            let state = self.state.lock().unwrap();
+            (state.ssrc, state.answered.clone())
+        };
         let keyframe_interval = self.settings.lock().unwrap().keyframe_interval;
+        let specs = self.layers_for(caps);
+        let layers = match (specs.is_empty(), answered.simulcast, answered.rid_ext) {
+            (true, _, _) => vec![],
+            (false, true, Some(rid_ext)) => specs
+                .iter()
+                .enumerate()
+                .map(|(i, &spec)| LayerPlan {
+                    spec,
+                    // The top layer keeps the run's SSRC.
+                    ssrc: if i + 1 == specs.len() {
+                        ssrc
+                    } else {
+                        crate::random::ssrc()
+                    },
+                    rid_ext,
+                })
+                .collect(),
+            (false, simulcast, _) => {
+                self.post_simulcast_fallback(if simulcast {
+                    "simulcast: the server's answer accepted no RTP stream id extension; sending one layer (the full size)"
+                } else {
+                    "simulcast: the server's answer has no a=simulcast:recv (it does not receive simulcast); sending one layer (the full size)"
+                });
+                vec![]
+            }
+        };
         let config = ChainConfig {
             codec,
             pt,
             ssrc,
             start_kbps: self.bitrates().start,
             keyframe_interval,
+            mid: answered.mid.clone(),
+            layers,
         };
         let chain = EncodingChain::build(caps, &config)?;
+        if !chain.layers.is_empty() {
+            gst::info!(
+                CAT,
+                imp = self,
+                "simulcast: {} layers ({})",
+                chain.layers.len(),
+                chain
+                    .layers
+                    .iter()
+                    .map(|l| format!("{} 1/{} {}%", l.spec.rid, l.spec.divider, l.spec.share))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         if chain.encoder.is_some() && chain.videorate.is_none() {
             gst::info!(
                 CAT,
@@ -274,8 +427,7 @@ impl CallSink {
             );
         }
         obj.add_many(&chain.elements).map_err(|e| e.to_string())?;
-        gst::Element::link_many(&chain.elements)
-            .map_err(|e| format!("cannot link the encoding chain: {e}"))?;
+        chain.link()?;
         // add-transceiver made the transceiver's sink pad already.
         let sinkpad = webrtcbin
             .sink_pads()
@@ -434,15 +586,16 @@ impl CallSink {
     /// before could not be sent) and for deferred requests.
     fn force_keyframe(&self) {
         self.keyframes.lock().unwrap().forced(Instant::now());
-        let pay = self
+        let pays = self
             .state
             .lock()
             .unwrap()
             .chain
             .as_ref()
-            .map(|c| c.payloader.clone());
-        if let Some(pay) = pay {
-            gst::debug!(CAT, imp = self, "forcing a keyframe");
+            .map(|c| c.payloaders())
+            .unwrap_or_default();
+        for pay in pays {
+            gst::debug!(CAT, obj = pay, "forcing a keyframe");
             let event = gst_video::UpstreamForceKeyUnitEvent::builder()
                 .all_headers(true)
                 .build();
@@ -480,6 +633,14 @@ impl CallSink {
         let Some(chain) = state.chain.as_ref() else {
             return;
         };
+        if !chain.layers.is_empty() {
+            let layers = chain.layers.clone();
+            let held = state.top_held;
+            let hold = hold_top_layer(&layers, target, held);
+            state.top_held = hold;
+            drop(state);
+            return self.adapt_layers(&layers, target, held, hold);
+        }
         let (encoder, scale_caps, videorate) = (
             chain.encoder.clone(),
             chain.scale_caps.clone(),
@@ -511,6 +672,41 @@ impl CallSink {
         scale_caps.set_property("caps", wanted.scale_caps(&input));
         if let Some(rate) = videorate {
             rate.set_property("max-rate", wanted.max_rate(&input));
+        }
+    }
+
+    /// Simulcast congestion control: the target is shared over the layers by their shares;
+    /// under [`hold_top_layer`]'s threshold the top layer is held back (its valve drops its
+    /// input) and the others share everything, and it comes back with a keyframe.
+    fn adapt_layers(&self, layers: &[super::chain::Layer], target: u32, was: bool, hold: bool) {
+        let sending = if hold {
+            &layers[..layers.len() - 1]
+        } else {
+            layers
+        };
+        let total: u32 = sending.iter().map(|l| l.spec.share).sum::<u32>().max(1);
+        for l in sending {
+            if let Some(spec) = Encoder::of_element(&l.encoder) {
+                spec.set_bitrate(&l.encoder, (target * l.spec.share / total).max(30));
+            }
+        }
+        if was == hold {
+            return;
+        }
+        let Some(top) = layers.last() else { return };
+        gst::info!(
+            CAT,
+            imp = self,
+            "estimate {target} kbit/s: simulcast layer {} {}",
+            top.spec.rid,
+            if hold { "held back" } else { "sent again" }
+        );
+        top.valve.set_property("drop", hold);
+        if !hold {
+            let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+                .all_headers(true)
+                .build();
+            let _ = top.payloader.static_pad("sink").unwrap().push_event(event);
         }
     }
 
@@ -710,9 +906,11 @@ impl CallSink {
 
     fn stats(&self) -> gst::Structure {
         let now = Instant::now();
-        let (webrtcbin, codec, encoder, caps, estimate, degradation) = {
+        let (webrtcbin, codec, encoder, caps, estimate, degradation, layers) = {
             let s = self.state.lock().unwrap();
             let chain = s.chain.as_ref();
+            let layers =
+                chain.map_or(0, |c| c.layers.len().max(1) - usize::from(s.top_held)) as u32;
             let encoder = chain.and_then(|c| c.encoder.clone());
             // What is sent: the encoder's input (after any degradation), or the input as it
             // comes for encoded input.
@@ -728,6 +926,7 @@ impl CallSink {
                 caps,
                 s.congestion.estimate,
                 s.congestion.degradation,
+                layers,
             )
         };
         let mut b = gst::Structure::builder("callsink-stats")
@@ -738,6 +937,7 @@ impl CallSink {
                     .unwrap_or_default()
             })
             .field("codec", codec.map(|c| c.encoding_name()).unwrap_or(""))
+            .field("simulcast-layers", layers)
             .field("resolution-scale", degradation.scale)
             .field("frame-rate-divider", degradation.fps_divider);
         b = self.stats.lock().unwrap().fields(now, b);
@@ -776,6 +976,52 @@ mod tests {
         assert!(answered_codec(audio).unwrap_err().contains("no video"));
         let refused = "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
         assert!(answered_codec(refused).unwrap_err().contains("port 0"));
+    }
+
+    #[test]
+    fn the_answer_says_whether_it_receives_simulcast() {
+        let answer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:video0\r\n\
+                      a=extmap:2 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+                      a=extmap:3/recvonly urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n\
+                      a=rid:q recv\r\na=rid:f recv\r\na=simulcast:recv q;f\r\n";
+        assert_eq!(
+            AnsweredMedia::parse(answer),
+            AnsweredMedia {
+                simulcast: true,
+                mid: Some((2, "video0".into())),
+                rid_ext: Some(3),
+            }
+        );
+        let plain = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n";
+        assert_eq!(AnsweredMedia::parse(plain), AnsweredMedia::default());
+        // Another section's attributes do not count.
+        let audio = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=simulcast:recv q;f\r\n";
+        assert!(!AnsweredMedia::parse(audio).simulcast);
+    }
+
+    #[test]
+    fn the_top_layer_is_held_back_under_a_low_estimate() {
+        gst::init().unwrap();
+        let layer = |spec| super::super::chain::Layer {
+            spec,
+            encoder: gst::ElementFactory::make("identity").build().unwrap(),
+            payloader: gst::ElementFactory::make("identity").build().unwrap(),
+            valve: gst::ElementFactory::make("valve").build().unwrap(),
+        };
+        let three: Vec<_> = Simulcast::Three
+            .layers()
+            .iter()
+            .map(|&s| layer(s))
+            .collect();
+        assert!(!hold_top_layer(&three, 2500, false));
+        assert!(hold_top_layer(&three, 299, false));
+        // Hysteresis: back at 375 kbit/s.
+        assert!(hold_top_layer(&three, 360, true));
+        assert!(!hold_top_layer(&three, 375, true));
+        assert!(
+            !hold_top_layer(&three[2..], 100, false),
+            "never the only layer"
+        );
     }
 
     #[test]
@@ -935,6 +1181,11 @@ impl ObjectImpl for CallSink {
                     .default_value(true)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecEnum::builder::<Simulcast>("simulcast")
+                    .nick("Simulcast")
+                    .blurb("Send raw input in several layers (RFC 8853) on one track: none, dual (full size and a quarter of the width and height) or three (full, half, quarter), each its own encoder and SSRC with its rid (q, h, f) in the RTP stream id extension; the server forwards one layer to each viewer. Congestion control shares the estimate over the layers and holds the top layer back under 300 kbit/s. A server whose answer has no a=simulcast:recv gets the full layer only (a callsink-simulcast-fallback element message and a warning say so)")
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecInt::builder("reconnect-timeout")
                     .nick("Reconnect timeout")
                     .blurb("Seconds to keep trying to publish again after the call was lost (server restarted or gone, network change): -1 keeps trying for as long as the pipeline runs, 0 fails at once")
@@ -989,6 +1240,7 @@ impl ObjectImpl for CallSink {
             "reconnect-timeout" => {
                 s.reconnect_timeout = value.get().expect("type checked upstream")
             }
+            "simulcast" => s.simulcast = value.get().expect("type checked upstream"),
             name => unimplemented!("property {name}"),
         }
     }
@@ -1017,6 +1269,7 @@ impl ObjectImpl for CallSink {
             "congestion-control" => s.congestion_control.to_value(),
             "timeout" => s.timeout.to_value(),
             "reconnect-timeout" => s.reconnect_timeout.to_value(),
+            "simulcast" => s.simulcast.to_value(),
             name => unimplemented!("property {name}"),
         }
     }

@@ -92,6 +92,55 @@ impl CodecChoice {
     }
 }
 
+/// The `simulcast` property: how many layers of raw input are sent (RFC 8853).
+#[derive(Debug, Eq, PartialEq, Hash, Clone, Copy, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstCallSinkSimulcast")]
+pub enum Simulcast {
+    /// One layer.
+    #[default]
+    #[enum_value(name = "None: one layer", nick = "none")]
+    None = 0,
+    /// The full size and a quarter size (rids q, f).
+    #[enum_value(
+        name = "Dual: the full size and a low layer (a quarter of the width and height)",
+        nick = "dual"
+    )]
+    Dual = 1,
+    /// The full size, half and a quarter (rids q, h, f).
+    #[enum_value(name = "Three: the full size, half and a quarter", nick = "three")]
+    Three = 2,
+}
+
+/// One simulcast layer: its rid, what its width and height are divided by, and its share of
+/// the bitrate in percent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerSpec {
+    pub rid: &'static str,
+    pub divider: u32,
+    pub share: u32,
+}
+
+impl Simulcast {
+    /// The layers, lowest first (empty for `None`).
+    pub fn layers(self) -> &'static [LayerSpec] {
+        const fn l(rid: &'static str, divider: u32, share: u32) -> LayerSpec {
+            LayerSpec {
+                rid,
+                divider,
+                share,
+            }
+        }
+        const DUAL: [LayerSpec; 2] = [l("q", 4, 15), l("f", 1, 85)];
+        const THREE: [LayerSpec; 3] = [l("q", 4, 10), l("h", 2, 25), l("f", 1, 65)];
+        match self {
+            Simulcast::None => &[],
+            Simulcast::Dual => &DUAL,
+            Simulcast::Three => &THREE,
+        }
+    }
+}
+
 /// Makes sure the RTP elements from gst-plugins-rs (AV1 payloader, congestion control)
 /// are registered in this process.
 pub(crate) fn register_rtp_elements() {
@@ -109,6 +158,7 @@ pub(crate) fn register_rtp_elements() {
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     ConnectionState::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     CodecChoice::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    Simulcast::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),
         "callsink",
