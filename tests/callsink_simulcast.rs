@@ -134,6 +134,20 @@ fn callsink_dual_stream_sends_two_layers() {
         low.error()
     );
     assert_eq!(size(&low), Some((320, 180)));
+    drop(low);
+    drop(publisher);
+    // Agora's dual stream default: a 160x120 low layer at 15 fps and 50 kbit/s.
+    let low_params = common::Launched::new(&format!(
+        "customvideosrc producer=\"{RED}\" framerate=30/1 width=1280 height=720 ! \
+         callsink name=sink server={} channel=live uid=cam simulcast=dual \
+         low-width=160 low-height=120 low-framerate=15 low-bitrate=50",
+        server.url()
+    ))
+    .play();
+    assert_eq!(
+        layers(&server, &low_params, 2),
+        [("q".to_owned(), 160, 120), ("f".to_owned(), 1280, 720)]
+    );
 }
 
 #[test]

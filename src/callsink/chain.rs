@@ -37,6 +37,17 @@ pub struct LayerPlan {
     pub rid_ext: u32,
 }
 
+/// The low layer's own parameters (0: derived from the input, as for the other layers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LowLayer {
+    pub width: u32,
+    pub height: u32,
+    /// Frames per second (drops frames only).
+    pub fps: u32,
+    /// A fixed bitrate, kbit/s, instead of its share of the estimate.
+    pub kbps: u32,
+}
+
 /// One simulcast layer of a running chain.
 #[derive(Debug, Clone)]
 pub struct Layer {
@@ -62,6 +73,8 @@ pub struct ChainConfig {
     pub mid: Option<(u32, String)>,
     /// Simulcast layers, lowest first (raw input; empty: one stream).
     pub layers: Vec<LayerPlan>,
+    /// The lowest simulcast layer's own parameters.
+    pub low: LowLayer,
 }
 
 /// The elements of one encoding chain, in link order, and the ones callsink works with.
@@ -198,10 +211,27 @@ impl EncodingChain {
         let mut elements = vec![convert.clone(), tee.clone()];
         let mut links = vec![(convert, tee.clone())];
         let mut layers = Vec::new();
-        for plan in &config.layers {
+        for (i, plan) in config.layers.iter().enumerate() {
             let spec = plan.spec;
+            let low = if i == 0 && config.layers.len() > 1 {
+                config.low
+            } else {
+                LowLayer::default()
+            };
             let even = |v: i32| ((v / spec.divider.max(1) as i32) & !1).max(2);
-            let kbps = (config.start_kbps * spec.share / 100).max(30);
+            let (w, h) = match (low.width, low.height) {
+                (0, 0) => (even(width), even(height)),
+                // One given: the other keeps the input's aspect ratio.
+                (lw, 0) => (lw as i32, (lw as i32 * height / width) & !1),
+                (0, lh) => ((lh as i32 * width / height) & !1, lh as i32),
+                (lw, lh) => (lw as i32, lh as i32),
+            };
+            let (w, h) = (w.max(2), h.max(2));
+            let kbps = if low.kbps > 0 {
+                low.kbps
+            } else {
+                (config.start_kbps * spec.share / 100).max(30)
+            };
             let queue = gst::ElementFactory::make("queue")
                 .property_from_str("leaky", "downstream")
                 .property("max-size-buffers", 2u32)
@@ -211,19 +241,22 @@ impl EncodingChain {
                 .map_err(|e| e.to_string())?;
             let valve = make("valve")?;
             let enc = Encoder::make(codec, kbps, keyframe_frames)?;
-            let mut branch = vec![
-                queue,
-                valve.clone(),
-                make("videoscale")?,
-                capsfilter(
-                    gst::Caps::builder("video/x-raw")
-                        .field("format", "I420")
-                        .field("width", even(width))
-                        .field("height", even(height))
-                        .build(),
-                )?,
-                enc.clone(),
-            ];
+            let mut branch = vec![queue, valve.clone(), make("videoscale")?];
+            if low.fps > 0 && fps > low.fps as f64 {
+                let r = make("videorate")?;
+                r.set_property("drop-only", true);
+                r.set_property("skip-to-first", true);
+                r.set_property("max-rate", low.fps as i32);
+                branch.push(r);
+            }
+            branch.push(capsfilter(
+                gst::Caps::builder("video/x-raw")
+                    .field("format", "I420")
+                    .field("width", w)
+                    .field("height", h)
+                    .build(),
+            )?);
+            branch.push(enc.clone());
             if codec == Codec::Av1 {
                 branch.push(make("av1parse")?);
             }
@@ -414,6 +447,7 @@ mod tests {
             keyframe_interval: 2,
             mid: None,
             layers: vec![],
+            low: LowLayer::default(),
         };
         let raw = gst::Caps::builder("video/x-raw")
             .field("framerate", gst::Fraction::new(30, 1))
@@ -462,6 +496,38 @@ mod tests {
             .map(|l| Encoder::of_element(&l.encoder).unwrap().bitrate(&l.encoder))
             .collect();
         assert_eq!(kbps, [80, 200, 520]);
+        // The low layer's own size, frame rate and bitrate.
+        simulcast.low = LowLayer {
+            width: 160,
+            height: 0,
+            fps: 15,
+            kbps: 50,
+        };
+        let chain = EncodingChain::build(&sized, &simulcast).unwrap();
+        let low = &chain.layers[0].encoder;
+        assert_eq!(Encoder::of_element(low).unwrap().bitrate(low), 50);
+        let names: Vec<String> = chain
+            .elements
+            .iter()
+            .filter_map(|e| e.factory().map(|f| f.name().to_string()))
+            .collect();
+        assert_eq!(names.iter().filter(|n| *n == "videorate").count(), 1);
+        let sizes: Vec<String> = chain
+            .elements
+            .iter()
+            .filter_map(|e| {
+                let caps = e
+                    .find_property("caps")
+                    .map(|_| e.property::<gst::Caps>("caps"))?;
+                let s = caps.structure(0)?;
+                Some(format!(
+                    "{}x{}",
+                    s.get::<i32>("width").ok()?,
+                    s.get::<i32>("height").ok()?
+                ))
+            })
+            .collect();
+        assert_eq!(sizes, ["160x90", "640x360", "1280x720"]);
         let encoded = gst::Caps::builder("video/x-vp8").build();
         let chain = EncodingChain::build(&encoded, &config).unwrap();
         assert!(chain.encoder.is_none() && chain.scale_caps.is_none());

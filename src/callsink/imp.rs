@@ -19,7 +19,9 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use super::cc::{Bitrates, Congestion, TrackHints};
-use super::chain::{ChainConfig, EncodingChain, KeyframePacer, KeyframeRequest, LayerPlan};
+use super::chain::{
+    ChainConfig, EncodingChain, KeyframePacer, KeyframeRequest, LayerPlan, LowLayer,
+};
 use super::codec::{Codec, Encoder};
 use super::connection::{Msg, Supervisor};
 use super::liveness::Liveness;
@@ -62,6 +64,7 @@ pub(super) struct Settings {
     pub(super) reconnect_timeout: i32,
     congestion_control: bool,
     simulcast: Simulcast,
+    low: LowLayer,
 }
 
 impl Default for Settings {
@@ -84,6 +87,7 @@ impl Default for Settings {
             reconnect_timeout: DEFAULT_RECONNECT_TIMEOUT,
             congestion_control: true,
             simulcast: Simulcast::None,
+            low: LowLayer::default(),
         }
     }
 }
@@ -368,7 +372,10 @@ impl CallSink {
             let state = self.state.lock().unwrap();
             (state.ssrc, state.answered.clone())
         };
-        let keyframe_interval = self.settings.lock().unwrap().keyframe_interval;
+        let (keyframe_interval, low) = {
+            let s = self.settings.lock().unwrap();
+            (s.keyframe_interval, s.low)
+        };
         let specs = self.layers_for(caps);
         let layers = match (specs.is_empty(), answered.simulcast, answered.rid_ext) {
             (true, _, _) => vec![],
@@ -403,6 +410,7 @@ impl CallSink {
             keyframe_interval,
             mid: answered.mid.clone(),
             layers,
+            low,
         };
         let chain = EncodingChain::build(caps, &config)?;
         if !chain.layers.is_empty() {
@@ -639,7 +647,8 @@ impl CallSink {
             let hold = hold_top_layer(&layers, target, held);
             state.top_held = hold;
             drop(state);
-            return self.adapt_layers(&layers, target, held, hold);
+            let low_kbps = self.settings.lock().unwrap().low.kbps;
+            return self.adapt_layers(&layers, target, low_kbps, held, hold);
         }
         let (encoder, scale_caps, videorate) = (
             chain.encoder.clone(),
@@ -678,12 +687,25 @@ impl CallSink {
     /// Simulcast congestion control: the target is shared over the layers by their shares;
     /// under [`hold_top_layer`]'s threshold the top layer is held back (its valve drops its
     /// input) and the others share everything, and it comes back with a keyframe.
-    fn adapt_layers(&self, layers: &[super::chain::Layer], target: u32, was: bool, hold: bool) {
-        let sending = if hold {
+    /// `low_kbps` (non-zero) is the lowest layer's fixed bitrate, taken off the target first.
+    fn adapt_layers(
+        &self,
+        layers: &[super::chain::Layer],
+        target: u32,
+        low_kbps: u32,
+        was: bool,
+        hold: bool,
+    ) {
+        let mut sending = if hold {
             &layers[..layers.len() - 1]
         } else {
             layers
         };
+        let mut target = target;
+        if low_kbps > 0 && sending.len() > 1 {
+            sending = &sending[1..];
+            target = target.saturating_sub(low_kbps);
+        }
         let total: u32 = sending.iter().map(|l| l.spec.share).sum::<u32>().max(1);
         for l in sending {
             if let Some(spec) = Encoder::of_element(&l.encoder) {
@@ -1186,6 +1208,30 @@ impl ObjectImpl for CallSink {
                     .blurb("Send raw input in several layers (RFC 8853) on one track: none, dual (full size and a quarter of the width and height) or three (full, half, quarter), each its own encoder and SSRC with its rid (q, h, f) in the RTP stream id extension; the server forwards one layer to each viewer. Congestion control shares the estimate over the layers and holds the top layer back under 300 kbit/s. A server whose answer has no a=simulcast:recv gets the full layer only (a callsink-simulcast-fallback element message and a warning say so)")
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("low-width")
+                    .nick("Low layer width")
+                    .blurb("Width of the lowest simulcast layer (like Agora's setLowStreamParameter); 0: a quarter of the input's, or from low-height keeping the aspect ratio")
+                    .maximum(7680)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("low-height")
+                    .nick("Low layer height")
+                    .blurb("Height of the lowest simulcast layer; 0: a quarter of the input's, or from low-width keeping the aspect ratio")
+                    .maximum(4320)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("low-framerate")
+                    .nick("Low layer frame rate")
+                    .blurb("Frames per second of the lowest simulcast layer (frames are dropped, for input with a frame rate above it); 0: the input's")
+                    .maximum(240)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("low-bitrate")
+                    .nick("Low layer bitrate")
+                    .blurb("Fixed bitrate of the lowest simulcast layer in kbit/s, taken off the estimate before the other layers share it; 0: its share of the estimate")
+                    .maximum(100_000)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecInt::builder("reconnect-timeout")
                     .nick("Reconnect timeout")
                     .blurb("Seconds to keep trying to publish again after the call was lost (server restarted or gone, network change): -1 keeps trying for as long as the pipeline runs, 0 fails at once")
@@ -1241,6 +1287,10 @@ impl ObjectImpl for CallSink {
                 s.reconnect_timeout = value.get().expect("type checked upstream")
             }
             "simulcast" => s.simulcast = value.get().expect("type checked upstream"),
+            "low-width" => s.low.width = value.get().expect("type checked upstream"),
+            "low-height" => s.low.height = value.get().expect("type checked upstream"),
+            "low-framerate" => s.low.fps = value.get().expect("type checked upstream"),
+            "low-bitrate" => s.low.kbps = value.get().expect("type checked upstream"),
             name => unimplemented!("property {name}"),
         }
     }
@@ -1270,6 +1320,10 @@ impl ObjectImpl for CallSink {
             "timeout" => s.timeout.to_value(),
             "reconnect-timeout" => s.reconnect_timeout.to_value(),
             "simulcast" => s.simulcast.to_value(),
+            "low-width" => s.low.width.to_value(),
+            "low-height" => s.low.height.to_value(),
+            "low-framerate" => s.low.fps.to_value(),
+            "low-bitrate" => s.low.kbps.to_value(),
             name => unimplemented!("property {name}"),
         }
     }
