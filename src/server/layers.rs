@@ -6,13 +6,6 @@
 use std::time::{Duration, Instant};
 use str0m::media::Rid;
 
-/// A subscriber stays on its layer while the layer's bitrate is within this share of its
-/// bandwidth estimate...
-const STAY: f64 = 0.9;
-/// ...and moves up to a larger layer only when that one's bitrate is within this share: the
-/// gap between the two keeps a subscriber near the limit from going up and down.
-const GO_UP: f64 = 0.75;
-
 /// A layer that sent nothing for this long is taken as stopped (a publisher under
 /// congestion drops its top layer first); its subscribers move to another one.
 pub const LAYER_SILENCE: Duration = Duration::from_secs(1);
@@ -55,8 +48,6 @@ pub struct Layer {
     /// Size from its last keyframe.
     pub size: Option<(u32, u32)>,
     pub frames: u64,
-    /// Its bitrate over the last second, bit/s.
-    pub bitrate: u64,
     pub last_frame: Instant,
     pub last_keyframe: Option<Instant>,
     pub last_keyframe_request: Option<Instant>,
@@ -70,7 +61,6 @@ impl Layer {
             rid,
             size: None,
             frames: 0,
-            bitrate: 0,
             last_frame: now,
             last_keyframe: None,
             last_keyframe_request: None,
@@ -85,17 +75,8 @@ impl Layer {
 
 /// The layer a subscriber asking for `quality` should get among `layers`: those that sent
 /// within [`LAYER_SILENCE`], by size (a layer whose size is not known yet counts as the
-/// smallest), the order they appeared in breaking ties. With the subscriber's bandwidth
-/// estimate (bit/s), no layer above what fits: a layer larger than `current` must fit within
-/// [`GO_UP`] of the estimate, `current` and smaller ones within [`STAY`]; when none fits, the
-/// smallest.
-pub fn target(
-    layers: &[Layer],
-    quality: Quality,
-    estimate: Option<u64>,
-    current: Option<Rid>,
-    now: Instant,
-) -> Option<Rid> {
+/// smallest), the order they appeared in breaking ties.
+pub fn target(layers: &[Layer], quality: Quality, now: Instant) -> Option<Rid> {
     let mut live: Vec<&Layer> = layers
         .iter()
         .filter(|l| now.saturating_duration_since(l.last_frame) <= LAYER_SILENCE)
@@ -104,24 +85,11 @@ pub fn target(
         return None;
     }
     live.sort_by_key(|l| l.pixels());
-    let asked = match quality {
+    let i = match quality {
         Quality::High => live.len() - 1,
         Quality::Medium => (live.len() - 1) / 2,
         Quality::Low => 0,
     };
-    let Some(estimate) = estimate else {
-        return Some(live[asked].rid);
-    };
-    let on = current.and_then(|c| live.iter().position(|l| l.rid == c));
-    let fits = |i: usize| {
-        let share = if on.is_some_and(|on| i > on) || on.is_none() {
-            GO_UP
-        } else {
-            STAY
-        };
-        live[i].bitrate as f64 <= estimate as f64 * share
-    };
-    let i = (0..=asked).rev().find(|i| fits(*i)).unwrap_or(0);
     Some(live[i].rid)
 }
 
@@ -176,7 +144,6 @@ mod tests {
             layer("q", Some((320, 180)), now),
             layer("h", Some((640, 360)), now),
         ];
-        let target = |layers: &[Layer], q, now| target(layers, q, None, None, now);
         assert_eq!(target(&layers, Quality::High, now), Some(rid("f")));
         assert_eq!(target(&layers, Quality::Medium, now), Some(rid("h")));
         assert_eq!(target(&layers, Quality::Low, now), Some(rid("q")));
@@ -188,47 +155,6 @@ mod tests {
         let later = now + Duration::from_millis(10);
         assert_eq!(target(&stopped, Quality::High, later), Some(rid("h")));
         assert_eq!(target(&[], Quality::High, now), None);
-    }
-
-    #[test]
-    fn the_bandwidth_estimate_caps_the_layer_with_a_gap_between_going_up_and_down() {
-        let now = Instant::now();
-        let mut layers = [
-            layer("q", Some((320, 180)), now),
-            layer("h", Some((640, 360)), now),
-            layer("f", Some((1280, 720)), now),
-        ];
-        for (l, kbps) in layers.iter_mut().zip([150, 500, 1500]) {
-            l.bitrate = kbps * 1000;
-        }
-        let pick = |estimate_kbps: u64, current: &str, quality| {
-            target(
-                &layers,
-                quality,
-                Some(estimate_kbps * 1000),
-                Some(rid(current)),
-                now,
-            )
-        };
-        // Plenty: what was asked for.
-        assert_eq!(pick(5000, "f", Quality::High), Some(rid("f")));
-        assert_eq!(pick(5000, "q", Quality::Medium), Some(rid("h")));
-        // 600 kbit/s: f does not fit, h does.
-        assert_eq!(pick(600, "f", Quality::High), Some(rid("h")));
-        // On h at 1700 kbit/s: f (1500) fits within 90 % but not within 75 %: stay.
-        assert_eq!(pick(1700, "h", Quality::High), Some(rid("h")));
-        // On f at 1700: stay on f; at 1600 it no longer fits within 90 %.
-        assert_eq!(pick(1700, "f", Quality::High), Some(rid("f")));
-        assert_eq!(pick(1600, "f", Quality::High), Some(rid("h")));
-        // At 2100 f fits within 75 %: go up.
-        assert_eq!(pick(2100, "h", Quality::High), Some(rid("f")));
-        // Nothing fits: the smallest.
-        assert_eq!(pick(50, "f", Quality::High), Some(rid("q")));
-        // A joiner (no layer yet) goes up only with the larger margin.
-        assert_eq!(
-            target(&layers, Quality::High, Some(1_600_000), None, now),
-            Some(rid("h"))
-        );
     }
 
     #[test]

@@ -149,12 +149,6 @@ pub fn has_video(sdp: &str) -> bool {
     media_sections(sdp).iter().any(|s| s.kind == "video")
 }
 
-/// Whether `sdp` sends simulcast (RFC 8853: an `a=simulcast:send` line).
-pub fn has_simulcast(sdp: &str) -> bool {
-    sdp.lines()
-        .any(|l| l.trim_start().starts_with("a=simulcast:send"))
-}
-
 /// Checks an offer's size, basic syntax and video codecs.
 pub fn check_offer(sdp: &str) -> Result<(), OfferError> {
     if sdp.len() > MAX_SDP_BYTES {

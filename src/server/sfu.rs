@@ -28,7 +28,6 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
-use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
@@ -52,8 +51,6 @@ const KEYFRAME_REQUEST_SPACING: Duration = Duration::from_millis(100);
 const KEYFRAME_REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
 /// A session that has not connected after this long is dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
-/// Where a subscriber's bandwidth estimate starts (subscribers of simulcast publishers).
-const INITIAL_ESTIMATE_KBPS: u64 = 1000;
 /// Default of [`SfuConfig::peer_timeout`]: three connectivity checks unanswered.
 pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of [`SfuConfig::rejoin_grace`].
@@ -151,9 +148,6 @@ pub struct SubscriberInfo {
     pub quality: &'static str,
     /// The publisher's simulcast layer it gets, if the publisher sends layers.
     pub layer: Option<String>,
-    /// The bandwidth estimate of its leg, bit/s (subscribers of a simulcast publisher whose
-    /// receiver sends congestion feedback): no layer above it is forwarded.
-    pub estimate: Option<u64>,
 }
 
 /// One channel: its publishers and subscribers.
@@ -210,11 +204,8 @@ struct Publisher {
     has_subscribers: bool,
     last_keyframe_request: Option<Instant>,
     last_keyframe: Option<Instant>,
-    /// Simulcast layers, in the order they first sent, and their rates.
+    /// Simulcast layers, in the order they first sent.
     layers: Vec<Layer>,
-    layer_rates: HashMap<Rid, Rate>,
-    /// Its offer announced simulcast: its subscribers get a bandwidth estimate each.
-    simulcast: bool,
 }
 
 #[derive(Debug, Default)]
@@ -238,11 +229,6 @@ struct Subscriber {
     /// Which simulcast layer it asks for, and the one it gets.
     quality: Quality,
     layer: Option<Rid>,
-    /// Its leg's bandwidth estimate (bit/s; subscribers of simulcast publishers), and the
-    /// bitrate the estimator was last asked to probe for.
-    estimate: Option<u64>,
-    estimates: u32,
-    desired: u64,
 }
 
 /// Maps the media time of the publisher sessions a subscriber is fed from onto one
@@ -481,13 +467,8 @@ impl Sfu {
         }
     }
 
-    /// A session's WebRTC stack; `bwe`: with a bandwidth estimate of its own (from the
-    /// peer's TWCC feedback), which the subscribers of a simulcast publisher need.
-    fn new_rtc(&self, now: Instant, bwe: bool) -> Rtc {
+    fn new_rtc(&self, now: Instant) -> Rtc {
         let mut builder = Rtc::builder();
-        if bwe {
-            builder = builder.enable_bwe(Some(Bitrate::kbps(INITIAL_ESTIMATE_KBPS)));
-        }
         if let Some(cert) = &self.cert {
             builder = builder.set_dtls_cert(cert.clone());
         }
@@ -527,7 +508,7 @@ impl Sfu {
 
     /// A new peer for `offer`, and the answer. The offer is checked and parsed before the
     /// peer (and its DTLS context) is made: an offer that is refused costs little.
-    fn accept(&self, now: Instant, offer: &str, bwe: bool) -> Result<(Rtc, String), SfuError> {
+    fn accept(&self, now: Instant, offer: &str) -> Result<(Rtc, String), SfuError> {
         sdp::check_offer(offer)?;
         let malformed = |e: String| SfuError::Offer(OfferError::Malformed(e));
         catch_unwind(AssertUnwindSafe(|| {
@@ -540,7 +521,7 @@ impl Sfu {
                     None => e,
                 })
             })?;
-            let mut rtc = self.new_rtc(now, bwe);
+            let mut rtc = self.new_rtc(now);
             let answer: SdpAnswer = rtc
                 .sdp_api()
                 .accept_offer(parsed)
@@ -625,7 +606,7 @@ impl Sfu {
         let uid = uid.filter(|u| !u.is_empty());
         self.admit(client)?;
         self.admit_publisher(channel, uid)?;
-        let (rtc, answer) = self.accept(now, offer, false)?;
+        let (rtc, answer) = self.accept(now, offer)?;
         let codecs = sdp::video_codecs(&answer);
         if codecs.is_empty() {
             return Err(SfuError::Offer(OfferError::UnsupportedCodecs(
@@ -664,7 +645,6 @@ impl Sfu {
             rtc,
             Role::Publisher(Publisher {
                 codecs,
-                simulcast: sdp::has_simulcast(offer),
                 ..Default::default()
             }),
             now,
@@ -683,12 +663,12 @@ impl Sfu {
         offer: &str,
     ) -> Result<Created, SfuError> {
         self.admit(client)?;
-        let (pub_key, pub_codecs, simulcast) = self
+        let (pub_key, pub_codecs) = self
             .sessions
             .iter()
             .find_map(|(k, s)| match &s.role {
                 Role::Publisher(p) if s.channel == channel && s.uid == uid && s.rtc.is_alive() => {
-                    Some((*k, p.codecs.clone(), p.simulcast))
+                    Some((*k, p.codecs.clone()))
                 }
                 _ => None,
             })
@@ -725,7 +705,7 @@ impl Sfu {
                 "publisher \"{uid}\" has {subscribers} subscribers, its limit (--max-subscribers)"
             )));
         }
-        let (rtc, answer) = self.accept(now, offer, simulcast)?;
+        let (rtc, answer) = self.accept(now, offer)?;
         let (key, id) = self.new_session_key();
         gst::info!(CAT, "subscriber {id} joins {channel} for {uid}");
         gst::trace!(CAT, "subscriber offer:\n{offer}\nanswer:\n{answer}");
@@ -1027,7 +1007,6 @@ impl Sfu {
                     bitrate: sub.rate.per_second(now) * 8,
                     quality: sub.quality.name(),
                     layer: sub.layer.map(|r| r.to_string()),
-                    estimate: sub.estimate,
                 }),
             }
         }
@@ -1231,19 +1210,8 @@ impl Sfu {
             .collect();
         let wanted = shared(watchers, self.config.threads, |s, forwards| {
             if let (Some(rid), Role::Subscriber(sub)) = (data.rid, &mut s.role) {
-                let target = layers::target(&layers, sub.quality, sub.estimate, sub.layer, now);
+                let target = layers::target(&layers, sub.quality, now);
                 let take = layers::take(sub.layer, target, rid, keyframe);
-                // The estimator probes for what the asked-for layer needs, and a margin.
-                if sub.estimate.is_some()
-                    && let Some(asked) = layers::target(&layers, sub.quality, None, None, now)
-                    && let Some(l) = layers.iter().find(|l| l.rid == asked)
-                {
-                    let desired = (l.bitrate + l.bitrate / 4).max(100_000);
-                    if desired.abs_diff(sub.desired) > sub.desired / 5 {
-                        sub.desired = desired;
-                        s.rtc.bwe().set_desired_bitrate(Bitrate::bps(desired));
-                    }
-                }
                 if take == Take::Switch {
                     gst::debug!(CAT, "subscriber {} now gets layer {rid}", s.id);
                     sub.layer = Some(rid);
@@ -1586,11 +1554,8 @@ fn on_event(key: u64, s: &mut Session, now: Instant, event: Event, forwards: &mu
                                     p.layers.len() - 1
                                 }
                             };
-                            let rate = p.layer_rates.entry(rid).or_default();
-                            rate.add(now, data.data.len() as u64);
                             let layer = &mut p.layers[i];
                             layer.frames += 1;
-                            layer.bitrate = rate.per_second(now) * 8;
                             layer.last_frame = now;
                             if keyframe {
                                 gst::debug!(CAT, "keyframe from {} layer {rid}", s.uid);
@@ -1634,24 +1599,6 @@ fn on_event(key: u64, s: &mut Session, now: Instant, event: Event, forwards: &mu
                     .loss
                     .map(|l| (l as f64 * st.packets as f64) as u64)
                     .unwrap_or(p.packets_lost);
-            }
-        }
-        // The first estimate is the configured start: the layer is capped only once the
-        // estimator has heard from the peer (TWCC feedback), and not while it cannot probe.
-        Event::EgressBitrateEstimate(BweKind::Twcc {
-            estimate,
-            can_probe,
-        }) => {
-            if let Role::Subscriber(sub) = &mut s.role {
-                if !can_probe {
-                    sub.estimates = 0;
-                    sub.estimate = None;
-                } else {
-                    sub.estimates += 1;
-                    if sub.estimates > 1 {
-                        sub.estimate = Some(estimate.as_u64());
-                    }
-                }
             }
         }
         Event::KeyframeRequest(_) => {
@@ -2083,8 +2030,7 @@ mod tests {
             }
         }
         run(&mut sfu, peers, &mut now, 200, |p| {
-            p[1].received.last().is_some_and(|d| d.data[20] == 105)
-                && p[2].received.last().is_some_and(|d| d.data[20] == 5)
+            p[1].received.len() >= 5 && p[2].received.len() >= 5
         });
         let bytes = |p: &Peer| -> Vec<u8> { p.received.iter().map(|d| d.data[20]).collect() };
         // Layer q's first keyframe came before f had sent anything: the high viewer started
