@@ -129,15 +129,15 @@ impl Janus {
             .unwrap_or_default())
     }
 
-    /// Every media stream that VideoRoom publishers send Janus, with Janus's counters.
-    pub fn streams(&self) -> Result<Vec<Stream>, String> {
+    /// Janus's `handle_info` of every VideoRoom publisher handle, with its handle id.
+    pub fn publishers(&self) -> Result<Vec<(u64, Value)>, String> {
         let ids = |v: &Value, key: &str| -> Vec<u64> {
             v[key]
                 .as_array()
                 .map(|a| a.iter().filter_map(Value::as_u64).collect())
                 .unwrap_or_default()
         };
-        let mut streams = Vec::new();
+        let mut out = Vec::new();
         let sessions = self.admin("", json!({"janus": "list_sessions"}))?;
         for session in ids(&sessions, "sessions") {
             // Sessions and handles may end between two requests: those are skipped.
@@ -146,37 +146,122 @@ impl Janus {
                 continue;
             };
             for handle in ids(&handles, "handles") {
-                let Ok(answer) = self.admin(
+                let Ok(mut answer) = self.admin(
                     &format!("/{session}/{handle}"),
                     json!({"janus": "handle_info"}),
                 ) else {
                     continue;
                 };
-                let info = &answer["info"];
-                if info["plugin"] != "janus.plugin.videoroom"
-                    || info["plugin_specific"]["type"] != "publisher"
+                let info = answer["info"].take();
+                if info["plugin"] == "janus.plugin.videoroom"
+                    && info["plugin_specific"]["type"] == "publisher"
                 {
-                    continue;
+                    out.push((handle, info));
                 }
-                let Some(media) = info["webrtc"]["media"].as_object() else {
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every media stream that VideoRoom publishers send Janus, with Janus's counters.
+    pub fn streams(&self) -> Result<Vec<Stream>, String> {
+        let mut streams = Vec::new();
+        for (handle, info) in self.publishers()? {
+            let Some(media) = info["webrtc"]["media"].as_object() else {
+                continue;
+            };
+            for (mid, m) in media {
+                let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+                streams.push(Stream {
+                    handle,
+                    mid: mid.clone(),
+                    display: text(&info["plugin_specific"]["display"]),
+                    kind: text(&m["type"]),
+                    codec: text(&m["codecs"]["codec"]),
+                    packets: m["stats"]["in"]["packets"].as_u64().unwrap_or(0),
+                    bytes: m["stats"]["in"]["bytes"].as_u64().unwrap_or(0),
+                    pair: text(&info["webrtc"]["ice"]["selected-pair"]),
+                });
+            }
+        }
+        Ok(streams)
+    }
+
+    /// The simulcast substreams Janus receives from its VideoRoom publishers (the video
+    /// streams with `rid-simulcast` in `handle_info`), with Janus's counters.
+    pub fn substreams(&self) -> Result<Vec<Substream>, String> {
+        let mut out = Vec::new();
+        for (handle, info) in self.publishers()? {
+            let Some(media) = info["webrtc"]["media"].as_object() else {
+                continue;
+            };
+            for (mid, m) in media {
+                let sim = &m["rid-simulcast"];
+                let Some(rids) = sim["rid"].as_array() else {
                     continue;
                 };
-                for (mid, m) in media {
-                    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-                    streams.push(Stream {
+                let rids: Vec<String> = rids
+                    .iter()
+                    .filter_map(|r| r.as_str().map(str::to_owned))
+                    .collect();
+                // Substream 0 is Janus's lowest; its counters are the stream's own.
+                for index in 0..rids.len() {
+                    let (ssrc, stats) = if index == 0 {
+                        (&m["ssrc"]["ssrc-peer"], &m["stats"]["in"])
+                    } else {
+                        (
+                            &m["ssrc"][format!("ssrc-peer-sim-{index}")],
+                            &m["stats"]["in"][format!("video-simulcast-{index}")],
+                        )
+                    };
+                    out.push(Substream {
                         handle,
                         mid: mid.clone(),
-                        display: text(&info["plugin_specific"]["display"]),
-                        kind: text(&m["type"]),
-                        codec: text(&m["codecs"]["codec"]),
-                        packets: m["stats"]["in"]["packets"].as_u64().unwrap_or(0),
-                        bytes: m["stats"]["in"]["bytes"].as_u64().unwrap_or(0),
-                        pair: text(&info["webrtc"]["ice"]["selected-pair"]),
+                        index,
+                        rids: rids.clone(),
+                        rid_order: sim["rid-order"].as_str().unwrap_or_default().to_owned(),
+                        ssrc: ssrc.as_u64().map(|s| s as u32),
+                        packets: stats["packets"].as_u64().unwrap_or(0),
+                        bytes: stats["bytes"].as_u64().unwrap_or(0),
                     });
                 }
             }
         }
-        Ok(streams)
+        Ok(out)
+    }
+
+    /// Counts the packets of every simulcast substream over one second: the substreams whose
+    /// count grew, and a report of every substream.
+    pub fn substreams_flowing(&self) -> (Vec<Substream>, String) {
+        let window = Duration::from_secs(1);
+        let before = self.substreams();
+        std::thread::sleep(window);
+        let (before, after) = match (before, self.substreams()) {
+            (Ok(b), Ok(a)) => (b, a),
+            (Err(e), _) | (_, Err(e)) => return (Vec::new(), format!("Admin API: {e}")),
+        };
+        let mut flowing = Vec::new();
+        let mut report = String::new();
+        for s in after {
+            let earlier = before
+                .iter()
+                .find(|b| b.handle == s.handle && b.mid == s.mid && b.index == s.index)
+                .map_or(0, |b| b.packets);
+            let gained = s.packets.saturating_sub(earlier);
+            let _ = writeln!(
+                report,
+                "publisher handle {} stream {} substream {} of rids {:?} (rid-order {}) ssrc {:?} \
+                 packets={} (+{gained} in {window:?}) bytes={}",
+                s.handle, s.mid, s.index, s.rids, s.rid_order, s.ssrc, s.packets, s.bytes
+            );
+            if gained > 0 {
+                flowing.push(s);
+            }
+        }
+        if report.is_empty() {
+            report = "no VideoRoom publisher with simulcast\n".into();
+        }
+        (flowing, report)
     }
 
     /// Counts the packets of every publisher stream over one second: the video streams whose
@@ -252,4 +337,25 @@ pub struct Stream {
     pub bytes: u64,
     /// The selected ICE candidate pair.
     pub pair: String,
+}
+
+/// One simulcast substream of a VideoRoom publisher's video, as Janus's Admin API
+/// (`handle_info`) reports it.
+#[derive(Debug, Clone)]
+pub struct Substream {
+    /// The publisher's handle.
+    pub handle: u64,
+    pub mid: String,
+    /// Janus's substream index: 0 is what Janus takes for the lowest quality.
+    pub index: usize,
+    /// The rids of the offer's `a=simulcast`, in its order.
+    pub rids: Vec<String>,
+    /// How Janus reads that order: `hml` (the first rid is the highest quality, Janus's
+    /// default) or `lmh`.
+    pub rid_order: String,
+    /// The SSRC Janus has seen on this substream.
+    pub ssrc: Option<u32>,
+    /// RTP packets and bytes Janus received on it.
+    pub packets: u64,
+    pub bytes: u64,
 }
