@@ -231,7 +231,8 @@ fn publish_simulcast(
     simulcast: &str,
     layers: &[(&str, i32)],
 ) -> (common::Launched, String) {
-    let rids: Vec<&str> = layers.iter().map(|l| l.0).collect();
+    // callsink's offer lists its layers highest first, as Janus reads them by default.
+    let rids: Vec<&str> = layers.iter().rev().map(|l| l.0).collect();
     let publisher = common::Launched::new(&format!(
         "customvideosrc producer=\"videotestsrc is-live=true pattern=solid-color \
          foreground-color=0xffff0000\" framerate=30/1 width=1280 height=720 ! \
@@ -295,6 +296,15 @@ fn publish_simulcast(
         publisher.error(),
         janus.logs()
     );
+    // Janus's substream 0 (its lowest quality) is callsink's smallest layer, and so on up.
+    for s in &substreams {
+        assert_eq!(
+            rid_of(s.ssrc),
+            layers.get(s.index).map(|l| l.0),
+            "Janus's substream {} is not callsink's layer of that rank:\n{report}",
+            s.index
+        );
+    }
     let mut janus_rids: Vec<_> = substreams.iter().map(|s| rid_of(s.ssrc)).collect();
     janus_rids.sort();
     let mut want: Vec<_> = rids.iter().map(|r| Some(*r)).collect();
@@ -314,10 +324,9 @@ fn publish_simulcast(
 }
 
 /// Janus reads the rids of `a=simulcast` highest first unless told otherwise (the `rid_order`
-/// of Janus's API, which the WHIP server does not pass), and callsink lists them lowest first
-/// (q;h;f): Janus takes callsink's full layer for its substream 0, its lowest, and the quarter
-/// for its highest. The test reports that mapping and does not depend on it; the plain-RTP
-/// forward (substream 0) is therefore the full layer.
+/// of Janus's API, which the WHIP server does not pass), and callsink lists them so (f;h;q):
+/// Janus's substream 0, its lowest, is callsink's quarter layer, and its highest the full one.
+/// The plain-RTP forward (substream 0) is therefore the quarter layer.
 #[test]
 fn callsink_sends_three_simulcast_layers_into_janus_videoroom() {
     common::janus::assert_installed();

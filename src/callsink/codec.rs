@@ -84,16 +84,19 @@ impl Codec {
     /// (each layer has its own, told apart by the RID extension), the MID and RID
     /// extensions, and, when `first` (webrtcbin writes the attributes of every structure of
     /// the transceiver's codec preferences), `rid-<id>=send` and `a-simulcast`, which
-    /// GStreamer's SDP library turns into `a=rid:<id> send` and `a=simulcast:send q;h;f`.
+    /// GStreamer's SDP library turns into `a=rid:<id> send` and `a=simulcast:send f;h;q`.
+    /// The highest layer comes first, as Janus reads simulcast offers unless told otherwise
+    /// (and browsers' offers usually are); the call server orders layers by their size.
     pub fn simulcast_offer_caps(self, rids: &[&str], first: bool) -> gst::Structure {
         let mut s = self.rtp_caps();
         s.set(format!("extmap-{MID_ID}"), MID_URI);
         s.set(format!("extmap-{RID_ID}"), RID_URI);
         if first {
-            for rid in rids {
+            let highest_first: Vec<&str> = rids.iter().rev().copied().collect();
+            for rid in &highest_first {
                 s.set(format!("rid-{rid}"), "send");
             }
-            s.set("a-simulcast", format!("send {}", rids.join(";")));
+            s.set("a-simulcast", format!("send {}", highest_first.join(";")));
         }
         s
     }
