@@ -23,7 +23,7 @@
 
 mod common;
 
-use common::{Peer, connect, cpu_seconds, env_number, peak_rss_mb};
+use common::{Peer, connect, cpu_seconds, env_number, median, peak_rss_mb};
 use gst::prelude::*;
 use gstcustomvideo::server::{CallServer, ServerConfig};
 use std::io::{BufRead, BufReader, Read};
@@ -223,18 +223,6 @@ fn print(name: &str, m: &Measure) {
             .map(|d| format!(", {} ms after PLAYING", d.as_millis()))
             .unwrap_or_default(),
     );
-}
-
-/// The median; of an even count, the mean of the middle two.
-fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(v[n / 2]),
-        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
-    }
 }
 
 fn main() {

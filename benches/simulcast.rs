@@ -36,7 +36,7 @@
 
 mod common;
 
-use common::{cpu_seconds, env_number, peak_rss_mb};
+use common::{cpu_seconds, env_number, median, peak_rss_mb};
 use gstcustomvideo::server::{CallServer, PublisherInfo, ServerConfig};
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
@@ -292,18 +292,6 @@ fn print(case: Case, m: &Measure) {
     );
 }
 
-/// The median; of an even count, the mean of the middle two.
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    match n {
-        0 => f64::NAN,
-        _ if n % 2 == 1 => v[n / 2],
-        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 fn main() {
     if let Ok(desc) = std::env::var(CHILD) {
         child(&desc);
@@ -341,8 +329,8 @@ fn main() {
     print(Case::Source, &source);
 
     let of = |case: Case| results.iter().filter(move |(c, _)| *c == case);
-    let cpu = |case| median(of(case).map(|(_, m)| m.cpu_per_30s));
-    let bitrate = |case| median(of(case).map(|(_, m)| m.bitrate));
+    let cpu = |case| median(of(case).map(|(_, m)| m.cpu_per_30s)).unwrap_or(f64::NAN);
+    let bitrate = |case| median(of(case).map(|(_, m)| m.bitrate)).unwrap_or(f64::NAN);
     println!("medians");
     for case in [Case::Simulcast, Case::Separate] {
         let runs: Vec<&Measure> = of(case).map(|(_, m)| m).collect();

@@ -323,19 +323,9 @@ fn callsink_publishes_into_gst_plugins_rs_whipserversrc() {
     init();
     // whipserversrc (a WHIP server from gst-plugins-rs) on the namespace's veth address,
     // where both libnice agents gather candidates.
-    let port = std::net::TcpListener::bind("10.255.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server = Viewer::whipserversrc(&format!("http://10.255.0.1:{port}"));
-    assert!(wait_for(10 * SEC, || std::net::TcpStream::connect((
-        "10.255.0.1",
-        port
-    ))
-    .is_ok()));
+    let (server, endpoint) = Viewer::whipserversrc_on_veth();
     let publisher = Publisher::launch(&format!(
-        "customvideosrc producer=\"{RED}\" framerate=30/1 width=320 height=240 ! callsink whip-url=http://10.255.0.1:{port}/whip/endpoint codec=vp8"
+        "customvideosrc producer=\"{RED}\" framerate=30/1 width=320 height=240 ! callsink whip-url={endpoint} codec=vp8"
     ))
     .play();
     assert!(

@@ -38,15 +38,7 @@ fn publish(server: &CallServer, simulcast: &str) -> common::Launched {
 fn layers(server: &CallServer, publisher: &common::Launched, n: usize) -> Vec<(String, u32, u32)> {
     let mut layers = vec![];
     let all = wait_for(30 * SEC, || {
-        layers = server
-            .channels()
-            .iter()
-            .flat_map(|c| c.publishers.iter())
-            .filter(|p| p.uid == "cam")
-            .flat_map(|p| p.layers.iter())
-            .filter_map(|l| Some((l.rid.clone(), l.width?, l.height?)))
-            .collect();
-        layers.sort_by_key(|l| l.1);
+        layers = common::listed_layers(server, "cam");
         layers.len() == n
     });
     assert!(
@@ -157,20 +149,10 @@ fn callsink_simulcast_falls_back_to_one_layer_without_a_simulcast_server() {
     }
     common::init();
     // gst-plugins-rs whipserversrc (webrtcbin 1.22 answering) receives no simulcast.
-    let port = std::net::TcpListener::bind("10.255.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server = Viewer::whipserversrc(&format!("http://10.255.0.1:{port}"));
-    assert!(wait_for(10 * SEC, || std::net::TcpStream::connect((
-        "10.255.0.1",
-        port
-    ))
-    .is_ok()));
+    let (server, endpoint) = Viewer::whipserversrc_on_veth();
     let publisher = common::Launched::new(&format!(
         "customvideosrc producer=\"{RED}\" framerate=30/1 width=320 height=240 ! \
-         callsink name=sink whip-url=http://10.255.0.1:{port}/whip/endpoint codec=vp8 simulcast=three"
+         callsink name=sink whip-url={endpoint} codec=vp8 simulcast=three"
     ))
     .play();
     assert!(

@@ -60,23 +60,16 @@ fn simulcast_publisher() -> (CallServer, Browser) {
     // Chromium turns its layers on as its bandwidth estimate grows.
     let mut layers = vec![];
     let all = wait_for(30 * SEC, || {
-        layers = server
-            .channels()
-            .iter()
-            .flat_map(|c| c.publishers.iter())
-            .filter(|p| p.uid == "canvas")
-            .flat_map(|p| p.layers.iter())
-            .map(|l| (l.rid.clone(), l.width, l.height))
-            .collect();
-        layers.len() == 3 && layers.iter().all(|l| l.1.is_some())
+        layers = common::listed_layers(&server, "canvas");
+        layers.len() == 3
     });
     assert!(all, "the server sees layers {layers:?}");
     assert_eq!(
         layers,
         [
-            ("q".to_owned(), Some(320), Some(180)),
-            ("h".to_owned(), Some(640), Some(360)),
-            ("f".to_owned(), Some(1280), Some(720)),
+            ("q".to_owned(), 320, 180),
+            ("h".to_owned(), 640, 360),
+            ("f".to_owned(), 1280, 720),
         ]
     );
 

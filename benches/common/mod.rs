@@ -31,6 +31,19 @@ pub fn in_private_netns() -> bool {
     std::process::exit(status.code().unwrap_or(1));
 }
 
+/// The median of `values` (the mean of the two middle ones for an even count); `None` for
+/// none.
+pub fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
 /// A positive number from the environment variable `name`, else `default`.
 pub fn env_number(name: &str, default: f64) -> f64 {
     std::env::var(name)

@@ -505,6 +505,24 @@ impl Drop for Launched {
 
 pub use browser::PUBLISH_TOKEN;
 
+/// The simulcast layers (rid, width, height) call server `server` lists for publisher `uid`,
+/// those whose size it knows, smallest first.
+pub fn listed_layers(
+    server: &gstcustomvideo::server::CallServer,
+    uid: &str,
+) -> Vec<(String, u32, u32)> {
+    let mut layers: Vec<(String, u32, u32)> = server
+        .channels()
+        .iter()
+        .flat_map(|c| c.publishers.iter())
+        .filter(|p| p.uid == uid)
+        .flat_map(|p| p.layers.iter())
+        .filter_map(|l| Some((l.rid.clone(), l.width?, l.height?)))
+        .collect();
+    layers.sort_by_key(|l| l.1);
+    layers
+}
+
 /// A call server on the network namespace's private veth address (10.255.0.1), where every
 /// WebRTC stack gathers candidates (libnice gathers no loopback candidates on its own, and the
 /// webrtcbin inside whipclientsink is out of reach for adding one). Publishing needs

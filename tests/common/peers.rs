@@ -287,6 +287,26 @@ impl Viewer {
         Viewer::decoded(src, "whipserversrc")
     }
 
+    /// `whipserversrc` on a free port of the namespace's veth address, where both libnice
+    /// agents gather candidates, once it listens. Returns it and its WHIP endpoint URL.
+    pub fn whipserversrc_on_veth() -> (Viewer, String) {
+        let port = std::net::TcpListener::bind("10.255.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = Viewer::whipserversrc(&format!("http://10.255.0.1:{port}"));
+        assert!(
+            wait_for(Duration::from_secs(10), || std::net::TcpStream::connect((
+                "10.255.0.1",
+                port
+            ))
+            .is_ok()),
+            "whipserversrc does not listen on 10.255.0.1:{port}"
+        );
+        (server, format!("http://10.255.0.1:{port}/whip/endpoint"))
+    }
+
     /// `src ! videoconvert ! appsink`, for gst-plugins-rs sources that output decoded
     /// video on pads of their own.
     fn decoded(src: gst::Element, kind: &'static str) -> Viewer {
