@@ -24,9 +24,8 @@
 mod common;
 
 use common::{Peer, connect, cpu_seconds, env_number, median, peak_rss_mb};
-use gst::prelude::*;
 use gstcustomvideo::server::{CallServer, ServerConfig};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -105,23 +104,6 @@ impl Publisher {
             }
         }
     }
-}
-
-/// The child: publishes `desc` until its standard input closes, after saying on standard
-/// output when its pipeline went to PLAYING (nanoseconds since the Unix epoch).
-fn child(desc: &str) {
-    gst::init().unwrap();
-    gstcustomvideo::plugin_register_static().unwrap();
-    let pipeline = gst::parse::launch(desc).expect("publisher pipeline");
-    if std::env::var_os(CHILD_AHEAD).is_some() {
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    pipeline.set_state(gst::State::Playing).expect("PLAYING");
-    println!("playing {}", since_epoch.as_nanos());
-    let _ = std::io::stdin().read_to_end(&mut Vec::new());
-    // NULL ends the WHIP session (DELETE).
-    let _ = pipeline.set_state(gst::State::Null);
 }
 
 struct Measure {
@@ -227,7 +209,22 @@ fn print(name: &str, m: &Measure) {
 
 fn main() {
     if let Ok(desc) = std::env::var(CHILD) {
-        child(&desc);
+        // Says on standard output when its pipeline went to PLAYING (nanoseconds since the
+        // Unix epoch).
+        common::run_child(
+            &desc,
+            || {
+                if std::env::var_os(CHILD_AHEAD).is_some() {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            },
+            |at| {
+                println!(
+                    "playing {}",
+                    at.duration_since(UNIX_EPOCH).unwrap().as_nanos()
+                )
+            },
+        );
         return;
     }
     common::in_private_netns();

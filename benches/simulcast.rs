@@ -38,11 +38,8 @@ mod common;
 
 use common::{cpu_seconds, env_number, median, peak_rss_mb};
 use gstcustomvideo::server::{CallServer, PublisherInfo, ServerConfig};
-use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use gst::prelude::*;
 
 /// The input, in format `SIMULCAST_FORMAT` (I420 unless set: callsink's conversion passes it
 /// through; with BGRx the simulcast callsink converts once, the separate ones each their own).
@@ -121,30 +118,6 @@ impl Case {
             Case::Source => (format!("{source} ! fakesink sync=true"), vec![]),
         }
     }
-}
-
-/// The child: runs `desc` until its standard input closes.
-fn child(desc: &str) {
-    gst::init().unwrap();
-    gstcustomvideo::plugin_register_static().unwrap();
-    let pipeline = gst::parse::launch(desc).expect("publisher pipeline");
-    let bus = pipeline.bus().unwrap();
-    std::thread::spawn(move || {
-        for msg in bus.iter_timed(gst::ClockTime::NONE) {
-            if let gst::MessageView::Error(e) = msg.view() {
-                eprintln!(
-                    "child: error from {:?}: {} ({:?})",
-                    e.src().map(|s| s.path_string()),
-                    e.error(),
-                    e.debug()
-                );
-            }
-        }
-    });
-    pipeline.set_state(gst::State::Playing).expect("PLAYING");
-    let _ = std::io::stdin().read_to_end(&mut Vec::new());
-    // NULL ends the WHIP sessions (DELETE).
-    let _ = pipeline.set_state(gst::State::Null);
 }
 
 struct Measure {
@@ -294,7 +267,7 @@ fn print(case: Case, m: &Measure) {
 
 fn main() {
     if let Ok(desc) = std::env::var(CHILD) {
-        child(&desc);
+        common::run_child(&desc, || (), |_| ());
         return;
     }
     common::in_private_netns();

@@ -31,6 +31,41 @@ pub fn in_private_netns() -> bool {
     std::process::exit(status.code().unwrap_or(1));
 }
 
+/// A benchmark's child process: builds pipeline `desc` (the plugin registered), runs
+/// `before_playing`, takes the wall-clock time and sets it PLAYING, hands that time to
+/// `playing`, prints the pipeline's errors to standard error, and stops (NULL: a WHIP session
+/// is left with DELETE) when its standard input closes.
+pub fn run_child(
+    desc: &str,
+    before_playing: impl FnOnce(),
+    playing: impl FnOnce(std::time::SystemTime),
+) {
+    use std::io::Read;
+    gst::init().unwrap();
+    gstcustomvideo::plugin_register_static().unwrap();
+    let pipeline = gst::parse::launch(desc).expect("publisher pipeline");
+    let bus = pipeline.bus().unwrap();
+    std::thread::spawn(move || {
+        for msg in bus.iter_timed(gst::ClockTime::NONE) {
+            if let gst::MessageView::Error(e) = msg.view() {
+                eprintln!(
+                    "child: error from {:?}: {} ({:?})",
+                    e.src().map(|s| s.path_string()),
+                    e.error(),
+                    e.debug()
+                );
+            }
+        }
+    });
+    before_playing();
+    let at = std::time::SystemTime::now();
+    use gst::prelude::*;
+    pipeline.set_state(gst::State::Playing).expect("PLAYING");
+    playing(at);
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    let _ = pipeline.set_state(gst::State::Null);
+}
+
 /// The median of `values` (the mean of the two middle ones for an even count); `None` for
 /// none.
 pub fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
