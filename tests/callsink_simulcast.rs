@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::browser::Browser;
 use common::peers::Viewer;
 use common::watch::Watch;
 use common::{netns, wait_for};
@@ -179,4 +180,230 @@ fn callsink_simulcast_falls_back_to_one_layer_without_a_simulcast_server() {
     drop(publisher);
     std::thread::sleep(SEC);
     drop(server);
+}
+
+/// Shapes what reaches UDP ports `ports` on the namespace's loopback to `kbps` together: a
+/// token bucket (HTB) with 200 ms of queue, the rest of the traffic untouched.
+fn limit_ports(ports: &[u16], kbps: u32) {
+    let queue = (kbps as u64 * 1000 / 8 / 5).max(3000).to_string();
+    let rate = format!("{kbps}kbit");
+    let mut commands: Vec<Vec<String>> = [
+        &[
+            "qdisc", "replace", "dev", "lo", "root", "handle", "1:", "htb", "default", "1",
+        ][..],
+        &[
+            "class", "add", "dev", "lo", "parent", "1:", "classid", "1:1", "htb", "rate", "10gbit",
+        ],
+        &[
+            "class", "add", "dev", "lo", "parent", "1:", "classid", "1:2", "htb", "rate", &rate,
+            "ceil", &rate, "burst", "15k",
+        ],
+        &[
+            "qdisc", "add", "dev", "lo", "parent", "1:2", "bfifo", "limit", &queue,
+        ],
+    ]
+    .iter()
+    .map(|a| a.iter().map(|s| s.to_string()).collect())
+    .collect();
+    for port in ports {
+        let port = port.to_string();
+        commands.push(
+            [
+                "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
+                "match", "ip", "protocol", "17", "0xff", "match", "ip", "dport", &port, "0xffff",
+                "flowid", "1:2",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        );
+    }
+    for args in commands {
+        let out = std::process::Command::new("tc")
+            .args(&args)
+            .output()
+            .expect("tc (iproute2) runs");
+        assert!(
+            out.status.success(),
+            "tc {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The UDP ports of the process that has UDP port `port` open (a browser's network
+/// process: its ICE candidates).
+fn ports_of_owner(port: u16) -> Vec<u16> {
+    let out = std::process::Command::new("ss")
+        .args(["-uanpH"])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "UNCONN 0 0 10.255.0.1:42946 0.0.0.0:* users:(("chromium",pid=29776,fd=29))"
+    let parse = |line: &str| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let port = cols.get(3)?.rsplit(':').next()?.parse::<u16>().ok()?;
+        let pid = line.split("pid=").nth(1)?.split(',').next()?.to_owned();
+        Some((port, pid))
+    };
+    let sockets: Vec<(u16, String)> = text.lines().filter_map(parse).collect();
+    let owner = sockets
+        .iter()
+        .find(|(p, _)| *p == port)
+        .map(|(_, pid)| pid.clone())
+        .unwrap_or_else(|| panic!("no process has UDP port {port} open: {text}"));
+    sockets
+        .into_iter()
+        .filter(|(_, pid)| *pid == owner)
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// What the viewer page shows of `cam`: decoded size, frames, freezes, the local end of its
+/// connection, the longest pause between frames.
+fn shown(viewer: &Browser) -> serde_json::Value {
+    viewer.eval(
+        "const s = window.viewerState.publishers.cam; \
+         return s ? { width: s.width, framesDecoded: s.framesDecoded, \
+                      framesPresented: s.framesPresented, freezes: s.freezes, \
+                      maxGapMs: s.maxGapMs, local: s.local || null } : null",
+    )
+}
+
+/// The server's view of each subscriber: (layer, ceiling, estimate), ordered by estimate.
+fn subscribers(server: &CallServer) -> Vec<(Option<String>, Option<String>, Option<u64>)> {
+    server
+        .channels()
+        .iter()
+        .flat_map(|c| c.subscribers.iter())
+        .map(|s| (s.layer.clone(), s.ceiling.clone(), s.estimate))
+        .collect()
+}
+
+/// Frames `viewer` decoded over `secs` seconds, and the longest pause between frames it
+/// showed meanwhile (ms).
+fn watch_for(viewer: &Browser, secs: u32) -> (i64, f64) {
+    viewer.eval("window.viewerState.publishers.cam.maxGapMs = 0; return null");
+    let before = shown(viewer)["framesDecoded"].as_i64().unwrap();
+    std::thread::sleep(secs * SEC);
+    let after = shown(viewer);
+    (
+        after["framesDecoded"].as_i64().unwrap() - before,
+        after["maxGapMs"].as_f64().unwrap(),
+    )
+}
+
+/// Waits until `viewer` shows frames `width` pixels wide; prints what the server does
+/// meanwhile.
+fn wait_width(server: &CallServer, viewer: &Browser, width: i64, timeout: Duration) -> bool {
+    wait_for(timeout, || shown(viewer)["width"] == width)
+        || panic!(
+            "the viewer shows {} rather than {width} pixels wide; subscribers {:?}",
+            shown(viewer),
+            subscribers(server)
+        )
+}
+
+#[test]
+fn a_viewer_behind_a_slow_link_gets_a_smaller_layer_and_the_others_keep_the_top_one() {
+    if !netns::enter(
+        "a_viewer_behind_a_slow_link_gets_a_smaller_layer_and_the_others_keep_the_top_one",
+    ) {
+        return;
+    }
+    let server = server();
+    common::init();
+    // Moving pictures: layers of about 0.3, 0.75 and 2 Mbit/s.
+    let publisher = common::Launched::new(&format!(
+        "customvideosrc producer=\"videotestsrc is-live=true pattern=smpte horizontal-speed=4\" \
+         framerate=30/1 width=1280 height=720 ! callsink name=sink server={} channel=live \
+         uid=cam simulcast=three max-bitrate=3000",
+        server.url()
+    ))
+    .play();
+    layers(&server, &publisher, 3);
+    // Two Chromium viewers (the server's viewer page), both choosing the top layer.
+    let choose = |b: &Browser, quality: &str| {
+        b.wait(
+            &format!(
+                "const s = document.querySelector('.tile select.quality'); \
+                 if (!s || s.hidden) return null; \
+                 s.value = '{quality}'; s.dispatchEvent(new Event('change')); return true"
+            ),
+            20 * SEC,
+        );
+    };
+    let open = || {
+        let b = Browser::start();
+        b.open(&server.viewer_url("live"));
+        choose(&b, "high");
+        b
+    };
+    let (fast, slow) = (open(), open());
+    for v in [&fast, &slow] {
+        wait_width(&server, v, 1280, 30 * SEC);
+    }
+    // A layer switch asked for shows no pause beyond a frame or two: down to the smallest
+    // layer and back, each at a keyframe of the new layer.
+    fast.eval("window.viewerState.publishers.cam.maxGapMs = 0; return null");
+    choose(&fast, "low");
+    wait_width(&server, &fast, 320, 10 * SEC);
+    choose(&fast, "high");
+    wait_width(&server, &fast, 1280, 10 * SEC);
+    let gap = shown(&fast)["maxGapMs"].as_f64().unwrap();
+    eprintln!("longest pause over two switches: {gap:.0} ms");
+    assert!(gap < 150.0, "a switch paused the picture {gap} ms");
+
+    // The slow viewer's link carries 600 kbit/s from now on (its browser's UDP ports).
+    let local = shown(&slow)["local"].as_str().unwrap().to_owned();
+    let port: u16 = local.rsplit(':').next().unwrap().parse().unwrap();
+    limit_ports(&ports_of_owner(port), 600);
+    let t0 = std::time::Instant::now();
+    let settled = wait_for(30 * SEC, || {
+        let w = shown(&slow)["width"].as_i64().unwrap_or(0);
+        w > 0 && w < 1280
+    });
+    assert!(settled, "{} {:?}", shown(&slow), subscribers(&server));
+    eprintln!(
+        "the slow viewer shows {} pixels wide after {:?}",
+        shown(&slow)["width"],
+        t0.elapsed()
+    );
+    // Settled: over the next 10 s the slow viewer gets a smaller layer without freezing,
+    // the fast one keeps the top layer at its full frame rate.
+    std::thread::sleep(3 * SEC);
+    let fast_viewer = std::thread::scope(|s| {
+        let f = s.spawn(|| watch_for(&fast, 10));
+        let (frames, gap) = watch_for(&slow, 10);
+        eprintln!("slow viewer: {frames} frames in 10 s, longest pause {gap:.0} ms");
+        assert!(frames >= 250, "{frames} frames in 10 s: {}", shown(&slow));
+        assert!(
+            gap < 500.0,
+            "the slow viewer froze {gap} ms: {}",
+            shown(&slow)
+        );
+        assert!(shown(&slow)["width"].as_i64().unwrap() < 1280);
+        f.join().unwrap()
+    });
+    eprintln!("fast viewer: {fast_viewer:?}");
+    assert!(fast_viewer.0 >= 270, "{fast_viewer:?} {}", shown(&fast));
+    assert!(fast_viewer.1 < 200.0, "{fast_viewer:?} {}", shown(&fast));
+    assert_eq!(shown(&fast)["width"], 1280);
+    let subs = subscribers(&server);
+    assert_eq!(subs.iter().filter(|s| s.1.is_none()).count(), 1, "{subs:?}");
+    assert!(
+        subs.iter().any(|s| s.1.is_some() && s.0 == s.1),
+        "the slow viewer gets the layer its link carries: {subs:?}"
+    );
+
+    // The link is fast again: the slow viewer climbs back to the top layer.
+    let out = std::process::Command::new("tc")
+        .args(["qdisc", "del", "dev", "lo", "root"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let t1 = std::time::Instant::now();
+    wait_width(&server, &slow, 1280, 90 * SEC);
+    eprintln!("back to 1280 pixels after {:?}", t1.elapsed());
+    assert!(publisher.error().is_none(), "{:?}", publisher.error());
 }

@@ -149,6 +149,13 @@ pub fn has_video(sdp: &str) -> bool {
     media_sections(sdp).iter().any(|s| s.kind == "video")
 }
 
+/// Whether `sdp` sends simulcast (RFC 8853: an `a=simulcast:send` line).
+pub fn sends_simulcast(sdp: &str) -> bool {
+    sdp.lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=simulcast:"))
+        .any(|v| v.trim_start().starts_with("send"))
+}
+
 /// Checks an offer's size, basic syntax and video codecs.
 pub fn check_offer(sdp: &str) -> Result<(), OfferError> {
     if sdp.len() > MAX_SDP_BYTES {
@@ -267,6 +274,16 @@ mod tests {
         m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103 45\r\na=rtpmap:96 VP8/90000\r\n\
         a=rtpmap:97 rtx/90000\r\na=rtpmap:102 H264/90000\r\na=rtpmap:103 rtx/90000\r\n\
         a=rtpmap:45 AV1/90000\r\n";
+
+    #[test]
+    fn tells_an_offer_that_sends_simulcast() {
+        let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rid:f send\r\na=rid:q send\r\na=simulcast:send f;q\r\n";
+        assert!(sends_simulcast(offer));
+        assert!(!sends_simulcast(
+            "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+        ));
+        assert!(!sends_simulcast("v=0\r\na=simulcast:recv f;q\r\n"));
+    }
 
     #[test]
     fn payload_types_described_twice_are_refused() {

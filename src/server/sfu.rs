@@ -28,6 +28,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
@@ -37,7 +38,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use super::CAT;
 use super::Limits;
 use super::bitstream;
-use super::layers::{self, Layer, Quality, Take};
+use super::layers::{self, Fit, Layer, Quality, Take};
 use super::sdp::{self, OfferError};
 use super::stun;
 use super::udp::Batcher;
@@ -148,6 +149,11 @@ pub struct SubscriberInfo {
     pub quality: &'static str,
     /// The publisher's simulcast layer it gets, if the publisher sends layers.
     pub layer: Option<String>,
+    /// The server's bandwidth estimate of its link, bits/s (subscribers of a simulcast
+    /// publisher, once there is one).
+    pub estimate: Option<u64>,
+    /// The largest layer its link carries, when that is not the largest one.
+    pub ceiling: Option<String>,
 }
 
 /// One channel: its publishers and subscribers.
@@ -206,6 +212,8 @@ struct Publisher {
     last_keyframe: Option<Instant>,
     /// Simulcast layers, in the order they first sent.
     layers: Vec<Layer>,
+    /// Its offer sends simulcast (`a=simulcast:send`).
+    simulcast: bool,
 }
 
 #[derive(Debug, Default)]
@@ -229,6 +237,10 @@ struct Subscriber {
     /// Which simulcast layer it asks for, and the one it gets.
     quality: Quality,
     layer: Option<Rid>,
+    /// The layers its link carries (subscribers of a simulcast publisher).
+    fit: Fit,
+    /// The bitrate its bandwidth estimator probes for, bits/s.
+    desired: u64,
 }
 
 /// Maps the media time of the publisher sessions a subscriber is fed from onto one
@@ -467,10 +479,14 @@ impl Sfu {
         }
     }
 
-    fn new_rtc(&self, now: Instant) -> Rtc {
+    /// A peer; `bwe`: with a bandwidth estimator (and the pacer it drives) on what it sends.
+    fn new_rtc(&self, now: Instant, bwe: bool) -> Rtc {
         let mut builder = Rtc::builder();
         if let Some(cert) = &self.cert {
             builder = builder.set_dtls_cert(cert.clone());
+        }
+        if bwe {
+            builder = builder.enable_bwe(Some(BWE_START));
         }
         let mut rtc = builder
             .clear_codecs()
@@ -508,7 +524,7 @@ impl Sfu {
 
     /// A new peer for `offer`, and the answer. The offer is checked and parsed before the
     /// peer (and its DTLS context) is made: an offer that is refused costs little.
-    fn accept(&self, now: Instant, offer: &str) -> Result<(Rtc, String), SfuError> {
+    fn accept(&self, now: Instant, offer: &str, bwe: bool) -> Result<(Rtc, String), SfuError> {
         sdp::check_offer(offer)?;
         let malformed = |e: String| SfuError::Offer(OfferError::Malformed(e));
         catch_unwind(AssertUnwindSafe(|| {
@@ -521,7 +537,7 @@ impl Sfu {
                     None => e,
                 })
             })?;
-            let mut rtc = self.new_rtc(now);
+            let mut rtc = self.new_rtc(now, bwe);
             let answer: SdpAnswer = rtc
                 .sdp_api()
                 .accept_offer(parsed)
@@ -606,7 +622,7 @@ impl Sfu {
         let uid = uid.filter(|u| !u.is_empty());
         self.admit(client)?;
         self.admit_publisher(channel, uid)?;
-        let (rtc, answer) = self.accept(now, offer)?;
+        let (rtc, answer) = self.accept(now, offer, false)?;
         let codecs = sdp::video_codecs(&answer);
         if codecs.is_empty() {
             return Err(SfuError::Offer(OfferError::UnsupportedCodecs(
@@ -645,6 +661,7 @@ impl Sfu {
             rtc,
             Role::Publisher(Publisher {
                 codecs,
+                simulcast: sdp::sends_simulcast(offer),
                 ..Default::default()
             }),
             now,
@@ -663,12 +680,12 @@ impl Sfu {
         offer: &str,
     ) -> Result<Created, SfuError> {
         self.admit(client)?;
-        let (pub_key, pub_codecs) = self
+        let (pub_key, pub_codecs, simulcast) = self
             .sessions
             .iter()
             .find_map(|(k, s)| match &s.role {
                 Role::Publisher(p) if s.channel == channel && s.uid == uid && s.rtc.is_alive() => {
-                    Some((*k, p.codecs.clone()))
+                    Some((*k, p.codecs.clone(), p.simulcast))
                 }
                 _ => None,
             })
@@ -705,7 +722,10 @@ impl Sfu {
                 "publisher \"{uid}\" has {subscribers} subscribers, its limit (--max-subscribers)"
             )));
         }
-        let (rtc, answer) = self.accept(now, offer)?;
+        // The layer a subscriber of a simulcast publisher gets follows its link: the server
+        // estimates it (the estimator paces what it sends, which only a choice of layers
+        // makes worth it).
+        let (rtc, answer) = self.accept(now, offer, simulcast)?;
         let (key, id) = self.new_session_key();
         gst::info!(CAT, "subscriber {id} joins {channel} for {uid}");
         gst::trace!(CAT, "subscriber offer:\n{offer}\nanswer:\n{answer}");
@@ -1007,6 +1027,8 @@ impl Sfu {
                     bitrate: sub.rate.per_second(now) * 8,
                     quality: sub.quality.name(),
                     layer: sub.layer.map(|r| r.to_string()),
+                    estimate: sub.fit.estimate(now),
+                    ceiling: sub.fit.ceiling.map(|r| r.to_string()),
                 }),
             }
         }
@@ -1210,7 +1232,9 @@ impl Sfu {
             .collect();
         let wanted = shared(watchers, self.config.threads, |s, forwards| {
             if let (Some(rid), Role::Subscriber(sub)) = (data.rid, &mut s.role) {
-                let target = layers::target(&layers, sub.quality, now);
+                sub.fit.update(&layers, now);
+                probe_for(&mut s.rtc, sub, &layers);
+                let target = layers::target(&layers, sub.quality, sub.fit.ceiling, now);
                 let take = layers::take(sub.layer, target, rid, keyframe);
                 if take == Take::Switch {
                     gst::debug!(CAT, "subscriber {} now gets layer {rid}", s.id);
@@ -1339,6 +1363,23 @@ fn request_keyframe(s: &mut Session, rid: Option<Rid>, now: Instant) {
             }
         }
         s.dirty = true;
+    }
+}
+
+/// Where a subscriber's bandwidth estimator starts (it probes up from there within its first
+/// second).
+const BWE_START: Bitrate = Bitrate::kbps(1000);
+
+/// Has the bandwidth estimator of subscriber `sub` (peer `rtc`) probe for the largest of
+/// `layers` with some headroom: a subscriber on a smaller layer finds out when its link
+/// carries more.
+fn probe_for(rtc: &mut Rtc, sub: &mut Subscriber, layers: &[Layer]) {
+    let top = layers.iter().map(|l| l.bitrate).max().unwrap_or(0);
+    let desired = top * 2;
+    // Set again only when it moved by a tenth: setting it reconfigures the pacer.
+    if desired.abs_diff(sub.desired) > sub.desired / 10 {
+        sub.desired = desired;
+        rtc.bwe().set_desired_bitrate(Bitrate::bps(desired));
     }
 }
 
@@ -1555,6 +1596,7 @@ fn on_event(key: u64, s: &mut Session, now: Instant, event: Event, forwards: &mu
                                 }
                             };
                             let layer = &mut p.layers[i];
+                            layer.count(now, data.data.len());
                             layer.frames += 1;
                             layer.last_frame = now;
                             if keyframe {
@@ -1599,6 +1641,18 @@ fn on_event(key: u64, s: &mut Session, now: Instant, event: Event, forwards: &mu
                     .loss
                     .map(|l| (l as f64 * st.packets as f64) as u64)
                     .unwrap_or(p.packets_lost);
+            }
+        }
+        Event::MediaEgressStats(st) => {
+            if let (Role::Subscriber(sub), Some(loss)) = (&mut s.role, st.loss) {
+                gst::trace!(CAT, "subscriber {}: loss {loss}", s.id);
+                sub.fit.lost(loss, now);
+            }
+        }
+        Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+            if let Role::Subscriber(sub) = &mut s.role {
+                gst::trace!(CAT, "subscriber {}: estimate {estimate}", s.id);
+                sub.fit.estimated(estimate.as_u64(), now);
             }
         }
         Event::KeyframeRequest(_) => {
@@ -2029,8 +2083,9 @@ mod tests {
                 step(&mut sfu, peers, &mut now);
             }
         }
-        run(&mut sfu, peers, &mut now, 200, |p| {
-            p[1].received.len() >= 5 && p[2].received.len() >= 5
+        // (The viewers' legs pace what they get: they have a bandwidth estimator.)
+        run(&mut sfu, peers, &mut now, 400, |p| {
+            p[1].received.last().map(|d| d.data[20]) == Some(105) && p[2].received.len() >= 5
         });
         let bytes = |p: &Peer| -> Vec<u8> { p.received.iter().map(|d| d.data[20]).collect() };
         // Layer q's first keyframe came before f had sent anything: the high viewer started

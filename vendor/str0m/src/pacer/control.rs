@@ -2,6 +2,11 @@ use crate::rtp_::Bitrate;
 
 const PACING_FACTOR: f64 = 1.1;
 
+/// The pacer never holds media back below this rate. (Changed for gst-plugin-customvideo's
+/// call server, see README.md: a server forwarding media chooses what it sends from the
+/// estimate; pacing it at a collapsed estimate only delays frames it already chose.)
+const MIN_PACING_RATE: Bitrate = Bitrate::mbps(10);
+
 /// Target padding rate when media is active. This maintains NAT bindings, RTX state,
 /// and allows ALR periodic probes to discover higher bandwidth.
 const PADDING_TARGET: Bitrate = Bitrate::bps(50_000);
@@ -46,7 +51,7 @@ impl PacerControl {
         // Set pacing rate to smooth out media transmission (burst avoidance).
         // Must be at least the current BWE estimate * factor, but also high enough
         // to allow the padding we want to send.
-        let min_pacing_rate = estimate * PACING_FACTOR;
+        let min_pacing_rate = (estimate * PACING_FACTOR).max(MIN_PACING_RATE);
         let pacing_rate = min_pacing_rate.max(padding_rate);
 
         PacingResult {
