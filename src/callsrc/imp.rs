@@ -1335,7 +1335,7 @@ impl ObjectImpl for CallSrc {
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("quality", Quality::High)
                     .nick("Quality")
-                    .blurb("Which simulcast layer to get when the publisher sends several: high (the largest), medium, low (the smallest). Asked for with ?quality= on the WHEP URL (this project's call server takes it); high adds nothing")
+                    .blurb("Which simulcast layer to get when the publisher sends several: high (the largest), medium, low (the smallest). Asked for with ?quality= on the WHEP URL (this project's call server takes it, and gives a smaller layer when the link does not carry the one asked for); high adds nothing")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecEnum::builder::<ConnectionState>("connection-state")
