@@ -147,6 +147,11 @@ const LOSS_DOWN: f32 = 0.02;
 const LOSS_HELD: Duration = Duration::from_secs(3);
 /// How long the estimate must carry the next layer up before the subscriber moves there.
 const UP_AFTER: Duration = Duration::from_secs(3);
+/// A move up that had to be undone within this time failed: the next one waits twice as
+/// long (each move costs a keyframe of the new layer, which every viewer of that layer gets).
+const UP_FAILED_WITHIN: Duration = Duration::from_secs(10);
+/// The longest wait before trying a layer up again.
+const UP_AFTER_MAX: Duration = Duration::from_secs(60);
 /// Estimates in the first moments of a session are the estimator's starting value, not
 /// what it measured.
 const ESTIMATE_AFTER: Duration = Duration::from_secs(2);
@@ -164,6 +169,10 @@ pub struct Fit {
     pending: Option<(bool, Instant)>,
     /// When the subscriber last reported loss over [`LOSS_DOWN`].
     lossy: Option<Instant>,
+    /// When it last moved up, and how long the estimate must carry the next layer up before
+    /// it moves there (0: [`UP_AFTER`]).
+    last_up: Option<Instant>,
+    up_after: Duration,
 }
 
 impl Fit {
@@ -223,8 +232,22 @@ impl Fit {
         };
         match self.pending {
             Some((d, since)) if d == down => {
-                let after = if down { DOWN_AFTER } else { UP_AFTER };
+                let after = if down {
+                    DOWN_AFTER
+                } else {
+                    self.up_after.max(UP_AFTER)
+                };
                 if now.saturating_duration_since(since) >= after {
+                    let failed = self
+                        .last_up
+                        .is_some_and(|t| now.saturating_duration_since(t) <= UP_FAILED_WITHIN);
+                    if !down {
+                        self.last_up = Some(now);
+                    } else if failed {
+                        self.up_after = (self.up_after.max(UP_AFTER) * 2).min(UP_AFTER_MAX);
+                    } else {
+                        self.up_after = UP_AFTER;
+                    }
                     // The top layer as ceiling is no ceiling: a larger layer that starts
                     // later is taken.
                     self.ceiling = (to != top).then_some(live[to].rid);
@@ -390,6 +413,39 @@ mod tests {
         // on f) but not within 0.75 of it (would not go up to f).
         assert_eq!(at(&mut fit, 11000, 1700), None);
         assert_eq!(at(&mut fit, 20000, 1700), None);
+    }
+
+    #[test]
+    fn a_move_up_that_fails_makes_the_next_one_wait_twice_as_long() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut fit = Fit::default();
+        let at = |fit: &mut Fit, t: u64, kbps: u64, loss: f32| {
+            fit.lost(loss, ms(t));
+            fit.estimated(kbps * 1000, ms(t));
+            let layers = sending(ms(t));
+            fit.update(&layers, ms(t));
+            fit.ceiling.map(|r| r.to_string())
+        };
+        // On h (a 700 kbit/s link, losing packets on f).
+        at(&mut fit, 0, 700, 0.0);
+        at(&mut fit, 2000, 700, 0.1);
+        assert_eq!(at(&mut fit, 3000, 700, 0.1).as_deref(), Some("h"));
+        // The estimate swings to 2 Mbit/s (f within 3/4): up after 3 s, and f loses packets at
+        // once: back down, and the next move up waits 6 s, then 12 s.
+        let mut t = 4000;
+        for wait in [3000, 6000, 12000] {
+            assert_eq!(at(&mut fit, t, 2000, 0.0).as_deref(), Some("h"));
+            assert_eq!(
+                at(&mut fit, t + wait - 100, 2000, 0.0).as_deref(),
+                Some("h")
+            );
+            assert_eq!(at(&mut fit, t + wait, 2000, 0.0), None, "after {wait} ms");
+            t += wait + 1000;
+            assert_eq!(at(&mut fit, t, 700, 0.1), None);
+            assert_eq!(at(&mut fit, t + 1000, 700, 0.1).as_deref(), Some("h"));
+            t += 2000;
+        }
     }
 
     #[test]
