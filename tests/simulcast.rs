@@ -3,7 +3,9 @@
 //! 1280x720 canvas in three layers (`sendEncodings` with rids q, h, f: a quarter, half and
 //! full size); each viewer (callsrc) gets the layer it asks for (`?quality=`, callsrc's
 //! `quality`), and one
-//! that changes its mind mid-call (`PUT /resource/{id}/quality`) moves to the new layer.
+//! that changes its mind mid-call (`PUT /resource/{id}/quality`) moves to the new layer. A
+//! minute-long call from callsink in three layers keeps each viewer on its layer at the full
+//! frame rate and ends with EOS.
 
 mod common;
 
@@ -176,4 +178,101 @@ fn the_viewer_page_picks_the_layer_by_tile_size_and_offers_the_choice() {
     let st = shows("low", 320);
     assert!(st.is_object(), "{}", viewer.viewer_state("canvas"));
     assert!(viewer.wait_viewer_colour("canvas", [255, 0, 0], 10 * SEC));
+}
+
+#[test]
+fn a_minute_long_simulcast_call_keeps_every_viewer_on_its_layer_and_ends_with_eos() {
+    if !netns::enter(
+        "a_minute_long_simulcast_call_keeps_every_viewer_on_its_layer_and_ends_with_eos",
+    ) {
+        return;
+    }
+    common::init();
+    let server = CallServer::start(ServerConfig {
+        port: 0,
+        ..Default::default()
+    })
+    .expect("server starts");
+    // callsink in three layers, moving pictures; callsrc viewers asking low and high.
+    let publisher = common::Launched::new(&format!(
+        "customvideosrc producer=\"videotestsrc is-live=true pattern=smpte horizontal-speed=4\" \
+         framerate=30/1 width=1280 height=720 ! callsink server={} channel=live uid=cam \
+         simulcast=three max-bitrate=2500",
+        server.url()
+    ))
+    .play();
+    assert!(
+        wait_for(30 * SEC, || common::listed_layers(&server, "cam").len()
+            == 3),
+        "{:?} {:?}",
+        server.channels(),
+        publisher.error()
+    );
+    let watch = |quality: &str| {
+        Watch::decoded(&format!(
+            "whep-url=\"{}\" quality={quality} timeout=20",
+            server.whep_url("live", "cam")
+        ))
+    };
+    let (low, high) = (watch("low"), watch("high"));
+    assert!(wait_for(20 * SEC, || low.frames() > 0 && high.frames() > 0));
+    // A minute (SIMULCAST_CALL_SECS): frames keep coming to both at the publisher's rate,
+    // each on its layer all along.
+    let secs: u64 = std::env::var("SIMULCAST_CALL_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let start = std::time::Instant::now();
+    let f0 = [low.frames(), high.frames()];
+    let mut slowest = [usize::MAX; 2];
+    while start.elapsed() < Duration::from_secs(secs) {
+        let before = [low.frames(), high.frames()];
+        std::thread::sleep(SEC);
+        for (i, w) in [&low, &high].iter().enumerate() {
+            slowest[i] = slowest[i].min(w.frames() - before[i]);
+        }
+        assert_eq!(
+            layers_of_subscribers(&server),
+            [
+                ("high".to_owned(), Some("f".to_owned())),
+                ("low".to_owned(), Some("q".to_owned())),
+            ],
+            "after {:?}",
+            start.elapsed()
+        );
+    }
+    for (i, (w, name, want)) in [(&low, "low", (320, 180)), (&high, "high", (1280, 720))]
+        .into_iter()
+        .enumerate()
+    {
+        let fps = (w.frames() - f0[i]) as f64 / start.elapsed().as_secs_f64();
+        eprintln!(
+            "{name}: {fps:.1} fps over {secs} s, slowest second {} frames",
+            slowest[i]
+        );
+        assert!(fps >= 25.0, "{name}: {fps:.1} fps");
+        assert!(
+            slowest[i] >= 10,
+            "{name}: a second with {} frames",
+            slowest[i]
+        );
+        assert_eq!(size(w), Some(want), "{name}");
+        assert_eq!(w.error(), None, "{name}");
+    }
+    // The publisher's input ends: EOS through every layer reaches its bus; the viewers are
+    // told the publisher is gone.
+    use gst::prelude::*;
+    publisher.pipeline.send_event(gst::event::Eos::new());
+    assert!(
+        wait_for(10 * SEC, || publisher.eos().is_some()),
+        "no EOS on the publisher's bus: {:?}",
+        publisher.error()
+    );
+    for w in [&low, &high] {
+        assert!(
+            wait_for(10 * SEC, || w.state() == "waiting"),
+            "{}",
+            w.report()
+        );
+    }
 }
