@@ -407,3 +407,91 @@ fn a_viewer_behind_a_slow_link_gets_a_smaller_layer_and_the_others_keep_the_top_
     eprintln!("back to 1280 pixels after {:?}", t1.elapsed());
     assert!(publisher.error().is_none(), "{:?}", publisher.error());
 }
+
+/// Each layer's `frames` as the call server counts them, by rid.
+fn server_frames(server: &CallServer) -> Vec<(String, u64)> {
+    server
+        .channels()
+        .iter()
+        .flat_map(|c| c.publishers.iter())
+        .filter(|p| p.uid == "cam")
+        .flat_map(|p| p.layers.iter())
+        .map(|l| (l.rid.clone(), l.frames))
+        .collect()
+}
+
+#[test]
+fn callsink_stats_count_each_simulcast_layer() {
+    if !netns::enter("callsink_stats_count_each_simulcast_layer") {
+        return;
+    }
+    let server = server();
+    common::init();
+    let publisher = common::Launched::new(&format!(
+        "customvideosrc producer=\"videotestsrc is-live=true pattern=smpte horizontal-speed=4\" \
+         framerate=30/1 width=1280 height=720 ! callsink name=sink server={} channel=live \
+         uid=cam simulcast=three",
+        server.url()
+    ))
+    .play();
+    layers(&server, &publisher, 3);
+    std::thread::sleep(4 * SEC);
+    use gst::prelude::*;
+    let sink = publisher.pipeline.by_name("sink").unwrap();
+    // The server first: every frame it counted left callsink before.
+    let received = server_frames(&server);
+    let stats = sink.property::<gst::Structure>("stats");
+    eprintln!("{stats}");
+    let list = stats
+        .get::<gst::List>("layers")
+        .unwrap_or_else(|e| panic!("no layers ({e}): {stats}"));
+    let layers: Vec<gst::Structure> = list.iter().map(|v| v.get().unwrap()).collect();
+    let rids: Vec<&str> = layers.iter().map(|l| l.get("rid").unwrap()).collect();
+    assert_eq!(rids, ["q", "h", "f"], "{stats}");
+    let mut bitrates = vec![];
+    for (l, want) in layers.iter().zip([(320, 180), (640, 360), (1280, 720)]) {
+        let rid = l.get::<&str>("rid").unwrap();
+        let size = (
+            l.get::<i32>("width").unwrap(),
+            l.get::<i32>("height").unwrap(),
+        );
+        assert_eq!(size, want, "{l}");
+        let fps = l.get::<f64>("fps").unwrap();
+        let bitrate = l.get::<u64>("bitrate").unwrap();
+        let frames = l.get::<u64>("frames-sent").unwrap();
+        assert!(fps >= 20.0, "{l}");
+        assert!(bitrate > 0 && frames > 0, "{l}");
+        assert!(l.get::<u64>("target-bitrate").unwrap() > 0, "{l}");
+        assert!(l.get::<bool>("active").unwrap(), "{l}");
+        bitrates.push(bitrate);
+        // What the server received of this layer, counted just before.
+        let got = received
+            .iter()
+            .find(|(r, _)| r == rid)
+            .map(|(_, f)| *f)
+            .unwrap_or_else(|| panic!("the server lists no layer {rid}: {received:?}"));
+        eprintln!("layer {rid}: {fps} fps, {bitrate} bit/s, {frames} frames sent, {got} received");
+        assert!(
+            got <= frames + 5 && got as f64 >= frames as f64 * 0.8,
+            "layer {rid}: callsink sent {frames} frames, the server got {got}"
+        );
+    }
+    assert!(
+        bitrates.windows(2).all(|w| w[0] < w[1]),
+        "layer bitrates {bitrates:?}"
+    );
+    let sum: u64 = bitrates.iter().sum();
+    let total = stats.get::<u64>("bitrate").unwrap();
+    assert!(
+        total as f64 >= sum as f64 * 0.8 && total as f64 <= sum as f64 * 1.2,
+        "callsink sends {total} bit/s, its layers {bitrates:?}"
+    );
+    // The top-level frame counts are the top layer's.
+    let top = &layers[2];
+    assert_eq!(
+        stats.get::<u64>("frames-sent").unwrap(),
+        top.get::<u64>("frames-sent").unwrap(),
+        "{stats}"
+    );
+    assert!(publisher.error().is_none(), "{:?}", publisher.error());
+}

@@ -469,7 +469,7 @@ impl CallSink {
         for e in &chain.elements {
             e.sync_state_with_parent().map_err(|e| e.to_string())?;
         }
-        self.watch_frames(&chain.payloader);
+        self.watch_frames(&chain);
         if let Some(enc) = &chain.encoder {
             self.watch_encoder(enc);
         }
@@ -505,19 +505,31 @@ impl CallSink {
         }
     }
 
-    /// Counts frames entering the payloader and the RTP leaving it (stats, liveness), notes
-    /// keyframes, and paces keyframe requests travelling up from webrtcbin to the encoder.
-    fn watch_frames(&self, pay: &gst::Element) {
+    /// Counts what every payloader of `chain` sends (see [`Self::count_sent`]), and paces
+    /// keyframe requests travelling up from webrtcbin to the top layer's encoder.
+    fn watch_frames(&self, chain: &EncodingChain) {
+        let pays = chain.payloaders();
+        self.stats.lock().unwrap().set_layers(pays.len());
+        for (i, pay) in pays.iter().enumerate() {
+            self.count_sent(pay, i, i + 1 == pays.len());
+        }
+        self.pace_keyframe_requests(&chain.payloader);
+    }
+
+    /// Counts frames entering payloader `layer` (lowest simulcast layer first) and the RTP
+    /// leaving it (stats, liveness); notes the keyframes of the `top` one.
+    fn count_sent(&self, pay: &gst::Element, layer: usize, top: bool) {
         let weak = self.obj().downgrade();
         pay.static_pad("sink")
             .unwrap()
             .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
                 if let Some(obj) = weak.upgrade() {
                     let now = Instant::now();
-                    obj.imp().stats.lock().unwrap().frame_sent(now);
-                    if info
-                        .buffer()
-                        .is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT))
+                    obj.imp().stats.lock().unwrap().frame_sent(now, layer);
+                    if top
+                        && info
+                            .buffer()
+                            .is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT))
                     {
                         obj.imp().keyframes.lock().unwrap().keyframe_sent(now);
                     }
@@ -531,7 +543,7 @@ impl CallSink {
                 let bytes = crate::rate::probed_bytes(info);
                 if let Some(obj) = weak.upgrade() {
                     let now = Instant::now();
-                    obj.imp().stats.lock().unwrap().rtp_sent(now, bytes);
+                    obj.imp().stats.lock().unwrap().rtp_sent(now, layer, bytes);
                     if let Some(l) = obj.imp().liveness.lock().unwrap().as_mut() {
                         l.rtp_sent(now);
                     }
@@ -539,6 +551,11 @@ impl CallSink {
                 gst::PadProbeReturn::Ok
             },
         );
+    }
+
+    /// Paces the keyframe requests reaching payloader `pay` from webrtcbin (see
+    /// [`KeyframePacer`]).
+    fn pace_keyframe_requests(&self, pay: &gst::Element) {
         let weak = self.obj().downgrade();
         pay.static_pad("src").unwrap().add_probe(
             gst::PadProbeType::EVENT_UPSTREAM,
@@ -928,11 +945,25 @@ impl CallSink {
 
     fn stats(&self) -> gst::Structure {
         let now = Instant::now();
-        let (webrtcbin, codec, encoder, caps, estimate, degradation, layers) = {
+        let (webrtcbin, codec, encoder, caps, estimate, degradation, layers, simulcast) = {
             let s = self.state.lock().unwrap();
             let chain = s.chain.as_ref();
             let layers =
                 chain.map_or(0, |c| c.layers.len().max(1) - usize::from(s.top_held)) as u32;
+            // Each simulcast layer's rid, encoder, and whether it is sent (the top one is
+            // not while congestion control holds it back).
+            let simulcast: Vec<(&'static str, gst::Element, bool)> = chain
+                .map(|c| {
+                    c.layers
+                        .iter()
+                        .enumerate()
+                        .map(|(i, l)| {
+                            let held = s.top_held && i + 1 == c.layers.len();
+                            (l.spec.rid, l.encoder.clone(), !held)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
             let encoder = chain.and_then(|c| c.encoder.clone());
             // What is sent: the encoder's input (after any degradation), or the input as it
             // comes for encoded input.
@@ -949,6 +980,7 @@ impl CallSink {
                 s.congestion.estimate,
                 s.congestion.degradation,
                 layers,
+                simulcast,
             )
         };
         let mut b = gst::Structure::builder("callsink-stats")
@@ -962,27 +994,65 @@ impl CallSink {
             .field("simulcast-layers", layers)
             .field("resolution-scale", degradation.scale)
             .field("frame-rate-divider", degradation.fps_divider);
-        b = self.stats.lock().unwrap().fields(now, b);
+        // What the encoders say before taking the stats lock, which the probes take in
+        // the streaming threads.
+        let per_layer: Vec<_> = simulcast
+            .iter()
+            .map(|(rid, enc, active)| {
+                let l = gst::Structure::builder("callsink-layer")
+                    .field("rid", *rid)
+                    .field("active", *active);
+                let caps = enc.static_pad("sink").and_then(|p| p.current_caps());
+                target_bitrate_field(enc, size_fields(caps.as_ref(), l))
+            })
+            .collect();
+        let per_layer: Vec<gst::Structure> = {
+            let counts = self.stats.lock().unwrap();
+            b = counts.fields(now, b);
+            per_layer
+                .into_iter()
+                .enumerate()
+                .map(|(i, l)| counts.layer_fields(now, i, l).build())
+                .collect()
+        };
         if let Some(e) = estimate {
             b = b.field("estimated-bitrate", e as u64 * 1000);
         }
-        if let Some(s) = caps.as_ref().and_then(|c| c.structure(0)) {
-            if let Ok(w) = s.get::<i32>("width") {
-                b = b.field("width", w);
-            }
-            if let Ok(h) = s.get::<i32>("height") {
-                b = b.field("height", h);
-            }
+        b = size_fields(caps.as_ref(), b);
+        if let Some(enc) = &encoder {
+            b = target_bitrate_field(enc, b);
         }
-        if let Some(enc) = encoder
-            && let Some(spec) = Encoder::of_element(&enc)
-        {
-            b = b.field("target-bitrate", u64::from(spec.bitrate(&enc)) * 1000);
+        if !per_layer.is_empty() {
+            b = b.field("layers", gst::List::new(per_layer));
         }
         if let Some(wb) = webrtcbin {
             b = stats::webrtc_fields(&wb, b);
         }
         b.build()
+    }
+}
+
+/// Adds the `width` and `height` of `caps` to `b`.
+fn size_fields(
+    caps: Option<&gst::Caps>,
+    mut b: gst::structure::Builder,
+) -> gst::structure::Builder {
+    if let Some(s) = caps.and_then(|c| c.structure(0)) {
+        if let Ok(w) = s.get::<i32>("width") {
+            b = b.field("width", w);
+        }
+        if let Ok(h) = s.get::<i32>("height") {
+            b = b.field("height", h);
+        }
+    }
+    b
+}
+
+/// Adds encoder `enc`'s bitrate setting to `b` as `target-bitrate` (bit/s).
+fn target_bitrate_field(enc: &gst::Element, b: gst::structure::Builder) -> gst::structure::Builder {
+    match Encoder::of_element(enc) {
+        Some(spec) => b.field("target-bitrate", u64::from(spec.bitrate(enc)) * 1000),
+        None => b,
     }
 }
 
@@ -1246,7 +1316,7 @@ impl ObjectImpl for CallSink {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("Send statistics: connection-state, codec, width, height (as sent), frames-sent, fps (last second), average-fps, encode-delay-ms, freeze-time-ms, target-bitrate, estimated-bitrate, bitrate (last second), packets-sent, bytes-sent, nacks, plis, firs, rtt-ms, jitter-ms, packets-lost, fraction-lost, resolution-scale, frame-rate-divider, local-candidate, remote-candidate (see the README)")
+                    .blurb("Send statistics: connection-state, codec, simulcast-layers (how many are sent), width, height (as sent), frames-sent, fps (last second), average-fps, encode-delay-ms, freeze-time-ms, target-bitrate (bit/s), estimated-bitrate, bitrate (bit/s over the last second, every simulcast layer together), packets-sent, bytes-sent, nacks, plis, firs, rtt-ms, jitter-ms, packets-lost, fraction-lost, resolution-scale, frame-rate-divider, local-candidate, remote-candidate. With simulcast, width, height, frames-sent, fps, average-fps, encode-delay-ms, freeze-time-ms and target-bitrate are the top layer's, and layers lists one callsink-layer structure per layer, lowest first: rid, width, height, target-bitrate (its encoder's setting), bitrate and fps (last second), frames-sent, active (false while congestion control holds the layer back) (see the README)")
                     .read_only()
                     .build(),
             ]

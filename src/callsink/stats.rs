@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
-//! callsink's send statistics: what its own probes count (frames, bytes, freezes, encode
-//! delay) and what webrtcbin reports (packets, feedback, round trip, the candidate pair),
-//! put together as the `stats` structure.
+//! callsink's send statistics: what its own probes count (frames, bytes and freezes of each
+//! payloader, that is of each simulcast layer; the encode delay) and what webrtcbin reports
+//! (packets, feedback, round trip, the candidate pair), put together as the `stats`
+//! structure.
 
 use gst::prelude::*;
 use std::collections::VecDeque;
@@ -14,10 +15,11 @@ const FREEZE_GAP: Duration = Duration::from_millis(600);
 /// Frames remembered while they are inside the encoder.
 const ENCODING_WINDOW: usize = 60;
 
-/// What callsink's own probes count.
+/// What leaves one payloader (a simulcast layer, or the only stream): frames, RTP bytes,
+/// freezes.
 #[derive(Debug, Default)]
-pub struct SendStats {
-    pub frames: u64,
+pub struct LayerCount {
+    frames: u64,
     first_frame: Option<Instant>,
     last_frame: Option<Instant>,
     /// Pauses over FREEZE_GAP between frames, summed.
@@ -26,15 +28,10 @@ pub struct SendStats {
     sent_bytes: Rate,
     /// Frames entering the payloader, for the send frame rate.
     sent_frames: Rate,
-    /// Frames inside the encoder: (timestamp, when it entered).
-    encoding: VecDeque<(gst::ClockTime, Instant)>,
-    /// Moving average of the encode delay.
-    encode_delay_ms: f64,
 }
 
-impl SendStats {
-    /// A frame entered the payloader.
-    pub fn frame_sent(&mut self, now: Instant) {
+impl LayerCount {
+    fn frame_sent(&mut self, now: Instant) {
         self.frames += 1;
         self.sent_frames.add(now, 1);
         self.first_frame.get_or_insert(now);
@@ -46,9 +43,47 @@ impl SendStats {
         self.last_frame = Some(now);
     }
 
-    /// RTP bytes left the payloader.
-    pub fn rtp_sent(&mut self, now: Instant, bytes: u64) {
-        self.sent_bytes.add(now, bytes);
+    /// Frames over the last second.
+    fn fps(&self, now: Instant) -> f64 {
+        self.sent_frames.per_second(now) as f64
+    }
+
+    /// Bits over the last second.
+    fn bitrate(&self, now: Instant) -> u64 {
+        self.sent_bytes.per_second(now) * 8
+    }
+}
+
+/// What callsink's own probes count.
+#[derive(Debug, Default)]
+pub struct SendStats {
+    /// One per payloader, lowest simulcast layer first: the last is the top layer (or the
+    /// only stream).
+    layers: Vec<LayerCount>,
+    /// Frames inside the encoder: (timestamp, when it entered).
+    encoding: VecDeque<(gst::ClockTime, Instant)>,
+    /// Moving average of the encode delay.
+    encode_delay_ms: f64,
+}
+
+impl SendStats {
+    /// Counts `n` payloaders from now on (one per simulcast layer, or one).
+    pub fn set_layers(&mut self, n: usize) {
+        self.layers.resize_with(n, LayerCount::default);
+    }
+
+    /// A frame entered payloader `layer`.
+    pub fn frame_sent(&mut self, now: Instant, layer: usize) {
+        if let Some(l) = self.layers.get_mut(layer) {
+            l.frame_sent(now);
+        }
+    }
+
+    /// RTP bytes left payloader `layer`.
+    pub fn rtp_sent(&mut self, now: Instant, layer: usize, bytes: u64) {
+        if let Some(l) = self.layers.get_mut(layer) {
+            l.sent_bytes.add(now, bytes);
+        }
     }
 
     /// A frame with timestamp `pts` entered the encoder.
@@ -75,21 +110,39 @@ impl SendStats {
         }
     }
 
-    /// Adds the counted fields to `b`.
+    /// Adds the counted fields to `b`: `bitrate` is what all payloaders send, the others
+    /// are the top layer's.
     pub fn fields(&self, now: Instant, mut b: gst::structure::Builder) -> gst::structure::Builder {
+        let none = LayerCount::default();
+        let top = self.layers.last().unwrap_or(&none);
+        let bitrate: u64 = self.layers.iter().map(|l| l.bitrate(now)).sum();
         b = b
-            .field("frames-sent", self.frames)
-            .field("fps", self.sent_frames.per_second(now) as f64)
-            .field("bitrate", self.sent_bytes.per_second(now) * 8)
-            .field("freeze-time-ms", self.freeze.as_millis() as u64)
+            .field("frames-sent", top.frames)
+            .field("fps", top.fps(now))
+            .field("bitrate", bitrate)
+            .field("freeze-time-ms", top.freeze.as_millis() as u64)
             .field("encode-delay-ms", self.encode_delay_ms);
-        if let (Some(t), true) = (self.first_frame, self.frames > 0) {
+        if let (Some(t), true) = (top.first_frame, top.frames > 0) {
             let secs = now.saturating_duration_since(t).as_secs_f64();
             if secs > 0.0 {
-                b = b.field("average-fps", self.frames as f64 / secs);
+                b = b.field("average-fps", top.frames as f64 / secs);
             }
         }
         b
+    }
+
+    /// Adds what payloader `layer` sent (`frames-sent`, `fps`, `bitrate`) to `b`.
+    pub fn layer_fields(
+        &self,
+        now: Instant,
+        layer: usize,
+        b: gst::structure::Builder,
+    ) -> gst::structure::Builder {
+        let none = LayerCount::default();
+        let l = self.layers.get(layer).unwrap_or(&none);
+        b.field("frames-sent", l.frames)
+            .field("fps", l.fps(now))
+            .field("bitrate", l.bitrate(now))
     }
 }
 
@@ -194,10 +247,11 @@ mod tests {
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         let mut s = SendStats::default();
+        s.set_layers(1);
         for n in [0, 33, 66, 900, 933] {
-            s.frame_sent(ms(n));
+            s.frame_sent(ms(n), 0);
         }
-        assert_eq!(s.freeze, Duration::from_millis(834));
+        assert_eq!(s.layers[0].freeze, Duration::from_millis(834));
         s.encoder_in(ms(0), gst::ClockTime::from_mseconds(1));
         s.encoder_in(ms(33), gst::ClockTime::from_mseconds(2));
         s.encoder_out(ms(10), gst::ClockTime::from_mseconds(1));
@@ -207,5 +261,59 @@ mod tests {
         // An unknown timestamp (a frame the encoder dropped) changes nothing.
         s.encoder_out(ms(60), gst::ClockTime::from_mseconds(9));
         assert!((s.encode_delay_ms - 11.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn each_layer_is_counted_and_the_bitrate_is_their_sum() {
+        gst::init().unwrap();
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut s = SendStats::default();
+        s.set_layers(3);
+        // Two seconds: the low layers at 30 frames/s, the top one at 15, each frame in one
+        // packet of 100, 200, 400 bytes; nothing is counted for a payloader that is not there.
+        for n in 0..60 {
+            let now = ms(n * 33);
+            for (layer, bytes) in [(0, 100), (1, 200)] {
+                s.frame_sent(now, layer);
+                s.rtp_sent(now, layer, bytes);
+            }
+            if n % 2 == 0 {
+                s.frame_sent(now, 2);
+                s.rtp_sent(now, 2, 400);
+            }
+            s.frame_sent(now, 3);
+            s.rtp_sent(now, 3, 1000);
+        }
+        let now = ms(59 * 33);
+        let layer = |i| s.layer_fields(now, i, gst::Structure::builder("l")).build();
+        // The last second (947 ms to 1947 ms, both ends included) holds 31 frames of the
+        // low layers, 15 of the top one.
+        for (i, fps, frames, bitrate) in [
+            (0, 31.0, 60, 31 * 100 * 8),
+            (1, 31.0, 60, 31 * 200 * 8),
+            (2, 15.0, 30, 15 * 400 * 8),
+        ] {
+            let l = layer(i);
+            assert_eq!(l.get::<f64>("fps").unwrap(), fps, "{l}");
+            assert_eq!(l.get::<u64>("frames-sent").unwrap(), frames, "{l}");
+            assert_eq!(l.get::<u64>("bitrate").unwrap(), bitrate, "{l}");
+        }
+        let all = s.fields(now, gst::Structure::builder("s")).build();
+        assert_eq!(
+            all.get::<u64>("bitrate").unwrap(),
+            (31 * 300 + 15 * 400) * 8
+        );
+        assert_eq!(
+            all.get::<u64>("frames-sent").unwrap(),
+            30,
+            "the top layer's"
+        );
+        assert_eq!(all.get::<f64>("fps").unwrap(), 15.0, "the top layer's");
+        // Two seconds later, nothing sent in the last one.
+        let idle = s.layer_fields(ms(59 * 33 + 2000), 0, gst::Structure::builder("l"));
+        let idle = idle.build();
+        assert_eq!(idle.get::<u64>("bitrate").unwrap(), 0);
+        assert_eq!(idle.get::<u64>("frames-sent").unwrap(), 60);
     }
 }
