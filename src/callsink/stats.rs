@@ -146,17 +146,33 @@ impl SendStats {
     }
 }
 
-/// Adds what `webrtcbin` reports to `b`.
-pub fn webrtc_fields(
-    webrtcbin: &gst::Element,
-    mut b: gst::structure::Builder,
-) -> gst::structure::Builder {
-    let promise = gst::Promise::new();
-    webrtcbin.emit_by_name::<()>("get-stats", &[&None::<gst::Pad>, &promise]);
-    if let gst::PromiseResult::Replied = promise.wait()
-        && let Some(reply) = promise.get_reply()
-    {
-        b = selected_pair(reply, b);
+/// What webrtcbin reports of the video sent: summed over its streams (one per simulcast
+/// layer), the worst of each stream's round trip, jitter and loss fraction.
+#[derive(Debug, Default, PartialEq)]
+struct Sent {
+    counts: Vec<(&'static str, u64)>,
+    lost: Option<i64>,
+    worst: Vec<(&'static str, f64)>,
+}
+
+impl Sent {
+    fn add(&mut self, field: &'static str, v: u64) {
+        match self.counts.iter_mut().find(|(f, _)| *f == field) {
+            Some((_, n)) => *n += v,
+            None => self.counts.push((field, v)),
+        }
+    }
+
+    fn worst(&mut self, field: &'static str, v: f64) {
+        match self.worst.iter_mut().find(|(f, _)| *f == field) {
+            Some((_, w)) => *w = w.max(v),
+            None => self.worst.push((field, v)),
+        }
+    }
+
+    /// Reads the `outbound-rtp` (video) and `remote-inbound-rtp` entries of `reply`.
+    fn of(reply: &gst::StructureRef) -> Sent {
+        let mut sent = Sent::default();
         for (_, v) in reply.iter() {
             let Ok(s) = v.get::<gst::Structure>() else {
                 continue;
@@ -168,7 +184,7 @@ pub fn webrtc_fields(
                         ("bytes-sent", "bytes-sent"),
                     ] {
                         if let Ok(v) = s.get::<u64>(k) {
-                            b = b.field(f, v);
+                            sent.add(f, v);
                         }
                     }
                     for (k, f) in [
@@ -177,27 +193,60 @@ pub fn webrtc_fields(
                         ("fir-count", "firs"),
                     ] {
                         if let Ok(v) = s.get::<u32>(k) {
-                            b = b.field(f, v);
+                            sent.add(f, u64::from(v));
                         }
                     }
                 }
                 "remote-inbound-rtp" => {
-                    if let Ok(v) = s.get::<f64>("round-trip-time") {
-                        b = b.field("rtt-ms", v * 1000.0);
-                    }
-                    if let Ok(v) = s.get::<f64>("jitter") {
-                        b = b.field("jitter-ms", v * 1000.0);
+                    for (k, f, scale) in [
+                        ("round-trip-time", "rtt-ms", 1000.0),
+                        ("jitter", "jitter-ms", 1000.0),
+                        ("fraction-lost", "fraction-lost", 1.0),
+                    ] {
+                        if let Ok(v) = s.get::<f64>(k) {
+                            sent.worst(f, v * scale);
+                        }
                     }
                     if let Ok(v) = s.get::<i64>("packets-lost") {
-                        b = b.field("packets-lost", v);
-                    }
-                    if let Ok(v) = s.get::<f64>("fraction-lost") {
-                        b = b.field("fraction-lost", v);
+                        sent.lost = Some(sent.lost.unwrap_or(0) + v);
                     }
                 }
                 _ => (),
             }
         }
+        sent
+    }
+
+    fn fields(self, mut b: gst::structure::Builder) -> gst::structure::Builder {
+        for (f, v) in self.counts {
+            // NACKs, PLIs and FIRs are counted in 32 bits, as webrtcbin reports them.
+            b = match f {
+                "packets-sent" | "bytes-sent" => b.field(f, v),
+                _ => b.field(f, u32::try_from(v).unwrap_or(u32::MAX)),
+            };
+        }
+        for (f, v) in self.worst {
+            b = b.field(f, v);
+        }
+        if let Some(v) = self.lost {
+            b = b.field("packets-lost", v);
+        }
+        b
+    }
+}
+
+/// Adds what `webrtcbin` reports to `b`: see [`Sent`].
+pub fn webrtc_fields(
+    webrtcbin: &gst::Element,
+    mut b: gst::structure::Builder,
+) -> gst::structure::Builder {
+    let promise = gst::Promise::new();
+    webrtcbin.emit_by_name::<()>("get-stats", &[&None::<gst::Pad>, &promise]);
+    if let gst::PromiseResult::Replied = promise.wait()
+        && let Some(reply) = promise.get_reply()
+    {
+        b = selected_pair(reply, b);
+        b = Sent::of(reply).fields(b);
     }
     b
 }
@@ -241,6 +290,48 @@ fn selected_pair(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_webrtcbin_reports_is_summed_over_the_layers_streams() {
+        gst::init().unwrap();
+        let out = |ssrc: u32, packets: u64, plis: u32| {
+            gst::Structure::builder("outbound-rtp")
+                .field("ssrc", ssrc)
+                .field("kind", "video")
+                .field("packets-sent", packets)
+                .field("bytes-sent", packets * 1000)
+                .field("pli-count", plis)
+                .build()
+        };
+        let remote = |rtt: f64, lost: i64| {
+            gst::Structure::builder("remote-inbound-rtp")
+                .field("round-trip-time", rtt)
+                .field("packets-lost", lost)
+                .build()
+        };
+        let reply = gst::Structure::builder("application/x-webrtc-stats")
+            .field("q", out(1, 100, 1))
+            .field("h", out(2, 200, 2))
+            .field("f", out(3, 700, 3))
+            .field("rq", remote(0.010, 1))
+            .field("rf", remote(0.030, 4))
+            .field(
+                "audio",
+                gst::Structure::builder("outbound-rtp")
+                    .field("kind", "audio")
+                    .field("packets-sent", 5u64)
+                    .build(),
+            )
+            .build();
+        let s = Sent::of(&reply)
+            .fields(gst::Structure::builder("stats"))
+            .build();
+        assert_eq!(s.get::<u64>("packets-sent").unwrap(), 1000);
+        assert_eq!(s.get::<u64>("bytes-sent").unwrap(), 1_000_000);
+        assert_eq!(s.get::<u32>("plis").unwrap(), 6);
+        assert_eq!(s.get::<i64>("packets-lost").unwrap(), 5);
+        assert!((s.get::<f64>("rtt-ms").unwrap() - 30.0).abs() < 1e-9);
+    }
 
     #[test]
     fn freezes_and_encode_delay() {
