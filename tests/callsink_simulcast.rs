@@ -59,7 +59,7 @@ fn size(watch: &Watch) -> Option<(i32, i32)> {
 
 #[test]
 fn callsink_sends_three_simulcast_layers_and_each_viewer_gets_its_own() {
-    if !netns::enter("callsink_sends_three_simulcast_layers_and_each_viewer_gets_its_own") {
+    if !netns::enter_alone("callsink_sends_three_simulcast_layers_and_each_viewer_gets_its_own") {
         return;
     }
     let server = server();
@@ -108,7 +108,7 @@ fn callsink_sends_three_simulcast_layers_and_each_viewer_gets_its_own() {
 
 #[test]
 fn callsink_dual_stream_sends_two_layers() {
-    if !netns::enter("callsink_dual_stream_sends_two_layers") {
+    if !netns::enter_alone("callsink_dual_stream_sends_two_layers") {
         return;
     }
     let server = server();
@@ -145,7 +145,8 @@ fn callsink_dual_stream_sends_two_layers() {
 
 #[test]
 fn callsink_simulcast_falls_back_to_one_layer_without_a_simulcast_server() {
-    if !netns::enter("callsink_simulcast_falls_back_to_one_layer_without_a_simulcast_server") {
+    if !netns::enter_alone("callsink_simulcast_falls_back_to_one_layer_without_a_simulcast_server")
+    {
         return;
     }
     common::init();
@@ -306,7 +307,7 @@ fn wait_width(server: &CallServer, viewer: &Browser, width: i64, timeout: Durati
 
 #[test]
 fn a_viewer_behind_a_slow_link_gets_a_smaller_layer_and_the_others_keep_the_top_one() {
-    if !netns::enter(
+    if !netns::enter_alone(
         "a_viewer_behind_a_slow_link_gets_a_smaller_layer_and_the_others_keep_the_top_one",
     ) {
         return;
@@ -422,7 +423,7 @@ fn server_frames(server: &CallServer) -> Vec<(String, u64)> {
 
 #[test]
 fn callsink_stats_count_each_simulcast_layer() {
-    if !netns::enter("callsink_stats_count_each_simulcast_layer") {
+    if !netns::enter_alone("callsink_stats_count_each_simulcast_layer") {
         return;
     }
     let server = server();

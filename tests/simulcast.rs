@@ -80,7 +80,8 @@ fn simulcast_publisher() -> (CallServer, Browser) {
 
 #[test]
 fn a_chromium_simulcast_publisher_gives_each_viewer_the_layer_it_asks_for() {
-    if !netns::enter("a_chromium_simulcast_publisher_gives_each_viewer_the_layer_it_asks_for") {
+    if !netns::enter_alone("a_chromium_simulcast_publisher_gives_each_viewer_the_layer_it_asks_for")
+    {
         return;
     }
     let (server, _publisher) = simulcast_publisher();
@@ -153,7 +154,7 @@ fn a_chromium_simulcast_publisher_gives_each_viewer_the_layer_it_asks_for() {
 
 #[test]
 fn the_viewer_page_picks_the_layer_by_tile_size_and_offers_the_choice() {
-    if !netns::enter("the_viewer_page_picks_the_layer_by_tile_size_and_offers_the_choice") {
+    if !netns::enter_alone("the_viewer_page_picks_the_layer_by_tile_size_and_offers_the_choice") {
         return;
     }
     let (server, _publisher) = simulcast_publisher();
@@ -182,7 +183,7 @@ fn the_viewer_page_picks_the_layer_by_tile_size_and_offers_the_choice() {
 
 #[test]
 fn a_minute_long_simulcast_call_keeps_every_viewer_on_its_layer_and_ends_with_eos() {
-    if !netns::enter(
+    if !netns::enter_alone(
         "a_minute_long_simulcast_call_keeps_every_viewer_on_its_layer_and_ends_with_eos",
     ) {
         return;

@@ -3,6 +3,7 @@
 //! WebRTC stacks it starts cannot send anything off the machine.
 
 use std::process::Command;
+use std::sync::RwLock;
 
 const MARK: &str = "CUSTOMVIDEO_IN_NETNS";
 
@@ -10,9 +11,27 @@ const MARK: &str = "CUSTOMVIDEO_IN_NETNS";
 /// (we are inside the namespace); otherwise it re-runs the test binary for just this test
 /// inside a fresh namespace, asserts that it passed, and returns false.
 pub fn enter(name: &str) -> bool {
+    run(name, false)
+}
+
+/// [`enter`] for a test that needs the machine to itself (several encoders at 1280x720,
+/// browsers): no other test of this binary runs at the same time.
+#[allow(dead_code)]
+pub fn enter_alone(name: &str) -> bool {
+    run(name, true)
+}
+
+/// Held for reading by each test running in its namespace, for writing by one that runs
+/// alone.
+static RUNNING: RwLock<()> = RwLock::new(());
+
+fn run(name: &str, alone: bool) -> bool {
     if std::env::var_os(MARK).is_some() {
         return true;
     }
+    // A test that failed while holding the lock poisons it; the others still run.
+    let _shared = (!alone).then(|| RUNNING.read().unwrap_or_else(|e| e.into_inner()));
+    let _alone = alone.then(|| RUNNING.write().unwrap_or_else(|e| e.into_inner()));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/netns-run.sh");
     let exe = std::env::current_exe().expect("test binary path");
     let out = Command::new(script)
