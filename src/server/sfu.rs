@@ -723,8 +723,8 @@ impl Sfu {
             )));
         }
         // The layer a subscriber of a simulcast publisher gets follows its link: the server
-        // estimates it (the estimator paces what it sends, which only a choice of layers
-        // makes worth it).
+        // estimates it (an estimator sends probes and padding: worth it where there is a
+        // layer to choose).
         let (rtc, answer) = self.accept(now, offer, simulcast)?;
         let (key, id) = self.new_session_key();
         gst::info!(CAT, "subscriber {id} joins {channel} for {uid}");
@@ -1370,9 +1370,9 @@ fn request_keyframe(s: &mut Session, rid: Option<Rid>, now: Instant) {
 /// second).
 const BWE_START: Bitrate = Bitrate::kbps(1000);
 
-/// Has the bandwidth estimator of subscriber `sub` (peer `rtc`) probe for the largest of
-/// `layers` with some headroom: a subscriber on a smaller layer finds out when its link
-/// carries more.
+/// Has the bandwidth estimator of subscriber `sub` (peer `rtc`) probe for twice the bitrate
+/// of the largest of `layers` (moving up needs headroom over it): a subscriber on a smaller
+/// layer finds out when its link carries more.
 fn probe_for(rtc: &mut Rtc, sub: &mut Subscriber, layers: &[Layer]) {
     let top = layers.iter().map(|l| l.bitrate).max().unwrap_or(0);
     let desired = top * 2;
