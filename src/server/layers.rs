@@ -189,7 +189,7 @@ impl Fit {
         }
     }
 
-    /// The estimate, once it is one (see [`ESTIMATE_AFTER`]).
+    /// The estimate, once it is one: after the first two seconds of estimates.
     pub fn estimate(&self, now: Instant) -> Option<u64> {
         self.estimate
             .filter(|(_, since)| now.saturating_duration_since(*since) >= ESTIMATE_AFTER)
