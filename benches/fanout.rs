@@ -38,6 +38,30 @@
 //!
 //! Reference: mediasoup states ~500 consumers per worker core, so the target is at most
 //! 1/500 of a core per subscriber, with less than 1 % loss at N = 200.
+//!
+//! Mixed links (opt-in, ours only: `FANOUT_MIX_N`, e.g. 100): a simulcast publisher (layers
+//! q 320x180, h 640x360, f 1280x720 sharing 3000 kbit/s 10/25/65 % like callsink's
+//! `simulcast=three`) and N subscribers of which 5 % (`FANOUT_MIX_SLOW`) sit behind a token
+//! bucket of 600 kbit/s (`FANOUT_MIX_KBPS`) with a 200 ms queue (`FANOUT_MIX_QUEUE_MS`): an
+//! htb class and a bfifo of their own on `lo`, chosen by a u32 filter on their socket's UDP
+//! port, from before their first packet. The server estimates each subscriber's link from its
+//! TWCC feedback and reads its loss from its receiver reports, which the load subscribers send
+//! (str0m in RTP mode). After `FANOUT_MIX_SETTLE` s (15) from the moment all are connected, a
+//! `FANOUT_MIX_SECS` s window (20): for fast and slow subscribers apart, the layer each gets
+//! in every reading of `/api/channels/mix` (twice a second; the server lists subscribers in
+//! the order they joined, which maps them to their sockets), frames per second (RTP marker
+//! bits), loss after retransmissions and bitrate at their sockets; how long the slow ones took
+//! to settle on a smaller layer; the server's CPU; and the verdict "the fast ones keep the top
+//! layer at full frame rate". The publisher is by default a str0m peer in this process sending
+//! VP8-shaped frames in the three layers (no encoder competes for the cores);
+//! `FANOUT_MIX_PUBLISHER=callsink` publishes with `callsink simulcast=three max-bitrate=3000`
+//! from a moving `customvideosrc` in a child process instead. Janus is not run: in this
+//! harness it has no per-subscriber bandwidth estimate, so nothing would move its slow
+//! subscribers to a smaller layer.
+//!
+//! ```text
+//! FANOUT_N= FANOUT_CHURN_N= FANOUT_MIX_N=100 cargo bench --bench fanout   # mixed links only
+//! ```
 
 mod common;
 
@@ -56,12 +80,19 @@ const FRAME_BYTES: usize = 2_000_000 / 8 / FPS as usize;
 /// A VP8 key frame header (1280x720) or an inter frame, padded to the frame size: a key
 /// frame every 2 s, and when asked for one.
 fn frame(n: u64, key: bool) -> Vec<u8> {
+    vp8_frame(n, key, (1280, 720), FRAME_BYTES)
+}
+
+/// Frame `n` of a VP8-shaped stream of `size` pictures: a key frame header (with the size)
+/// every 2 s and when `key`, else an inter frame header, padded to `bytes`.
+fn vp8_frame(n: u64, key: bool, size: (u16, u16), bytes: usize) -> Vec<u8> {
     let mut f = if key || n.is_multiple_of(60) {
-        vec![0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x00, 0x05, 0xd0, 0x02]
+        let ([w0, w1], [h0, h1]) = (size.0.to_le_bytes(), size.1.to_le_bytes());
+        vec![0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, w0, w1, h0, h1]
     } else {
         vec![0x51, 0x42, 0x00]
     };
-    f.resize(FRAME_BYTES, (n % 251) as u8);
+    f.resize(bytes, (n % 251) as u8);
     f
 }
 
@@ -105,6 +136,8 @@ struct Row {
 struct Snap {
     wire: Wire,
     delivered: Delivered,
+    /// Frames received (RTP marker bits).
+    frames: u64,
     connected: bool,
 }
 
@@ -113,6 +146,7 @@ impl Snap {
         Snap {
             wire: p.wire,
             delivered: p.delivered,
+            frames: p.marks,
             connected: p.connected,
         }
     }
@@ -137,6 +171,8 @@ struct Counted {
     start: Option<Snap>,
     end: Snap,
     drops: bool,
+    /// The UDP port of its socket.
+    port: u16,
 }
 
 /// What a load thread measured: the subscribers there at the end, and the time from each
@@ -212,6 +248,7 @@ fn drive_subscribers(
                 start,
                 end: Snap::of(&p),
                 drops: p.drop_every > 0,
+                port: p.local_addr().port(),
             })
             .collect(),
         joins,
@@ -588,7 +625,714 @@ fn per_subscriber(r: &Row) -> f64 {
     r.cpu / r.secs / r.n as f64
 }
 
+/// The mixed-links case: the channel, the publisher's uid, and the variable that makes this
+/// benchmark a `callsink` publisher (a child process) with that pipeline.
+const MIX_CHANNEL: &str = "mix";
+const MIX_UID: &str = "cam";
+const MIX_CHILD: &str = "FANOUT_MIX_CHILD";
+/// The simulcast publisher's bitrate, kbit/s, and its layers, smallest first: rid, size and
+/// share of the bitrate, as callsink's `simulcast=three` makes them (src/callsink/mod.rs).
+const MIX_KBPS: u64 = 3000;
+const MIX_LAYERS: [(&str, (u16, u16), u64); 3] = [
+    ("q", (320, 180), 10),
+    ("h", (640, 360), 25),
+    ("f", (1280, 720), 65),
+];
+
+/// Who publishes in the mixed-links case.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MixPublisher {
+    /// A str0m peer in this process sending VP8-shaped frames in the three layers at 30
+    /// frames/s (300, 750 and 1950 kbit/s): no encoder competes for the cores.
+    Synthetic,
+    /// `callsink simulcast=three` in a child process (a real VP8 encoder).
+    Callsink,
+}
+
+/// The mixed-links case: `n` subscribers of a simulcast publisher, `slow` of them behind a
+/// token bucket of `kbps` with a queue of `queue`.
+struct Mix {
+    n: usize,
+    slow: usize,
+    kbps: u32,
+    queue: Duration,
+    /// From the moment every subscriber is connected to the window.
+    settle: Duration,
+    secs: f64,
+    publisher: MixPublisher,
+    threads: usize,
+}
+
+impl Mix {
+    /// Whether the `i`-th subscriber to join is a slow one: spread evenly (for 5 of 100: the
+    /// 11th, 31st, … 91st).
+    fn is_slow(&self, i: usize) -> bool {
+        (0..self.slow).any(|k| (k * self.n + self.n / 2) / self.slow == i)
+    }
+}
+
+/// A subscriber as it joined.
+struct Joined {
+    port: u16,
+    slow: bool,
+    /// When its offer was made.
+    at: Instant,
+}
+
+/// One reading of the channel from the server's `/api/channels/mix`.
+struct Sample {
+    at: Instant,
+    /// Its subscribers in the order they joined (the server lists them in the order it
+    /// accepted them): the layer each gets and the estimate of its link (bits/s).
+    subs: Vec<(Option<String>, Option<u64>)>,
+    /// The publisher's layers, smallest first: rid, size and frames so far.
+    layers: Vec<(String, String, u64)>,
+    /// What the publisher sends (all its layers), bits/s over the last second.
+    bitrate: u64,
+}
+
+fn sample(url: &str) -> Option<Sample> {
+    let body = common::get(url).ok()?;
+    let c: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let subs = c["subscribers"]
+        .as_array()?
+        .iter()
+        .map(|s| {
+            (
+                s["layer"].as_str().map(str::to_owned),
+                s["estimate"].as_u64(),
+            )
+        })
+        .collect();
+    let layers = c["publishers"][0]["layers"]
+        .as_array()
+        .map(|ls| {
+            ls.iter()
+                .map(|l| {
+                    (
+                        l["rid"].as_str().unwrap_or("?").to_owned(),
+                        format!("{}x{}", l["width"], l["height"]),
+                        l["frames"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Sample {
+        at: Instant::now(),
+        subs,
+        layers,
+        bitrate: c["publishers"][0]["bitrate"].as_u64().unwrap_or(0),
+    })
+}
+
+/// A simulcast str0m publisher on WHIP `url` (layers [`MIX_LAYERS`]), connected (10 s at
+/// most).
+fn simulcast_publisher(url: &str) -> Result<Peer, String> {
+    use str0m::change::SdpAnswer;
+    use str0m::media::{MediaKind, Simulcast, SimulcastLayer};
+    let mut peer = Peer::answerer(std::net::Ipv4Addr::LOCALHOST.into(), false);
+    let mut simulcast = Simulcast::new();
+    for (rid, ..) in MIX_LAYERS {
+        simulcast.add_send_layer(SimulcastLayer::new(rid));
+    }
+    let mut api = peer.rtc.sdp_api();
+    let mid = api.add_media(
+        MediaKind::Video,
+        Direction::SendOnly,
+        None,
+        None,
+        Some(simulcast),
+    );
+    let (offer, pending) = api.apply().ok_or("no offer")?;
+    peer.mid = Some(mid);
+    let (answer, resource) = common::post(url, &offer.to_sdp_string());
+    peer.resource = resource;
+    let answer = SdpAnswer::from_sdp_string(&answer).map_err(|e| e.to_string())?;
+    peer.rtc
+        .sdp_api()
+        .accept_answer(pending, answer)
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 2000];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !peer.connected && Instant::now() < deadline {
+        peer.drive(&mut buf);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if peer.connected {
+        Ok(peer)
+    } else {
+        Err("the simulcast publisher did not connect".into())
+    }
+}
+
+/// Frame `n` of every layer, from the synthetic publisher (key frames in all layers when the
+/// server asked for one).
+fn write_layers(publisher: &mut Peer, n: u64, now: Instant) {
+    let Some(mid) = publisher.mid else { return };
+    let key = std::mem::take(&mut publisher.keyframe_wanted);
+    let time = MediaTime::from_90khz(n * 90_000 / FPS);
+    for (rid, size, share) in MIX_LAYERS {
+        let Some(w) = publisher.rtc.writer(mid) else {
+            return;
+        };
+        let Some(pt) = w
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .map(|p| p.pt())
+        else {
+            return;
+        };
+        let bytes = (MIX_KBPS * 1000 * share / 100 / 8 / FPS) as usize;
+        let _ = w.rid(str0m::media::Rid::from(rid)).write(
+            pt,
+            now,
+            time,
+            vp8_frame(n, key, size, bytes),
+        );
+    }
+}
+
+/// The `callsink` publisher, a child process, stopped when dropped (its standard input
+/// closed, so that it leaves with DELETE; killed after 5 s).
+struct Publishing(Child);
+
+impl Publishing {
+    fn start(base: &str) -> Result<Publishing, String> {
+        let desc = format!(
+            "customvideosrc producer=\"videotestsrc is-live=true pattern=smpte \
+             horizontal-speed=4\" framerate=30/1 width=1280 height=720 ! callsink \
+             server={base} channel={MIX_CHANNEL} uid={MIX_UID} simulcast=three \
+             max-bitrate={MIX_KBPS}"
+        );
+        Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+            .env(MIX_CHILD, desc)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map(Publishing)
+            .map_err(|e| format!("callsink publisher: {e}"))
+    }
+}
+
+impl Drop for Publishing {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Adds one to `key`'s count.
+fn count(counts: &mut Vec<(String, usize)>, key: &str) {
+    match counts.iter_mut().find(|(k, _)| k == key) {
+        Some(e) => e.1 += 1,
+        None => counts.push((key.to_owned(), 1)),
+    }
+}
+
+/// One group of subscribers (fast or slow) over the window.
+#[derive(Default)]
+struct Group {
+    n: usize,
+    connected: usize,
+    /// Those on the same layer in every reading of the window, by layer.
+    steady: Vec<(String, usize)>,
+    /// Those whose layer changed in the window (or that had none), by the layers they went
+    /// through ("q>h").
+    changed: Vec<(String, usize)>,
+    /// Those on a layer below the top one in every reading of the window.
+    below: usize,
+    /// Frames per second, loss (%, after retransmissions) and kbit/s at the socket.
+    fps: Vec<f64>,
+    loss: Vec<f64>,
+    kbps: Vec<f64>,
+    /// The server's estimates of their links at the window's end, bits/s.
+    estimates: Vec<u64>,
+    /// Loss (%, after retransmissions) from the first packet to the end of the window.
+    run_loss: Vec<f64>,
+    /// From the offer until the layer stayed below the top one (none: it did not); layer
+    /// switches over the run.
+    settled: Vec<Option<Duration>>,
+    switches: Vec<usize>,
+}
+
+impl Group {
+    fn mean(v: &[f64]) -> f64 {
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    }
+
+    fn min(v: &[f64]) -> f64 {
+        v.iter().cloned().fold(f64::INFINITY, f64::min)
+    }
+
+    fn max(v: &[f64]) -> f64 {
+        v.iter().cloned().fold(0.0, f64::max)
+    }
+
+    /// "95 on f, 1 changed".
+    fn layers(&self) -> String {
+        let mut parts: Vec<String> = self
+            .steady
+            .iter()
+            .map(|(rid, k)| format!("{k} on {rid}"))
+            .collect();
+        parts.extend(
+            self.changed
+                .iter()
+                .map(|(path, k)| format!("{k} moved {path}")),
+        );
+        if parts.is_empty() {
+            "-".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+
+    /// Whether all of them were on layer `rid` throughout the window.
+    fn all_on(&self, rid: &str) -> bool {
+        self.n > 0 && self.steady.iter().any(|(r, k)| r == rid && *k == self.n)
+    }
+}
+
+/// Loss (%) over the window from the media packets str0m delivered to a subscriber against
+/// its sequence numbers; all of it for one that had nothing when the window opened.
+fn window_loss(c: &Counted) -> f64 {
+    let (Some(a), b) = (&c.start, &c.end) else {
+        return 100.0;
+    };
+    match (a.delivered.highest, b.delivered.highest) {
+        (Some(h0), Some(h1)) if h1 > h0 && b.connected => {
+            let got = b.delivered.packets - a.delivered.packets;
+            (1.0 - got as f64 / (h1 - h0) as f64).max(0.0) * 100.0
+        }
+        _ => 100.0,
+    }
+}
+
+/// One run of the mixed-links case (our server only); prints what it measured.
+fn run_mix(server_bin: &Path, port: u16, mix: &Mix) -> Result<(), String> {
+    let settings = JanusSettings {
+        event_loops: 0,
+        debug: 0,
+    };
+    let server = Running::start(Kind::Ours, server_bin, port, settings)?;
+    let Running::Ours(_, base) = &server else {
+        unreachable!()
+    };
+    let base = base.clone();
+    let channel_url = format!("{base}/api/channels/{MIX_CHANNEL}");
+    let (mut publisher, child) = match mix.publisher {
+        MixPublisher::Synthetic => (
+            Some(simulcast_publisher(&format!(
+                "{base}/whip/{MIX_CHANNEL}?uid={MIX_UID}"
+            ))?),
+            None,
+        ),
+        MixPublisher::Callsink => (None, Some(Publishing::start(&base)?)),
+    };
+    let links = std::sync::Mutex::new(common::shape::SlowLinks::new()?);
+    let phase = AtomicU8::new(WARMUP);
+    let connected = AtomicUsize::new(0);
+    let me = std::process::id();
+    let child_pid = child.as_ref().map(|c| c.0.id());
+    let n = mix.n;
+    std::thread::scope(|scope| {
+        let mut senders = Vec::new();
+        let handles: Vec<_> = (0..mix.threads)
+            .map(|_| {
+                let (phase, connected) = (&phase, &connected);
+                let (tx, rx) = mpsc::channel();
+                senders.push(tx);
+                scope.spawn(move || drive_subscribers(phase, connected, rx))
+            })
+            .collect();
+        // The server's view of the channel, twice a second, until the run is done.
+        let poller = {
+            let (phase, url) = (&phase, &channel_url);
+            scope.spawn(move || {
+                let mut samples = vec![];
+                while phase.load(Ordering::Acquire) != DONE {
+                    samples.extend(sample(url));
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                samples
+            })
+        };
+        // Once the server sees the three layers (a keyframe of each, 20 s at the most), the
+        // subscribers join one after the other; a slow one's socket gets its token bucket
+        // before anything is sent to it.
+        let joiner = {
+            let (senders, links, base, url) = (senders.clone(), &links, &base, &channel_url);
+            scope.spawn(move || -> Result<Vec<Joined>, String> {
+                let start = Instant::now();
+                let sized = |s: &Sample| {
+                    s.layers.len() == MIX_LAYERS.len()
+                        && s.layers.iter().all(|l| !l.1.contains("null"))
+                };
+                while !sample(url).is_some_and(|s| sized(&s)) {
+                    if start.elapsed() > Duration::from_secs(20) {
+                        return Err(format!(
+                            "the server does not list the publisher's three layers: {:?}",
+                            sample(url).map(|s| s.layers)
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let whep = format!("{base}/whep/{MIX_CHANNEL}/{MIX_UID}");
+                let mut joined = Vec::with_capacity(n);
+                for i in 0..n {
+                    let peer = connect_as(&whep, Direction::RecvOnly, true);
+                    let port = peer.local_addr().port();
+                    let slow = mix.is_slow(i);
+                    if slow {
+                        links.lock().unwrap().limit(port, mix.kbps, mix.queue)?;
+                    }
+                    joined.push(Joined {
+                        port,
+                        slow,
+                        at: peer.created,
+                    });
+                    let _ = senders[i % senders.len()].send(Cmd::Join(Box::new(peer), false));
+                }
+                Ok(joined)
+            })
+        };
+        let mut buf = vec![0u8; 2000];
+        let t0 = Instant::now();
+        let (mut sent, mut next_frame) = (0u64, t0);
+        let mut all_at: Option<Instant> = None;
+        // (opened, server CPU, load CPU, publisher CPU, datagrams the buckets dropped)
+        let mut window: Option<(Instant, f64, f64, f64, u64)> = None;
+        // How late the synthetic publisher wrote a frame at worst in the window.
+        let mut lag = Duration::ZERO;
+        let mut joiner = Some(joiner);
+        let mut joined = None;
+        let result = loop {
+            let now = Instant::now();
+            if let Some(p) = publisher.as_mut() {
+                if now >= next_frame {
+                    if window.is_some() {
+                        lag = lag.max(now.duration_since(next_frame));
+                    }
+                    write_layers(p, sent, now);
+                    sent += 1;
+                    next_frame += Duration::from_nanos(1_000_000_000 / FPS);
+                }
+                p.drive(&mut buf);
+            }
+            if joiner.as_ref().is_some_and(|j| j.is_finished()) {
+                match joiner.take().unwrap().join().unwrap() {
+                    Ok(j) => joined = Some(j),
+                    Err(e) => break Err(e),
+                }
+            }
+            // Settling starts once every subscriber is connected (60 s at the most).
+            let all = joined.is_some() && connected.load(Ordering::Relaxed) >= n;
+            if all_at.is_none() && (all || now.duration_since(t0) >= Duration::from_secs(60)) {
+                all_at = Some(now);
+            }
+            if window.is_none() && all_at.is_some_and(|a| now >= a + mix.settle) {
+                window = Some((
+                    now,
+                    cpu_seconds(server.pid()),
+                    cpu_seconds(me),
+                    child_pid.map_or(0.0, cpu_seconds),
+                    links.lock().unwrap().dropped(),
+                ));
+                phase.store(WINDOW, Ordering::Release);
+            }
+            if let Some((w0, ..)) = window
+                && now.duration_since(w0).as_secs_f64() >= mix.secs
+            {
+                break Ok(());
+            }
+            std::thread::sleep(Duration::from_micros(if publisher.is_some() {
+                500
+            } else {
+                5000
+            }));
+        };
+        let last = sample(&channel_url);
+        let window = window.map(|(w0, cpu0, load0, pub0, drop0)| {
+            let dropped = links.lock().unwrap().dropped();
+            MixWindow {
+                w0,
+                secs: w0.elapsed().as_secs_f64(),
+                cpu: cpu_seconds(server.pid()) - cpu0,
+                load_cpu: cpu_seconds(me) - load0,
+                publisher_cpu: child_pid.map(|pid| cpu_seconds(pid) - pub0),
+                publisher_lag: publisher.is_some().then_some(lag),
+                dropped: dropped - drop0,
+                dropped_run: dropped,
+            }
+        });
+        phase.store(DONE, Ordering::Release);
+        drop(senders);
+        let mut results: Vec<Counted> = Vec::new();
+        for h in handles {
+            results.extend(h.join().unwrap().subs);
+        }
+        let mut samples = poller.join().unwrap();
+        samples.extend(last);
+        if let Some(j) = joiner {
+            joined = j.join().unwrap().ok();
+        }
+        result?;
+        let (Some(window), Some(joined)) = (window, joined) else {
+            return Err("the window never opened".into());
+        };
+        report_mix(&joined, &results, &samples, &window);
+        Ok(())
+    })
+}
+
+/// What the mixed-links run measured over its window, besides the subscribers.
+struct MixWindow {
+    w0: Instant,
+    secs: f64,
+    /// CPU seconds of the server, the load client (this process) and the `callsink`
+    /// publisher.
+    cpu: f64,
+    load_cpu: f64,
+    publisher_cpu: Option<f64>,
+    /// How late the synthetic publisher wrote a frame at worst.
+    publisher_lag: Option<Duration>,
+    /// Datagrams the slow links' queues dropped in the window, and over the run.
+    dropped: u64,
+    dropped_run: u64,
+}
+
+/// Prints the mixed-links run: the table, the slow subscribers' settling, the verdict.
+fn report_mix(joined: &[Joined], results: &[Counted], samples: &[Sample], w: &MixWindow) {
+    let (w0, secs) = (w.w0, w.secs);
+    let in_window: Vec<&Sample> = samples.iter().filter(|s| s.at >= w0).collect();
+    let (first, last) = (in_window.first(), in_window.last());
+    // The publisher's layers at the server over the window.
+    let layer_fps: Vec<(String, String, f64)> = match (first, last) {
+        (Some(a), Some(b)) if b.at > a.at => b
+            .layers
+            .iter()
+            .map(|(rid, size, f1)| {
+                let f0 = a.layers.iter().find(|l| &l.0 == rid).map_or(0, |l| l.2);
+                let fps = (f1 - f0) as f64 / b.at.duration_since(a.at).as_secs_f64();
+                (rid.clone(), size.clone(), fps)
+            })
+            .collect(),
+        _ => vec![],
+    };
+    let top = layer_fps.last().map_or("f".to_owned(), |l| l.0.clone());
+    let top_fps = layer_fps.last().map_or(FPS as f64, |l| l.2);
+    let listed = last.map_or(0, |s| s.subs.len());
+    if listed != joined.len() {
+        println!(
+            "note: the server lists {listed} subscribers, {} joined: the layers by order of \
+             joining are not reliable",
+            joined.len()
+        );
+    }
+    let mut groups = [Group::default(), Group::default()];
+    for c in results {
+        let Some(k) = joined.iter().position(|j| j.port == c.port) else {
+            continue;
+        };
+        let j = &joined[k];
+        let g = &mut groups[usize::from(j.slow)];
+        g.n += 1;
+        g.connected += usize::from(c.end.connected);
+        let start = c.start.unwrap_or_default();
+        g.fps.push((c.end.frames - start.frames) as f64 / secs);
+        g.loss.push(window_loss(c));
+        g.run_loss.push(match c.end.delivered {
+            Delivered {
+                packets,
+                first: Some(f),
+                highest: Some(h),
+            } => (1.0 - packets as f64 / (h - f + 1) as f64).max(0.0) * 100.0,
+            _ => 100.0,
+        });
+        g.kbps
+            .push((c.end.wire.bytes_in - start.wire.bytes_in) as f64 * 8.0 / secs / 1000.0);
+        let layer = |s: &Sample| s.subs.get(k).and_then(|l| l.0.clone());
+        let seen: Vec<Option<String>> = in_window.iter().map(|s| layer(s)).collect();
+        let mut path: Vec<&str> = seen
+            .iter()
+            .map(|l| l.as_deref().unwrap_or("none"))
+            .collect();
+        path.dedup();
+        match path[..] {
+            [rid] if rid != "none" => count(&mut g.steady, rid),
+            _ => count(&mut g.changed, &path.join(">")),
+        }
+        if !seen.is_empty() && seen.iter().all(|l| l.as_deref().is_some_and(|r| r != top)) {
+            g.below += 1;
+        }
+        g.estimates
+            .extend(last.and_then(|s| s.subs.get(k)).and_then(|l| l.1));
+        // Settled: from the first reading after the last one on the top layer (or none),
+        // when the last reading has it below.
+        let run: Vec<(Instant, Option<String>)> =
+            samples.iter().map(|s| (s.at, layer(s))).collect();
+        let on_top = |l: &Option<String>| l.as_deref().is_none_or(|r| r == top);
+        g.settled.push(match run.last() {
+            Some((_, l)) if !on_top(l) => {
+                let i = run
+                    .iter()
+                    .rposition(|(_, l)| on_top(l))
+                    .map_or(0, |i| i + 1);
+                Some(run[i].0.saturating_duration_since(j.at))
+            }
+            _ => None,
+        });
+        let layers: Vec<&String> = run.iter().filter_map(|(_, l)| l.as_ref()).collect();
+        g.switches
+            .push(layers.windows(2).filter(|w| w[0] != w[1]).count());
+    }
+    for g in groups.iter_mut() {
+        g.steady.sort_by_key(|e| std::cmp::Reverse(e.1));
+    }
+    let [fast, slow] = &groups;
+    println!(
+        "publisher's layers at the server over the window: {}; {:.2} Mbit/s in all (mean of \
+         the readings)",
+        layer_fps
+            .iter()
+            .map(|(rid, size, fps)| format!("{rid} {size} {fps:.1} fps"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        in_window.iter().map(|s| s.bitrate as f64).sum::<f64>()
+            / in_window.len().max(1) as f64
+            / 1e6
+    );
+    println!(
+        "\ngroup  subscribers  connected  layer throughout the window  fps mean  fps min  loss \
+         mean  loss worst  kbit/s mean  estimate min/median"
+    );
+    for (name, g) in [("fast", fast), ("slow", slow)] {
+        let mut est = g.estimates.clone();
+        est.sort();
+        println!(
+            "{name:<6} {:<12} {:<10} {:<28} {:<9.2} {:<8.2} {:<10} {:<11} {:<12.0} {}",
+            g.n,
+            g.connected,
+            g.layers(),
+            Group::mean(&g.fps),
+            Group::min(&g.fps),
+            format!("{:.2} %", Group::mean(&g.loss)),
+            format!("{:.2} %", Group::max(&g.loss)),
+            Group::mean(&g.kbps),
+            match (est.first(), est.get(est.len() / 2)) {
+                (Some(lo), Some(mid)) => format!(
+                    "{:.0}/{:.0} kbit/s",
+                    *lo as f64 / 1000.0,
+                    *mid as f64 / 1000.0
+                ),
+                _ => "-".into(),
+            },
+        );
+    }
+    let mut by_layer: Vec<(String, usize)> = Vec::new();
+    for (l, _) in last.map_or(&[][..], |s| &s.subs[..]) {
+        let rid = l.clone().unwrap_or_else(|| "none".into());
+        match by_layer.iter_mut().find(|(r, _)| *r == rid) {
+            Some(e) => e.1 += 1,
+            None => by_layer.push((rid, 1)),
+        }
+    }
+    by_layer.sort_by_key(|e| std::cmp::Reverse(e.1));
+    // An estimate comes only from the subscriber's TWCC feedback.
+    let estimated = last.map_or(0, |s| s.subs.iter().filter(|l| l.1.is_some()).count());
+    println!(
+        "the server lists at the window's end (whatever the order): {}; {estimated} with an \
+         estimate of their link (from their TWCC feedback)",
+        by_layer
+            .iter()
+            .map(|(r, k)| format!("{k} on {r}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "slow subscribers: on a smaller layer for good {} after their offer; layer switches \
+         over the run {:?}; loss while settling (from their first packet to the window's end) {}; their token buckets dropped \
+         {} datagrams over the run, {} in the window",
+        slow.settled
+            .iter()
+            .map(|s| s.map_or("never".into(), |d| format!("{:.1} s", d.as_secs_f64())))
+            .collect::<Vec<_>>()
+            .join(", "),
+        slow.switches,
+        slow.run_loss
+            .iter()
+            .map(|l| format!("{l:.1} %"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        w.dropped_run,
+        w.dropped,
+    );
+    let fast_switches = fast.switches.iter().filter(|&&k| k > 0).count();
+    if fast_switches > 0 {
+        println!(
+            "fast subscribers whose layer changed during the run: {fast_switches} (switches: \
+             {:?})",
+            fast.switches.iter().filter(|&&k| k > 0).collect::<Vec<_>>()
+        );
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "server CPU {:.2} s over {secs:.1} s = {:.1} % of a core ({cores} cores); load client \
+         {:.1} % of a core{}{}",
+        w.cpu,
+        w.cpu / secs * 100.0,
+        w.load_cpu / secs * 100.0,
+        w.publisher_cpu.map_or(String::new(), |c| format!(
+            "; callsink publisher {:.1} % of a core",
+            c / secs * 100.0
+        )),
+        w.publisher_lag.map_or(String::new(), |l| format!(
+            "; the synthetic publisher wrote its frames at most {} ms late",
+            l.as_millis()
+        )),
+    );
+    let full = top_fps * 0.95;
+    let fast_ok = fast.all_on(&top)
+        && fast.connected == fast.n
+        && Group::min(&fast.fps) >= full
+        && Group::max(&fast.loss) < 1.0;
+    let slow_below = slow.n > 0 && slow.below == slow.n;
+    println!(
+        "verdict: the fast ones keep the top layer at full frame rate: {} (fast: {}/{} on {top} \
+         throughout, mean {:.1} fps, min {:.1} fps against the layer's {:.1} at the server, loss \
+         mean {:.2} % worst {:.2} %; slow: {}, mean {:.1} fps, min {:.1} fps, loss mean {:.2} %); \
+         the slow ones on a smaller layer throughout the window: {}",
+        if fast_ok { "yes" } else { "NO" },
+        fast.steady
+            .iter()
+            .find(|(r, _)| *r == top)
+            .map_or(0, |e| e.1),
+        fast.n,
+        Group::mean(&fast.fps),
+        Group::min(&fast.fps),
+        top_fps,
+        Group::mean(&fast.loss),
+        Group::max(&fast.loss),
+        slow.layers(),
+        Group::mean(&slow.fps),
+        Group::min(&slow.fps),
+        Group::mean(&slow.loss),
+        if slow_below { "yes" } else { "NO" },
+    );
+}
+
 fn main() {
+    if let Ok(desc) = std::env::var(MIX_CHILD) {
+        common::run_child(&desc, || (), |_| ());
+        return;
+    }
     let target = std::env::current_exe()
         .unwrap()
         .parent()
@@ -790,6 +1534,61 @@ fn main() {
                 r.worst_loss,
                 r.bits_per_sec / 1e6
             );
+        }
+    }
+    // Mixed links (opt-in): a simulcast publisher, a share of the subscribers behind a slow
+    // link; ours only.
+    let mix_ns = list("FANOUT_MIX_N", "");
+    if !mix_ns.is_empty() && !servers.contains(&Kind::Ours) {
+        println!(
+            "\nmixed links: FANOUT_MIX_N runs with our server only, which FANOUT_SERVERS leaves out"
+        );
+    }
+    let publisher = match std::env::var("FANOUT_MIX_PUBLISHER").as_deref() {
+        Ok("callsink") => MixPublisher::Callsink,
+        _ => MixPublisher::Synthetic,
+    };
+    for (i, n) in mix_ns.iter().enumerate() {
+        if !servers.contains(&Kind::Ours) {
+            break;
+        }
+        let share = common::env_number("FANOUT_MIX_SLOW", 5.0);
+        let mix = Mix {
+            n: *n,
+            slow: ((*n as f64 * share / 100.0).round() as usize).clamp(1, *n),
+            kbps: common::env_number("FANOUT_MIX_KBPS", 600.0) as u32,
+            queue: Duration::from_millis(common::env_number("FANOUT_MIX_QUEUE_MS", 200.0) as u64),
+            settle: Duration::from_secs_f64(common::env_number("FANOUT_MIX_SETTLE", 15.0)),
+            secs: common::env_number("FANOUT_MIX_SECS", 20.0),
+            publisher,
+            threads,
+        };
+        println!(
+            "\nmixed links, ours only (Janus has no per-subscriber bandwidth estimate in this \
+             harness: nothing would move its slow subscribers to a smaller layer): {}; N={}, {} \
+             of them behind {} kbit/s each (htb class + {} ms bfifo, u32 filter on the \
+             subscriber's UDP port), {:.0} s to settle once all are connected, then a {:.0} s \
+             window",
+            match mix.publisher {
+                MixPublisher::Synthetic => format!(
+                    "a str0m simulcast publisher, VP8-shaped 1280x720 + 640x360 + 320x180 at {FPS} \
+                     frames/s, {MIX_KBPS} kbit/s shared 65/25/10 % like callsink's \
+                     (FANOUT_MIX_PUBLISHER=callsink for a real encoder)"
+                ),
+                MixPublisher::Callsink => format!(
+                    "callsink simulcast=three max-bitrate={MIX_KBPS}, 1280x720@30 moving smpte \
+                     from customvideosrc, in a child process"
+                ),
+            },
+            mix.n,
+            mix.slow,
+            mix.kbps,
+            mix.queue.as_millis(),
+            mix.settle.as_secs_f64(),
+            mix.secs,
+        );
+        if let Err(e) = run_mix(&server_bin, 18700 + i as u16, &mix) {
+            println!("mixed links N={n}: {e}");
         }
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod janus;
+pub mod shape;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
@@ -140,6 +141,9 @@ pub struct Peer {
     pub connected: bool,
     /// Media frames received (frame mode).
     pub frames: u64,
+    /// RTP packets with the marker bit, each the last of a frame (RTP mode): the frames
+    /// received.
+    pub marks: u64,
     /// When the first keyframe (the first frame a decoder can show) arrived.
     pub first_frame: Option<Instant>,
     /// What crossed this peer's socket, both ways.
@@ -268,6 +272,7 @@ impl Peer {
             mid: None,
             connected: false,
             frames: 0,
+            marks: 0,
             first_frame: None,
             wire: Wire::default(),
             rtp_mode,
@@ -278,6 +283,11 @@ impl Peer {
             resource: None,
             keyframe_wanted: false,
         }
+    }
+
+    /// The address of the peer's socket.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Feeds received datagrams and time, then sends what the peer wants to send.
@@ -337,6 +347,9 @@ impl Peer {
                     d.packets += 1;
                     d.first.get_or_insert(seq);
                     d.highest = Some(d.highest.map_or(seq, |h| h.max(seq)));
+                    if p.header.marker {
+                        self.marks += 1;
+                    }
                     if self.first_frame.is_none() && vp8_keyframe(&p.payload) {
                         self.first_frame = Some(Instant::now());
                     }
@@ -378,6 +391,15 @@ pub fn post(url: &str, sdp: &str) -> (String, Option<String>) {
         .and_then(|l| url::Url::parse(url).ok()?.join(l).ok())
         .map(|u| u.to_string());
     (res.body_mut().read_to_string().unwrap(), location)
+}
+
+/// GETs `url`; returns the body.
+pub fn get(url: &str) -> Result<String, String> {
+    agent()
+        .get(url)
+        .call()
+        .and_then(|mut r| r.body_mut().read_to_string())
+        .map_err(|e| format!("GET {url}: {e}"))
 }
 
 /// Ends a session (DELETE on its resource URL).
