@@ -1341,7 +1341,7 @@ fn main() {
         .unwrap()
         .to_path_buf();
     let server_bin = target.join("callserver");
-    if std::env::var_os(common::MARK).is_none() && !server_bin.exists() {
+    if std::env::var_os(common::MARK).is_none() && stale(&server_bin) {
         let ok = Command::new(env!("CARGO"))
             .args(["build", "--release", "--bin", "callserver"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -1591,4 +1591,27 @@ fn main() {
             println!("mixed links N={n}: {e}");
         }
     }
+}
+
+/// Whether `bin` is missing or older than a file of the crate's sources (`src/`, `vendor/`,
+/// `Cargo.toml`): then it is built again before the run.
+fn stale(bin: &std::path::Path) -> bool {
+    fn newest(path: &std::path::Path) -> Option<std::time::SystemTime> {
+        let meta = std::fs::metadata(path).ok()?;
+        if !meta.is_dir() {
+            return meta.modified().ok();
+        }
+        std::fs::read_dir(path)
+            .ok()?
+            .filter_map(|e| newest(&e.ok()?.path()))
+            .max()
+    }
+    let Some(built) = std::fs::metadata(bin).and_then(|m| m.modified()).ok() else {
+        return true;
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    ["src", "vendor", "Cargo.toml"]
+        .iter()
+        .filter_map(|p| newest(&root.join(p)))
+        .any(|t| t > built)
 }
