@@ -568,6 +568,16 @@ pub fn process_resources() -> (f64, u64, u64) {
     (field("VmRSS:") / 1024.0, field("Threads:") as u64, fds)
 }
 
+/// The heap memory this process has allocated and not freed, MB (glibc's `mallinfo2`: every
+/// arena's blocks in use plus the blocks mapped on their own). Unlike RSS it does not count
+/// freed memory the allocator keeps.
+#[allow(dead_code)]
+pub fn heap_in_use() -> f64 {
+    // SAFETY: mallinfo2 only reads the allocator's counters.
+    let m = unsafe { libc::mallinfo2() };
+    (m.uordblks + m.hblkhd) as f64 / (1024.0 * 1024.0)
+}
+
 /// A small deterministic generator (xorshift), so that a failing run can be repeated.
 pub struct Noise(pub u64);
 
