@@ -64,6 +64,8 @@
 //! ```
 
 mod common;
+#[path = "../tests/common/shape.rs"]
+mod shape;
 
 use common::janus::{self, Janus};
 use common::{Delivered, Peer, Wire, connect_as, connect_on, cpu_seconds, delete};
@@ -936,7 +938,7 @@ fn run_mix(server_bin: &Path, port: u16, mix: &Mix) -> Result<(), String> {
         ),
         MixPublisher::Callsink => (None, Some(Publishing::start(&base)?)),
     };
-    let links = std::sync::Mutex::new(common::shape::SlowLinks::new()?);
+    let links = std::sync::Mutex::new(shape::SlowLinks::new()?);
     let phase = AtomicU8::new(WARMUP);
     let connected = AtomicUsize::new(0);
     let me = std::process::id();
@@ -991,7 +993,7 @@ fn run_mix(server_bin: &Path, port: u16, mix: &Mix) -> Result<(), String> {
                     let port = peer.local_addr().port();
                     let slow = mix.is_slow(i);
                     if slow {
-                        links.lock().unwrap().limit(port, mix.kbps, mix.queue)?;
+                        links.lock().unwrap().limit(&[port], mix.kbps, mix.queue)?;
                     }
                     joined.push(Joined {
                         port,

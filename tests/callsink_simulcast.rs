@@ -8,6 +8,7 @@ mod common;
 
 use common::browser::Browser;
 use common::peers::Viewer;
+use common::shape::SlowLinks;
 use common::watch::Watch;
 use common::{netns, wait_for};
 use gstcustomvideo::server::{CallServer, ServerConfig};
@@ -183,55 +184,6 @@ fn callsink_simulcast_falls_back_to_one_layer_without_a_simulcast_server() {
     drop(server);
 }
 
-/// Shapes what reaches UDP ports `ports` on the namespace's loopback to `kbps` together: a
-/// token bucket (HTB) with 200 ms of queue, the rest of the traffic untouched.
-fn limit_ports(ports: &[u16], kbps: u32) {
-    let queue = (kbps as u64 * 1000 / 8 / 5).max(3000).to_string();
-    let rate = format!("{kbps}kbit");
-    let mut commands: Vec<Vec<String>> = [
-        &[
-            "qdisc", "replace", "dev", "lo", "root", "handle", "1:", "htb", "default", "1",
-        ][..],
-        &[
-            "class", "add", "dev", "lo", "parent", "1:", "classid", "1:1", "htb", "rate", "10gbit",
-        ],
-        &[
-            "class", "add", "dev", "lo", "parent", "1:", "classid", "1:2", "htb", "rate", &rate,
-            "ceil", &rate, "burst", "15k",
-        ],
-        &[
-            "qdisc", "add", "dev", "lo", "parent", "1:2", "bfifo", "limit", &queue,
-        ],
-    ]
-    .iter()
-    .map(|a| a.iter().map(|s| s.to_string()).collect())
-    .collect();
-    for port in ports {
-        let port = port.to_string();
-        commands.push(
-            [
-                "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
-                "match", "ip", "protocol", "17", "0xff", "match", "ip", "dport", &port, "0xffff",
-                "flowid", "1:2",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        );
-    }
-    for args in commands {
-        let out = std::process::Command::new("tc")
-            .args(&args)
-            .output()
-            .expect("tc (iproute2) runs");
-        assert!(
-            out.status.success(),
-            "tc {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
 /// The UDP ports of the process that has UDP port `port` open (a browser's network
 /// process: its ICE candidates).
 fn ports_of_owner(port: u16) -> Vec<u16> {
@@ -358,7 +310,10 @@ fn a_viewer_behind_a_slow_link_gets_a_smaller_layer_and_the_others_keep_the_top_
     // The slow viewer's link carries 600 kbit/s from now on (its browser's UDP ports).
     let local = shown(&slow)["local"].as_str().unwrap().to_owned();
     let port: u16 = local.rsplit(':').next().unwrap().parse().unwrap();
-    limit_ports(&ports_of_owner(port), 600);
+    let mut links = SlowLinks::new().unwrap();
+    links
+        .limit(&ports_of_owner(port), 600, Duration::from_millis(200))
+        .unwrap();
     let t0 = std::time::Instant::now();
     let settled = wait_for(30 * SEC, || {
         let w = shown(&slow)["width"].as_i64().unwrap_or(0);
@@ -398,11 +353,7 @@ fn a_viewer_behind_a_slow_link_gets_a_smaller_layer_and_the_others_keep_the_top_
     );
 
     // The link is fast again: the slow viewer climbs back to the top layer.
-    let out = std::process::Command::new("tc")
-        .args(["qdisc", "del", "dev", "lo", "root"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    drop(links);
     let t1 = std::time::Instant::now();
     wait_width(&server, &slow, 1280, 90 * SEC);
     eprintln!("back to 1280 pixels after {:?}", t1.elapsed());

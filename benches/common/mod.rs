@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 pub mod janus;
-pub mod shape;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;

@@ -11,6 +11,8 @@ pub mod http;
 pub mod janus;
 pub mod netns;
 pub mod peers;
+#[allow(dead_code)]
+pub mod shape;
 pub mod watch;
 
 use gst::prelude::*;

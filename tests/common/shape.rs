@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Slow links on loopback, for benchmarks that run in their own network namespace: an htb
-//! root on `lo` whose default class carries everything at 10 Gbit/s, and one class per
-//! limited UDP port (a token bucket of its own with a bfifo queue), chosen by a u32 filter on
-//! the datagram's destination port. The kernel here has htb, u32, tbf, pfifo and bfifo, not
+//! Slow links on loopback, for tests and benchmarks that run in their own network namespace:
+//! an htb root on `lo` whose default class carries everything at 10 Gbit/s, and one class per
+//! limited link (a token bucket of its own with a bfifo queue) for one or more UDP ports,
+//! chosen by u32 filters on the datagram's destination port. The kernel here has htb, u32, tbf, pfifo and bfifo, not
 //! netem. The qdisc goes when this is dropped (and with the namespace anyway).
 
 use std::process::Command;
@@ -44,15 +44,14 @@ impl SlowLinks {
         Ok(SlowLinks { classes: 0 })
     }
 
-    /// UDP datagrams to port `port` get a link of their own: `kbps` kbit/s, a 15 kB burst,
-    /// and a queue of `queue` at that rate (bfifo, 3000 bytes at least); what does not fit is
-    /// dropped.
-    pub fn limit(&mut self, port: u16, kbps: u32, queue: Duration) -> Result<(), String> {
+    /// UDP datagrams to any of `ports` get a link of their own, shared by those ports:
+    /// `kbps` kbit/s, a 15 kB burst, and a queue of `queue` at that rate (bfifo, 3000 bytes at
+    /// least); what does not fit is dropped.
+    pub fn limit(&mut self, ports: &[u16], kbps: u32, queue: Duration) -> Result<(), String> {
         let class = format!("1:{:x}", 0x10 + self.classes);
         self.classes += 1;
         let rate = format!("{kbps}kbit");
         let bytes = ((f64::from(kbps) * 1000.0 / 8.0 * queue.as_secs_f64()) as u64).max(3000);
-        let port = port.to_string();
         tc(&[
             "class", "add", "dev", "lo", "parent", "1:", "classid", &class, "htb", "rate", &rate,
             "ceil", &rate, "burst", "15k",
@@ -68,11 +67,34 @@ impl SlowLinks {
             "limit",
             &bytes.to_string(),
         ])?;
-        tc(&[
-            "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
-            "match", "ip", "protocol", "17", "0xff", "match", "ip", "dport", &port, "0xffff",
-            "flowid", &class,
-        ])
+        for port in ports {
+            tc(&[
+                "filter",
+                "add",
+                "dev",
+                "lo",
+                "parent",
+                "1:",
+                "protocol",
+                "ip",
+                "prio",
+                "1",
+                "u32",
+                "match",
+                "ip",
+                "protocol",
+                "17",
+                "0xff",
+                "match",
+                "ip",
+                "dport",
+                &port.to_string(),
+                "0xffff",
+                "flowid",
+                &class,
+            ])?;
+        }
+        Ok(())
     }
 
     /// Datagrams the limited ports' queues dropped so far, in all.
