@@ -820,13 +820,7 @@ impl Publishing {
 
 impl Drop for Publishing {
     fn drop(&mut self) {
-        drop(self.0.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        common::end_child(&mut self.0);
     }
 }
 

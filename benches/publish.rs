@@ -167,18 +167,12 @@ fn measure(server: &CallServer, who: Publisher, uid: &str, secs: f64) -> Measure
     let rss_mb = peak_rss_mb(child.id());
     // The callsink child stops when its input closes, the reference on SIGINT; both send their
     // WHIP DELETE. Then make sure they are gone.
-    drop(child.stdin.take());
     if !who.is_callsink() {
         let _ = Command::new("kill")
             .args(["-INT", &child.id().to_string()])
             .status();
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    common::end_child(&mut child);
     Measure {
         cpu_per_30s: cpu * 30.0 / secs,
         rss_mb,

@@ -221,13 +221,7 @@ fn measure(server: &CallServer, case: Case, round: usize, warmup: f64, secs: f64
             (s.clone(), f.saturating_sub(before) as f64 / elapsed)
         })
         .collect();
-    drop(child.stdin.take());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    common::end_child(&mut child);
     Measure {
         cpu_per_30s: cpu * 30.0 / elapsed,
         rss_mb,

@@ -66,6 +66,18 @@ pub fn run_child(
     let _ = pipeline.set_state(gst::State::Null);
 }
 
+/// Ends a child made by [`run_child`]: closes its standard input (it stops its pipeline and
+/// exits), waits up to 5 s for it, then kills it.
+pub fn end_child(child: &mut std::process::Child) {
+    drop(child.stdin.take());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// The median of `values` (the mean of the two middle ones for an even count); `None` for
 /// none.
 pub fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
