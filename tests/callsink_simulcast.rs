@@ -25,11 +25,15 @@ fn server() -> CallServer {
     .expect("server starts")
 }
 
-fn publish(server: &CallServer, simulcast: &str) -> common::Launched {
+/// Moving pictures: an encoder's bitrate follows its target.
+const MOVING: &str = "videotestsrc is-live=true pattern=smpte horizontal-speed=4";
+
+/// Publishes `producer` at 1280x720@30 as `cam` in channel `live` with callsink `props`.
+fn publish(server: &CallServer, producer: &str, props: &str) -> common::Launched {
     common::init();
     common::Launched::new(&format!(
-        "customvideosrc producer=\"{RED}\" framerate=30/1 width=1280 height=720 ! \
-         callsink name=sink server={} channel=live uid=cam simulcast={simulcast}",
+        "customvideosrc producer=\"{producer}\" framerate=30/1 width=1280 height=720 ! \
+         callsink name=sink server={} channel=live uid=cam {props}",
         server.url()
     ))
     .play()
@@ -64,7 +68,7 @@ fn callsink_sends_three_simulcast_layers_and_each_viewer_gets_its_own() {
         return;
     }
     let server = server();
-    let publisher = publish(&server, "three");
+    let publisher = publish(&server, RED, "simulcast=three");
     let layers = layers(&server, &publisher, 3);
     assert_eq!(
         layers,
@@ -113,7 +117,7 @@ fn callsink_dual_stream_sends_two_layers() {
         return;
     }
     let server = server();
-    let publisher = publish(&server, "dual");
+    let publisher = publish(&server, RED, "simulcast=dual");
     assert_eq!(
         layers(&server, &publisher, 2),
         [("q".to_owned(), 320, 180), ("f".to_owned(), 1280, 720)]
@@ -131,13 +135,11 @@ fn callsink_dual_stream_sends_two_layers() {
     drop(low);
     drop(publisher);
     // Agora's dual stream default: a 160x120 low layer at 15 fps and 50 kbit/s.
-    let low_params = common::Launched::new(&format!(
-        "customvideosrc producer=\"{RED}\" framerate=30/1 width=1280 height=720 ! \
-         callsink name=sink server={} channel=live uid=cam simulcast=dual \
-         low-width=160 low-height=120 low-framerate=15 low-bitrate=50",
-        server.url()
-    ))
-    .play();
+    let low_params = publish(
+        &server,
+        RED,
+        "simulcast=dual low-width=160 low-height=120 low-framerate=15 low-bitrate=50",
+    );
     assert_eq!(
         layers(&server, &low_params, 2),
         [("q".to_owned(), 160, 120), ("f".to_owned(), 1280, 720)]
@@ -265,15 +267,8 @@ fn a_viewer_behind_a_slow_link_gets_a_smaller_layer_and_the_others_keep_the_top_
         return;
     }
     let server = server();
-    common::init();
-    // Moving pictures: layers of about 0.3, 0.75 and 2 Mbit/s.
-    let publisher = common::Launched::new(&format!(
-        "customvideosrc producer=\"videotestsrc is-live=true pattern=smpte horizontal-speed=4\" \
-         framerate=30/1 width=1280 height=720 ! callsink name=sink server={} channel=live \
-         uid=cam simulcast=three max-bitrate=3000",
-        server.url()
-    ))
-    .play();
+    // Layers of about 0.3, 0.75 and 2 Mbit/s.
+    let publisher = publish(&server, MOVING, "simulcast=three max-bitrate=3000");
     layers(&server, &publisher, 3);
     // Two Chromium viewers (the server's viewer page), both choosing the top layer.
     let choose = |b: &Browser, quality: &str| {
@@ -378,14 +373,7 @@ fn callsink_stats_count_each_simulcast_layer() {
         return;
     }
     let server = server();
-    common::init();
-    let publisher = common::Launched::new(&format!(
-        "customvideosrc producer=\"videotestsrc is-live=true pattern=smpte horizontal-speed=4\" \
-         framerate=30/1 width=1280 height=720 ! callsink name=sink server={} channel=live \
-         uid=cam simulcast=three",
-        server.url()
-    ))
-    .play();
+    let publisher = publish(&server, MOVING, "simulcast=three");
     layers(&server, &publisher, 3);
     std::thread::sleep(4 * SEC);
     use gst::prelude::*;
