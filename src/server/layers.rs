@@ -95,26 +95,22 @@ impl Layer {
 }
 
 /// The layers that sent within [`LAYER_SILENCE`], smallest first (a layer whose size is not
-/// known yet counts as the smallest), the order they appeared in breaking ties.
-fn live(layers: &[Layer], now: Instant) -> Vec<&Layer> {
-    let mut live: Vec<&Layer> = layers
+/// known yet counts as the smallest), the order they appeared in breaking ties: what
+/// [`target`] and [`Fit::update`] choose among, taken once per frame for all its subscribers.
+pub fn live(layers: &[Layer], now: Instant) -> Vec<Layer> {
+    let mut live: Vec<Layer> = layers
         .iter()
         .filter(|l| now.saturating_duration_since(l.last_frame) <= LAYER_SILENCE)
+        .cloned()
         .collect();
     live.sort_by_key(|l| l.pixels());
     live
 }
 
-/// The layer a subscriber asking for `quality` should get among the live `layers`, by size,
+/// The layer a subscriber asking for `quality` should get among the [`live`] layers, by size,
 /// and no larger than `ceiling` (the largest its link carries, see [`Fit`]) when that one is
 /// live.
-pub fn target(
-    layers: &[Layer],
-    quality: Quality,
-    ceiling: Option<Rid>,
-    now: Instant,
-) -> Option<Rid> {
-    let live = live(layers, now);
+pub fn target(live: &[Layer], quality: Quality, ceiling: Option<Rid>) -> Option<Rid> {
     if live.is_empty() {
         return None;
     }
@@ -196,14 +192,13 @@ impl Fit {
             .map(|(e, _)| e)
     }
 
-    /// Moves the ceiling among `layers` as the estimate asks, once it asked long enough:
+    /// Moves the ceiling among the [`live`] layers as the estimate asks, once it asked long enough:
     /// down to the largest layer the estimate carries (while the subscriber loses packets),
     /// up one layer at a time.
-    pub fn update(&mut self, layers: &[Layer], now: Instant) {
+    pub fn update(&mut self, live: &[Layer], now: Instant) {
         let Some(estimate) = self.estimate(now) else {
             return;
         };
-        let live = live(layers, now);
         let Some(top) = live.len().checked_sub(1) else {
             return;
         };
@@ -215,13 +210,13 @@ impl Fit {
         let lossy = self
             .lossy
             .is_some_and(|t| now.saturating_duration_since(t) <= LOSS_HELD);
-        let wanted = if at > 0 && lossy && !carried(live[at], FITS) {
+        let wanted = if at > 0 && lossy && !carried(&live[at], FITS) {
             let fits = live[..at]
                 .iter()
                 .rposition(|l| carried(l, FITS))
                 .unwrap_or(0);
             Some((true, fits))
-        } else if at < top && carried(live[at + 1], FITS_UP) {
+        } else if at < top && carried(&live[at + 1], FITS_UP) {
             Some((false, at + 1))
         } else {
             None
@@ -310,20 +305,32 @@ mod tests {
             layer("q", Some((320, 180)), now),
             layer("h", Some((640, 360)), now),
         ];
-        assert_eq!(target(&layers, Quality::High, None, now), Some(rid("f")));
-        assert_eq!(target(&layers, Quality::Medium, None, now), Some(rid("h")));
-        assert_eq!(target(&layers, Quality::Low, None, now), Some(rid("q")));
+        assert_eq!(
+            target(&live(&layers, now), Quality::High, None),
+            Some(rid("f"))
+        );
+        assert_eq!(
+            target(&live(&layers, now), Quality::Medium, None),
+            Some(rid("h"))
+        );
+        assert_eq!(
+            target(&live(&layers, now), Quality::Low, None),
+            Some(rid("q"))
+        );
         // Two layers (dual stream): medium is the smaller.
         assert_eq!(
-            target(&layers[..2], Quality::Medium, None, now),
+            target(&live(&layers[..2], now), Quality::Medium, None),
             Some(rid("q"))
         );
         // The top layer stopped: high gets the largest that still sends.
         let mut stopped = layers.clone();
         stopped[0].last_frame = now - 2 * LAYER_SILENCE;
         let later = now + Duration::from_millis(10);
-        assert_eq!(target(&stopped, Quality::High, None, later), Some(rid("h")));
-        assert_eq!(target(&[], Quality::High, None, now), None);
+        assert_eq!(
+            target(&live(&stopped, later), Quality::High, None),
+            Some(rid("h"))
+        );
+        assert_eq!(target(&live(&[], now), Quality::High, None), None);
     }
 
     #[test]
@@ -335,10 +342,13 @@ mod tests {
             layer("f", Some((1280, 720)), now),
         ];
         let h = Some(rid("h"));
-        assert_eq!(target(&layers, Quality::High, h, now), h);
-        assert_eq!(target(&layers, Quality::Low, h, now), Some(rid("q")));
+        assert_eq!(target(&live(&layers, now), Quality::High, h), h);
+        assert_eq!(target(&live(&layers, now), Quality::Low, h), Some(rid("q")));
         // A ceiling that stopped sending caps nothing.
-        assert_eq!(target(&layers[..1], Quality::High, h, now), Some(rid("q")));
+        assert_eq!(
+            target(&live(&layers[..1], now), Quality::High, h),
+            Some(rid("q"))
+        );
     }
 
     #[test]
@@ -375,7 +385,7 @@ mod tests {
         let at = |fit: &mut Fit, t: u64, kbps: u64| {
             fit.estimated(kbps * 1000, ms(t));
             let layers = sending(ms(t));
-            fit.update(&layers, ms(t));
+            fit.update(&live(&layers, ms(t)), ms(t));
             fit.ceiling.map(|r| r.to_string())
         };
         // The estimator's first value counts for nothing.
@@ -424,7 +434,7 @@ mod tests {
             fit.lost(loss, ms(t));
             fit.estimated(kbps * 1000, ms(t));
             let layers = sending(ms(t));
-            fit.update(&layers, ms(t));
+            fit.update(&live(&layers, ms(t)), ms(t));
             fit.ceiling.map(|r| r.to_string())
         };
         // On h (a 700 kbit/s link, losing packets on f).

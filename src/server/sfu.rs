@@ -1212,7 +1212,7 @@ impl Sfu {
                 .map(|(_, k)| *k)?;
             // The layers matter only for frames of a layer.
             let layers = if data.rid.is_some() {
-                p.layers.clone()
+                layers::live(&p.layers, now)
             } else {
                 vec![]
             };
@@ -1234,7 +1234,7 @@ impl Sfu {
             if let (Some(rid), Role::Subscriber(sub)) = (data.rid, &mut s.role) {
                 sub.fit.update(&layers, now);
                 probe_for(&mut s.rtc, sub, &layers);
-                let target = layers::target(&layers, sub.quality, sub.fit.ceiling, now);
+                let target = layers::target(&layers, sub.quality, sub.fit.ceiling);
                 let take = layers::take(sub.layer, target, rid, keyframe);
                 if take == Take::Switch {
                     gst::debug!(CAT, "subscriber {} now gets layer {rid}", s.id);
